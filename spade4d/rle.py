@@ -1,0 +1,72 @@
+"""COCO run-length encoding of image masks and point masks (PROTOCOLS.md §2).
+
+A point mask of a frame with ``N`` points is encoded as an ``(N, 1)`` array, so its RLE ``size`` is ``[N, 1]``.
+``counts`` are stored as str (pycocotools gives bytes) so the result is JSON-ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+class RLEError(ValueError):
+    """An RLE dict is malformed or has the wrong size."""
+
+
+def encode_mask(mask: np.ndarray) -> dict[str, Any]:
+    """RLE of a 2-D boolean mask ``(H, W)``."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise RLEError(f"expected a 2-D mask, got shape {mask.shape}")
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+
+
+def encode_point_mask(mask: np.ndarray) -> dict[str, Any]:
+    """RLE of a 1-D point mask ``(N,)`` as an ``(N, 1)`` image."""
+    return encode_mask(np.asarray(mask).reshape(-1, 1))
+
+
+def decode_mask(
+    r: Mapping[str, Any], expected_size: tuple[int, int] | None = None, context: str = "mask"
+) -> np.ndarray:
+    """Decode an RLE dict to a boolean array of its ``size``, checking the size when ``expected_size`` is given."""
+    if not isinstance(r, Mapping) or "size" not in r or "counts" not in r:
+        raise RLEError(f"{context}: not an RLE dict with 'size' and 'counts'")
+    size = r["size"]
+    if (
+        not isinstance(size, (list, tuple))
+        or len(size) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in size)
+    ):
+        raise RLEError(f"{context}: RLE size {size!r} is not [height, width]")
+    if expected_size is not None and tuple(size) != tuple(expected_size):
+        raise RLEError(f"{context}: RLE size {list(size)} does not match the expected {list(expected_size)}")
+    counts = r["counts"]
+    if isinstance(counts, list):  # uncompressed RLE
+        if sum(int(c) for c in counts) != size[0] * size[1]:
+            raise RLEError(f"{context}: uncompressed RLE counts do not add up to {size[0]}x{size[1]}")
+        r = mask_utils.frPyObjects({"size": list(size), "counts": counts}, size[0], size[1])
+    elif isinstance(counts, str):
+        r = {"size": list(size), "counts": counts.encode("ascii")}
+    elif isinstance(counts, bytes):
+        r = {"size": list(size), "counts": counts}
+    else:
+        raise RLEError(f"{context}: RLE counts of type {type(counts).__name__}")
+    if size[0] * size[1] == 0:
+        return np.zeros(size, dtype=bool)
+    try:
+        out = mask_utils.decode(r)
+    except Exception as e:  # pycocotools raises bare exceptions on corrupt strings
+        raise RLEError(f"{context}: corrupt RLE counts ({e})") from None
+    return out.astype(bool)
+
+
+def area(r: Mapping[str, Any]) -> int:
+    """Number of set pixels of an RLE without decoding it."""
+    counts = r["counts"].encode("ascii") if isinstance(r["counts"], str) else r["counts"]
+    return int(mask_utils.area({"size": list(r["size"]), "counts": counts}))
