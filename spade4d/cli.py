@@ -124,6 +124,99 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not ks or any(k <= 0 for k in ks):
+        raise argparse.ArgumentTypeError(f"K values must be positive integers, got {text!r}")
+    return ks
+
+
+FORMATS_4D = ("psg4d-pc", "synthetic", "psg4d-gta", "psg4d-hoi", "pvsg")
+
+
+def open_4d_dataset(fmt: str, root: str, split: str):
+    """A (PointSequence, SceneGraph4D) dataset for ``evaluate-4d``/``infer`` by format name."""
+    from spade4d.data.psg4d import PSG4DPointCloud
+
+    if fmt == "psg4d-pc":
+        return PSG4DPointCloud(root, split)
+    if fmt == "synthetic":
+        return PSG4DPointCloud(Path(root) / "psg4d_pc", split)
+    raise ValueError(
+        f"--format {fmt}: point-cloud evaluation reads the PSG4D point-cloud layout; convert {fmt} data to it "
+        "first (the RGB-D converters are tracked in the readers issue) and pass --format psg4d-pc"
+    )
+
+
+def cmd_evaluate_4d(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from spade4d.evaluation import Evaluator4D, Options4D, PredictionFile4D
+    from spade4d.evaluation.report import format_table, write_report
+
+    options = Options4D(
+        ks=args.ks,
+        viou_threshold=args.viou_threshold,
+        top_pairs=args.top_pairs or None,
+        graph_constraint=args.graph_constraint,
+        penalize_extra_frames=args.penalize_extra_frames,
+    )
+    ds = open_4d_dataset(args.format, args.root, args.split)
+    preds = PredictionFile4D(args.pred)
+    missing = [v for v in ds.video_ids() if v not in preds]
+    ev = Evaluator4D(options, predicates=ds.predicates)
+    for points, gt in tqdm(ds, total=len(ds), desc="evaluate-4d", disable=args.quiet):
+        pred = preds.get(gt.video_id, points.counts.tolist()) if gt.video_id in preds else None
+        ev.process(gt, pred)
+    metrics = ev.evaluate()
+    metrics.update(
+        format=args.format, split=args.split, prediction_file=str(args.pred), sequences_without_predictions=len(missing)
+    )
+    paths = write_report(metrics, args.out, title=f"4D recall per predicate ({args.split})")
+    print(
+        format_table(
+            metrics,
+            f"4D scene graph recall, {args.split} split ({len(ds)} sequences, "
+            f"{metrics['num_gt_relations']} GT relations)",
+        )
+    )
+    if missing:
+        print(f"note: {len(missing)} sequences have no predictions and score 0")
+    print(f"wrote {paths['json']} and {paths['png']}")
+    return 0
+
+
+def cmd_evaluate_2d(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from spade4d.data.psg import PSGDataset
+    from spade4d.evaluation import Evaluator2D, Options2D, PredictionFile2D
+    from spade4d.evaluation.report import format_table, write_report
+
+    options = Options2D(
+        ks=args.ks,
+        graph_constraint=not args.no_graph_constraint,
+        skip_empty=args.skip_empty,
+        single_mask_per_object=not args.per_triplet_masks,
+        iou_type=args.iou_type,
+    )
+    ds = PSGDataset(args.psg_json, args.coco_root, split=args.split)
+    preds = PredictionFile2D(args.pred)
+    ev = Evaluator2D(ds.predicates, options)
+    for gt in tqdm(ds, total=len(ds), desc="evaluate-2d", disable=args.quiet):
+        pred = preds.get(gt.image_id, (gt.height, gt.width)) if gt.image_id in preds else None
+        ev.process(gt, pred)
+    metrics = ev.evaluate()
+    metrics.update(split=args.split, prediction_file=str(args.pred))
+    paths = write_report(metrics, args.out, title=f"2D recall per predicate ({args.split})")
+    print(format_table(metrics, f"2D scene graph recall, {args.split} split ({metrics['num_images']} images)"))
+    print(f"wrote {paths['json']} and {paths['png']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The end-to-end demo: synthetic data, then a rendered sequence of it."""
     from spade4d.data.synthetic.generate import generate
@@ -201,6 +294,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_render)
 
+    s = sub.add_parser("evaluate-4d", help="4D R@K / mR@K of a prediction file (PROTOCOLS.md §3.2)")
+    s.add_argument("--format", default="psg4d-pc", choices=FORMATS_4D)
+    s.add_argument("--root", required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--pred", required=True, help="a spade4d-predictions-4d file")
+    s.add_argument("--out", required=True, help="metrics JSON (a per-predicate PNG is written beside it)")
+    s.add_argument("--graph-constraint", action="store_true", help="one predicate per pair (off by default)")
+    s.add_argument(
+        "--penalize-extra-frames",
+        action="store_true",
+        help="divide by |GT frames ∪ predicted frames| instead of |GT frames|",
+    )
+    s.add_argument("--viou-threshold", type=float, default=0.5)
+    s.add_argument("--top-pairs", type=_non_negative_int, default=100, help="0: no cut")
+    s.add_argument("--ks", type=_ks, default=(20, 50, 100))
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate_4d)
+
+    s = sub.add_parser("evaluate-2d", help="2D PSG R@K / mR@K of a prediction file (PROTOCOLS.md §3.1)")
+    s.add_argument("--psg-json", required=True)
+    s.add_argument("--coco-root", required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--pred", required=True, help="a spade4d-predictions-2d file")
+    s.add_argument("--out", required=True)
+    s.add_argument("--no-graph-constraint", action="store_true")
+    s.add_argument("--skip-empty", action="store_true", help="skip images without predictions (OpenPSG's way)")
+    s.add_argument(
+        "--per-triplet-masks",
+        action="store_true",
+        help="turn off single-mask-per-object: relations may carry their own masks",
+    )
+    s.add_argument("--iou-type", default="mask", choices=["mask", "box"])
+    s.add_argument("--ks", type=_ks, default=(20, 50, 100))
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate_2d)
     return p
 
 

@@ -409,7 +409,7 @@ class SceneGraph4D:
                 )
         sizes: dict[int, int] = {}
         ids = set()
-        for k, obj in enumerate(self.objects):
+        for obj in self.objects:
             ow = f"{w}object {obj.id} "
             if obj.id in ids:
                 raise StructureError(f"{w}object id {obj.id} appears twice")

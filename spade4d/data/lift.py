@@ -2,8 +2,8 @@
 
 Camera model: pinhole with intrinsics ``K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` in pixels, OpenCV axes
 (x right, y down, z forward). Integer pixel coordinates are pixel centres (the OpenCV/Open3D convention),
-so pixel ``(u, v)`` at depth ``z`` lifts to ``z * K^-1 [u, v, 1]``. ``depth`` is the z distance in metres (not the ray length). ``world_from_camera`` is
-a 4x4 pose; without it points stay in camera coordinates.
+so pixel ``(u, v)`` at depth ``z`` lifts to ``z * K^-1 [u, v, 1]``. ``depth`` is the z distance in metres (not
+the ray length). ``world_from_camera`` is a 4x4 pose; without it points stay in camera coordinates.
 
 Everything is vectorised over pixels; there is no per-pixel Python loop.
 """

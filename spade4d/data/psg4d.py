@@ -140,13 +140,15 @@ class PSG4DPointCloud:
         except (KeyError, TypeError) as e:
             raise DatasetError(f"{self.ann_path}: missing {e} (need objects.thing, objects.stuff, data)") from None
         self.classes = self.thing_classes + self.stuff_classes
-        self.predicates = list(ann.get("predicates") or sorted({r[1] for d in data for r in d.get("relations", [])}))
         if split is not None:
             if split not in ann.get("split", {}):
                 raise DatasetError(f"{self.ann_path}: no split {split!r} (has {', '.join(ann.get('split', {}))})")
             wanted = set(ann["split"][split])
             data = [d for d in data if d["video_id"] in wanted]
         self.entries = data
+        self.predicates = list(
+            ann.get("predicates") or sorted({r[1] for d in ann["data"] for r in d.get("relations", [])})
+        )
         self.split = split
         self.allow_pickle, self.rgb_range = allow_pickle, rgb_range
 

@@ -146,7 +146,7 @@ class GraphRenderer:
         by_pair: dict[tuple[int, int], list[str]] = {}
         for r in rels:
             by_pair.setdefault((r.subject, r.object), []).append(r.predicate)
-        for (s, o), preds in by_pair.items():
+        for s, o in by_pair:
             if s in uv and o in uv:
                 self._arrow(draw, uv[s], uv[o], object_color(s))
         for (s, o), preds in by_pair.items():
