@@ -21,8 +21,9 @@ Choices (documented options): a GT relation whose ``gt_frames`` is empty (its ob
 its span) still counts in the denominator and can never be recalled; predicted frames and GT frames are
 intersected over the sequence's frames only.
 
-The fast path below computes, once per sequence, the point-mask IoU of every (predicted object, GT object) pair
-on every frame with one matrix product per frame, then scores all candidates of a GT relation at once.
+The fast path below packs each needed object's tube once into a bitset, computes the per-frame IoU of exactly
+the (predicted, GT) object pairs that class-matching candidates need with one batched AND + popcount, and then
+scores all candidates of a GT relation at once.
 :mod:`spade4d.evaluation.reference` keeps the plain loop it must equal.
 """
 
@@ -96,40 +97,59 @@ def rank_relations(pred: SceneGraph4D, options: Options4D) -> list[Relation4D]:
     return ranked
 
 
-def iou_tensor(
-    gt: SceneGraph4D, pred: SceneGraph4D, gt_ids: Sequence[int], pred_ids: Sequence[int], num_points: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(T, P, G)`` point-mask IoU of predicted vs GT objects, and ``(T, G)`` GT non-emptiness.
+def pack_tube(
+    masks: dict[int, np.ndarray], num_frames: int, width: int, frames: np.ndarray | None = None
+) -> np.ndarray:
+    """An object's per-frame point masks as a ``(T, W)`` uint64 bitset; frames absent (or not in ``frames``, a
+    boolean ``(T,)`` selection) stay zero."""
+    out = np.zeros((num_frames, width * 8), dtype=np.uint8)
+    for t, m in masks.items():
+        if frames is None or frames[t]:
+            packed = np.packbits(m)
+            out[t, : len(packed)] = packed
+    return out.view(np.uint64)
 
-    Each frame's masks are stacked once and intersected with one matrix product (float32 BLAS); objects absent
-    from a frame are skipped, so the cost follows the masks that exist.
-    """
-    T = gt.num_frames
-    P, G = len(pred_ids), len(gt_ids)
-    iou = np.zeros((T, P, G), dtype=np.float32)
-    gt_nonempty = np.zeros((T, G), dtype=bool)
-    gobj, pobj = gt.object_by_id(), pred.object_by_id()
-    for t in range(T):
-        gi = [k for k, i in enumerate(gt_ids) if t in gobj[i].masks]
-        pi = [k for k, i in enumerate(pred_ids) if t in pobj[i].masks]
-        if not gi:
-            continue
-        gm = np.stack([gobj[gt_ids[k]].masks[t] for k in gi]).astype(np.float32)  # (g, N)
-        ga = gm.sum(1)
-        gt_nonempty[t, gi] = ga > 0
-        if not pi:
-            continue
-        pm = np.stack([pobj[pred_ids[k]].masks[t] for k in pi]).astype(np.float32)  # (p, N)
-        inter = pm @ gm.T  # (p, g)
-        union = pm.sum(1)[:, None] + ga[None, :] - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frame_iou = np.where(union > 0, inter / union, 0.0)
-        iou[t][np.ix_(pi, gi)] = frame_iou
-    return iou, gt_nonempty
+
+def pair_ious(
+    pairs: Sequence[tuple[int, int]],
+    pred_bits: dict[int, np.ndarray],
+    gt_bits: dict[int, np.ndarray],
+    chunk: int = 16,
+) -> np.ndarray:
+    """``(K, T)`` per-frame IoU of the (predicted id, GT id) ``pairs`` from bitsets: one AND + popcount each."""
+    if not pairs:
+        return np.zeros((0, 0), dtype=np.float32)
+    p_ids = sorted({p for p, _ in pairs})
+    g_ids = sorted({g for _, g in pairs})
+    P = np.stack([pred_bits[i] for i in p_ids])  # (P, T, W)
+    G = np.stack([gt_bits[i] for i in g_ids])  # (G, T, W)
+    p_area = np.bitwise_count(P).sum(-1, dtype=np.int64)  # (P, T)
+    g_area = np.bitwise_count(G).sum(-1, dtype=np.int64)
+    pk = (
+        np.array([p_ids.index(p) for p, _ in pairs])
+        if len(p_ids) < 64
+        else np.searchsorted(p_ids, [p for p, _ in pairs])
+    )
+    gk = (
+        np.array([g_ids.index(g) for _, g in pairs])
+        if len(g_ids) < 64
+        else np.searchsorted(g_ids, [g for _, g in pairs])
+    )
+    inter = np.empty((len(pairs), P.shape[1]), dtype=np.int64)
+    for a in range(0, len(pairs), chunk):  # chunk x T x W words at a time: bounded memory, stays in cache
+        b = a + chunk
+        inter[a:b] = np.bitwise_count(P[pk[a:b]] & G[gk[a:b]]).sum(-1, dtype=np.int64)
+    union = p_area[pk] + g_area[gk] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0).astype(np.float32)
 
 
 def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options4D = Options4D()) -> list[GTOutcome]:
-    """Outcomes of every GT relation of one sequence (fast path)."""
+    """Outcomes of every GT relation of one sequence (fast path).
+
+    Only the (predicted object, GT object) pairs that some class-matching candidate needs are intersected; each
+    object's tube is packed once into a bitset and all pairs are scored in one batched AND + popcount.
+    """
     if gt.num_points is None:
         raise ValueError(f"sequence {gt.video_id!r}: ground truth needs num_points to be evaluated")
     T = gt.num_frames
@@ -138,34 +158,67 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     if pred.num_frames != T:
         raise ValueError(f"sequence {gt.video_id!r}: prediction has {pred.num_frames} frames, ground truth {T}")
     ranked = rank_relations(pred, options)
-    glabel = {o.id: o.label for o in gt.objects}
-    plabel = {o.id: o.label for o in pred.objects}
-    gt_ids = sorted({i for r in gt.relations for i in (r.subject, r.object)})
-    pred_ids = sorted({i for r in ranked for i in (r.subject, r.object)})
-    gidx = {i: k for k, i in enumerate(gt_ids)}
-    pidx = {i: k for k, i in enumerate(pred_ids)}
-    iou, gt_nonempty = iou_tensor(gt, pred, gt_ids, pred_ids, gt.num_points)
+    gobj, pobj = gt.object_by_id(), pred.object_by_id()
     R = len(ranked)
     pred_on = np.zeros((R, T), dtype=bool)
-    ps = np.zeros(R, dtype=np.int64)
-    po = np.zeros(R, dtype=np.int64)
     by_triplet: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     by_pair: dict[tuple[str, str], list[int]] = defaultdict(list)
     for k, r in enumerate(ranked):
         pred_on[k] = spans_to_frames(r.spans, T)
-        ps[k], po[k] = pidx[r.subject], pidx[r.object]
-        by_triplet[(plabel[r.subject], r.predicate, plabel[r.object])].append(k)
-        by_pair[(plabel[r.subject], plabel[r.object])].append(k)
-    good = iou >= options.mask_iou_threshold  # (T, P, G)
+        ls, lo = pobj[r.subject].label, pobj[r.object].label
+        by_triplet[(ls, r.predicate, lo)].append(k)
+        by_pair[(ls, lo)].append(k)
 
-    def first_rank(
-        cands: list[int], gt_on: np.ndarray, gs: int, go: int, thresholds: Sequence[float]
-    ) -> list[int | None]:
+    # the candidates of every GT relation, the object pairs they need, and the frames on which each object can
+    # matter (inside a GT span and, for predicted objects, inside a candidate's predicted span): only those
+    # frames are read and packed
+    subj = np.array([r.subject for r in ranked])
+    obj = np.array([r.object for r in ranked])
+    plan = []
+    needed: set[tuple[int, int]] = set()
+    gt_frames: dict[int, np.ndarray] = {}
+    use_ids, use_rows = [], []  # predicted object id -> the frames a candidate may test it on
+    for r in gt.relations:
+        cs, co = gobj[r.subject].label, gobj[r.object].label
+        trip = by_triplet.get((cs, r.predicate, co), [])
+        pair = by_pair.get((cs, co), [])  # the triplet candidates are a subset of these
+        span = spans_to_frames(r.spans, T)
+        plan.append((r, trip, pair, span))
+        for g in (r.subject, r.object):
+            gt_frames[g] = gt_frames.get(g, np.zeros(T, dtype=bool)) | span
+        if pair:
+            c = np.asarray(pair)
+            needed.update(zip(subj[c].tolist(), [r.subject] * len(c)))
+            needed.update(zip(obj[c].tolist(), [r.object] * len(c)))
+            rows = span[None, :] & pred_on[c]
+            use_ids += [subj[c], obj[c]]
+            use_rows += [rows, rows]
+    pred_frames: dict[int, np.ndarray] = {}
+    if use_ids:
+        ids, rows = np.concatenate(use_ids), np.concatenate(use_rows)
+        order = np.argsort(ids, kind="stable")
+        uniq, first = np.unique(ids[order], return_index=True)
+        for i, f in zip(uniq.tolist(), np.logical_or.reduceat(rows[order], first, axis=0)):
+            pred_frames[i] = f
+    width = (max(gt.num_points) + 63) // 64 if gt.num_points else 1
+    gt_bits = {i: pack_tube(gobj[i].masks, T, width, f) for i, f in gt_frames.items()}
+    pred_bits = {i: pack_tube(pobj[i].masks, T, width, pred_frames[i]) for i in {p for p, _ in needed}}
+    pairs = sorted(needed)
+    index = {pg: k for k, pg in enumerate(pairs)}
+    good = pair_ious(pairs, pred_bits, gt_bits) >= options.mask_iou_threshold  # (K, T)
+    gt_nonempty = {i: np.bitwise_count(b).sum(-1) > 0 for i, b in gt_bits.items()}  # (T,) each
+
+    def first_rank(cands: list[int], gt_on: np.ndarray, g_rel: Relation4D, thresholds) -> list[int | None]:
         if not cands or not gt_on.any():
             return [None] * len(thresholds)
         c = np.asarray(cands)
-        hit = gt_on[None, :] & pred_on[c] & good[:, ps[c], gs].T & good[:, po[c], go].T  # (C, T)
-        denom = (gt_on[None, :] | pred_on[c]).sum(1) if options.penalize_extra_frames else np.full(len(c), gt_on.sum())
+        ks = [index[(ranked[k].subject, g_rel.subject)] for k in cands]
+        ko = [index[(ranked[k].object, g_rel.object)] for k in cands]
+        hit = gt_on[None, :] & pred_on[c] & good[ks] & good[ko]  # (C, T)
+        if options.penalize_extra_frames:
+            denom = (gt_on[None, :] | pred_on[c]).sum(1)
+        else:
+            denom = np.full(len(c), gt_on.sum())
         viou = hit.sum(1) / np.maximum(denom, 1)
         out = []
         for thr in thresholds:
@@ -174,19 +227,11 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
         return out
 
     outcomes = []
-    for r in gt.relations:
-        gs, go = gidx[r.subject], gidx[r.object]
-        gt_on = spans_to_frames(r.spans, T) & gt_nonempty[:, gs] & gt_nonempty[:, go]
-        cs, co = glabel[r.subject], glabel[r.object]
-        rank, weak = first_rank(
-            by_triplet.get((cs, r.predicate, co), []),
-            gt_on,
-            gs,
-            go,
-            (options.viou_threshold, options.weak_viou_threshold),
-        )
-        (pair,) = first_rank(by_pair.get((cs, co), []), gt_on, gs, go, (options.viou_threshold,))
-        outcomes.append(GTOutcome(gt.video_id, r.subject, r.object, r.predicate, rank, weak, pair))
+    for r, trip, pair, span in plan:
+        gt_on = span & gt_nonempty[r.subject] & gt_nonempty[r.object]
+        rank, weak = first_rank(trip, gt_on, r, (options.viou_threshold, options.weak_viou_threshold))
+        (pair_rank,) = first_rank(pair, gt_on, r, (options.viou_threshold,))
+        outcomes.append(GTOutcome(gt.video_id, r.subject, r.object, r.predicate, rank, weak, pair_rank))
     return outcomes
 
 
