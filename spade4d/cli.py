@@ -217,6 +217,47 @@ def cmd_evaluate_2d(args: argparse.Namespace) -> int:
     return 0
 
 
+def _intrinsics(text: str):
+    try:
+        fx, fy, cx, cy = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not fx,fy,cx,cy") from None
+    return [[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from spade4d.data.convert import check_out_dir, convert_rgbd
+
+    if args.source == "vg":
+        from spade4d.data.vg_convert import vg_to_psg_json
+
+        n = vg_to_psg_json(args.h5, args.dicts, args.image_data, args.out, progress=not args.quiet)
+        print(f"wrote {args.out} ({n} images, box masks)")
+        return 0
+    out = check_out_dir(args.out)
+    if args.source == "psg4d-gta":
+        from spade4d.data.psg4d import PSG4DGTA
+
+        ds = PSG4DGTA(args.root, args.split, annotation=args.ann, depth_scale=args.depth_scale or 1.0)
+    else:
+        from spade4d.data.psg4d import PSG4DHOI
+
+        if not args.mask_root or not args.ann or not args.intrinsics:
+            raise ValueError("psg4d-hoi needs --mask-root, --ann and --intrinsics fx,fy,cx,cy")
+        ds = PSG4DHOI(
+            args.root, args.mask_root, args.ann, args.intrinsics, args.split, depth_scale=args.depth_scale or 0.001
+        )
+    summary = convert_rgbd(
+        ds, out, voxel_size=args.voxel_size, workers=args.workers, split_name=args.split, progress=not args.quiet
+    )
+    print(
+        f"converted {summary.videos} videos: {summary.frames_written} frames written, "
+        f"{summary.frames_skipped_existing} already there, {len(summary.empty_frames)} empty, "
+        f"{summary.invalid_depth_pixels} invalid depth pixels dropped"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The end-to-end demo: synthetic data, then a rendered sequence of it."""
     from spade4d.data.synthetic.generate import generate
@@ -293,6 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--interactive", action="store_true", help="open an Open3D window (needs a display)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("convert", help="convert a published dataset (RGB-D -> point-cloud layout; VG -> PSG json)")
+    s.add_argument("source", choices=["psg4d-gta", "psg4d-hoi", "vg"])
+    s.add_argument("--root", help="dataset root (psg4d-gta / psg4d-hoi)")
+    s.add_argument("--ann", default=None, help="annotation json (default for psg4d-gta: <root>/psg4d.json)")
+    s.add_argument("--mask-root", default=None, help="psg4d-hoi mask root")
+    s.add_argument("--intrinsics", type=_intrinsics, default=None, help="psg4d-hoi camera: fx,fy,cx,cy")
+    s.add_argument("--split", default=None, help="convert only this split (default: every video)")
+    s.add_argument("--depth-scale", type=float, default=None, help="depth file units -> metres")
+    s.add_argument("--voxel-size", type=float, default=None, help="voxel downsampling in metres")
+    s.add_argument("--workers", type=_positive_int, default=1)
+    s.add_argument("--h5", help="vg: VG-SGG-with-attri.h5")
+    s.add_argument("--dicts", help="vg: VG-SGG-dicts-with-attri.json")
+    s.add_argument("--image-data", help="vg: image_data.json")
+    s.add_argument("--out", required=True)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("evaluate-4d", help="4D R@K / mR@K of a prediction file (PROTOCOLS.md §3.2)")
     s.add_argument("--format", default="psg4d-pc", choices=FORMATS_4D)

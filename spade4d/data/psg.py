@@ -72,8 +72,10 @@ class PSGDataset:
         d = self.entries[i]
         where = f"{self.json_path} [image {d.get('image_id')!r}]"
         try:
-            ids = read_panoptic_ids(self.coco_root / d["pan_seg_file_name"])
             h, w = int(d["height"]), int(d["width"])
+            if d.get("pan_seg_file_name") is None:  # box-only entries (VG converted by `spade4d convert vg`)
+                return self._box_only(d, h, w, where)
+            ids = read_panoptic_ids(self.coco_root / d["pan_seg_file_name"])
             if ids.shape != (h, w):
                 raise DatasetError(
                     f"{self.coco_root / d['pan_seg_file_name']}: size {ids.shape[::-1]} but the annotation says {w}x{h}"
@@ -92,5 +94,18 @@ class PSGDataset:
             return SceneGraph2D(str(d["image_id"]), h, w, objects, rels, file_name=d.get("file_name", ""))
         except KeyError as e:
             raise DatasetError(f"{where}: missing field {e.args[0]!r}") from None
+        except StructureError as e:
+            raise DatasetError(f"{where}: {e}") from None
+
+    def _box_only(self, d: dict, h: int, w: int, where: str) -> SceneGraph2D:
+        from spade4d.data.vg import box_mask
+
+        objects = [
+            Object2D(self.classes[int(a["category_id"])], box_mask(np.asarray(a["bbox"], float), h, w))
+            for a in d["annotations"]
+        ]
+        rels = [Relation2D(int(s), int(o), self.predicates[int(p)]) for s, o, p in d.get("relations", [])]
+        try:
+            return SceneGraph2D(str(d["image_id"]), h, w, objects, rels, file_name=d.get("file_name", ""))
         except StructureError as e:
             raise DatasetError(f"{where}: {e}") from None

@@ -125,9 +125,9 @@ def _fill_gaps(on: np.ndarray, gap: int = 1) -> np.ndarray:
 
 def _yaml(fr, w: int, h: int) -> str:
     K, T = fr.K, fr.world_from_camera
-    rows = "\n".join(f"  - [{', '.join(f'{x:.9g}' for x in row)}]" for row in T)
+    rows = "\n".join(f"  - [{', '.join(f'{x:.17g}' for x in row)}]" for row in T)
     return (
-        f"fx: {K[0, 0]:.9g}\nfy: {K[1, 1]:.9g}\ncx: {K[0, 2]:.9g}\ncy: {K[1, 2]:.9g}\n"
+        f"fx: {K[0, 0]:.17g}\nfy: {K[1, 1]:.17g}\ncx: {K[0, 2]:.17g}\ncy: {K[1, 2]:.17g}\n"
         f"width: {w}\nheight: {h}\nworld_from_camera:\n{rows}\n"
     )
 

@@ -1,0 +1,143 @@
+"""Conversion of RGB-D datasets to the PSG4D point-cloud layout (PROTOCOLS.md §1.5).
+
+Streaming: one frame is read, lifted and written at a time. Resumable: a frame whose ``.pth`` exists is skipped
+(each file is written to a temporary name and renamed, so an existing file is always complete), and the
+annotation ``psg4d.json`` is written last, so an interrupted conversion never looks finished. ``workers``
+processes convert videos in parallel. Frames with no valid depth are written empty and counted; pixels with
+NaN or non-positive depth are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spade4d.data.lift import lift_rgbd
+from spade4d.data.psg4d import DatasetError, VideoAnnotation, _RGBDDataset
+from spade4d.io import write_json, write_with
+
+
+@dataclass
+class ConvertSummary:
+    videos: int = 0
+    frames_written: int = 0
+    frames_skipped_existing: int = 0
+    empty_frames: list[str] = field(default_factory=list)
+    invalid_depth_pixels: int = 0
+    points: int = 0
+
+    def merge(self, other: ConvertSummary) -> None:
+        self.videos += other.videos
+        self.frames_written += other.frames_written
+        self.frames_skipped_existing += other.frames_skipped_existing
+        self.empty_frames += other.empty_frames
+        self.invalid_depth_pixels += other.invalid_depth_pixels
+        self.points += other.points
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "videos": self.videos,
+            "frames_written": self.frames_written,
+            "frames_skipped_existing": self.frames_skipped_existing,
+            "empty_frames": len(self.empty_frames),
+            "invalid_depth_pixels": self.invalid_depth_pixels,
+            "points": self.points,
+        }
+
+
+def _convert_video(args: tuple) -> tuple[ConvertSummary, dict]:
+    import torch
+
+    ds, index, out, voxel_size, class_index = args
+    ann: VideoAnnotation = ds.annotation(index)
+    vid = ann.video_id
+    folder = Path(out) / "point_clouds" / vid
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = ConvertSummary(videos=1)
+    sem_lut = {oid: class_index.get(lab, -100) for oid, lab in ann.labels.items()}
+    for t in range(ann.num_frames):
+        path = folder / f"{t:06d}.pth"
+        if path.exists():
+            summary.frames_skipped_existing += 1
+            continue
+        rec = ds.frame(vid, t, ann.mask_ids) if ann.mask_ids else ds.frame(vid, t)
+        lifted = lift_rgbd(
+            rec.rgb, rec.depth, rec.K, rec.world_from_camera, instance=rec.instance, voxel_size=voxel_size
+        )
+        summary.invalid_depth_pixels += lifted.dropped_invalid
+        known = np.isin(lifted.instance, list(ann.labels)) if ann.labels else np.zeros(len(lifted), bool)
+        instance = np.where(known, lifted.instance, -100)
+        semantic = (
+            np.array([sem_lut.get(int(i), -100) for i in instance], dtype=np.int64)
+            if len(instance)
+            else np.zeros(0, np.int64)
+        )
+        if len(lifted) == 0:
+            summary.empty_frames.append(f"{rec.source} (no valid depth)")
+        data = (
+            torch.from_numpy(lifted.xyz),
+            torch.from_numpy(lifted.rgb),
+            torch.from_numpy(semantic),
+            torch.from_numpy(instance.astype(np.int64)),
+        )
+        write_with(path, lambda tmp, d=data: torch.save(d, tmp))
+        summary.frames_written += 1
+        summary.points += len(lifted)
+    entry = {
+        "video_id": vid,
+        "meta": {"num_frames": ann.num_frames},
+        "object": [{"object_id": oid, "category": lab} for oid, lab in sorted(ann.labels.items())],
+        "relations": [[r.subject, r.predicate, r.object, [s, e]] for r in ann.relations for s, e in r.spans],
+    }
+    return summary, entry
+
+
+def convert_rgbd(
+    ds: _RGBDDataset,
+    out: str | os.PathLike,
+    voxel_size: float | None = None,
+    workers: int = 1,
+    split_name: str | None = None,
+    progress: bool = True,
+) -> ConvertSummary:
+    """Convert every video of ``ds`` into ``out`` (PSG4D point-cloud layout); ``psg4d.json`` is written last."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    class_index = {c: k for k, c in enumerate(ds.classes)}
+    jobs = [(ds, i, str(out), voxel_size, class_index) for i in range(len(ds))]
+    summary = ConvertSummary()
+    entries = []
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        results = pool.map(_convert_video, jobs) if pool else map(_convert_video, jobs)
+        for s, entry in tqdm(results, total=len(jobs), desc="convert", disable=not progress):
+            summary.merge(s)
+            entries.append(entry)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    for msg in summary.empty_frames:
+        warnings.warn(f"empty frame written: {msg}", stacklevel=2)
+    ann = {
+        "objects": {"thing": ds.thing_classes, "stuff": ds.stuff_classes},
+        "split": {split_name or "all": [e["video_id"] for e in entries]},
+        "data": entries,
+    }
+    write_json(out / "psg4d.json", ann)
+    write_json(out / "convert_summary.json", summary.as_dict(), indent=1)
+    return summary
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: exists and is not a directory")
+    return out

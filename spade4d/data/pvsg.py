@@ -1,0 +1,97 @@
+"""PVSG reader (PROTOCOLS.md §1.6).
+
+``pvsg.json``: ``objects.thing``/``objects.stuff``, ``relations`` (predicate names), ``split[source][train|val]``,
+``data[]`` with ``video_id``, ``meta{height,width,fps,num_frames}``, ``objects[{object_id, category, is_thing}]``,
+``relations[[subject_id, object_id, "predicate", [[start, end], ...]]]``.
+Layout: ``<root>/<source>/videos/<video_id>.mp4`` read with decord (frame-accurate seeking; only the frames
+asked for are decoded) and ``<root>/<source>/masks/<video_id>/%04d.png``, P-mode PNGs whose pixel value is the
+object id. ``source`` is found from the split table (``ego4d``, ``epic_kitchen``, ``vidor``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from spade4d.data.psg4d import DatasetError, VideoAnnotation, _load_image, load_json
+from spade4d.structures import Relation4D, merge_spans
+
+
+class PVSG:
+    def __init__(self, root: str | os.PathLike, split: str = "val", annotation: str | os.PathLike | None = None):
+        self.root = Path(root)
+        self.ann_path = Path(annotation) if annotation else self.root / "pvsg.json"
+        ann = load_json(self.ann_path)
+        try:
+            self.thing_classes = list(ann["objects"]["thing"])
+            self.stuff_classes = list(ann["objects"]["stuff"])
+            self.predicates = list(ann["relations"])
+            split_table = ann["split"]
+            data = ann["data"]
+        except (KeyError, TypeError) as e:
+            raise DatasetError(f"{self.ann_path}: missing {e}") from None
+        self.classes = self.thing_classes + self.stuff_classes
+        self.source_of: dict[str, str] = {}
+        for src, parts in split_table.items():
+            for vid in parts.get(split, []):
+                self.source_of[vid] = src
+        self.entries = [d for d in data if d["video_id"] in self.source_of]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def video_ids(self) -> list[str]:
+        return [e["video_id"] for e in self.entries]
+
+    def annotation(self, i: int) -> VideoAnnotation:
+        e = self.entries[i]
+        vid = e["video_id"]
+        where = f"{self.ann_path} [{vid}]"
+        try:
+            T = int(e["meta"]["num_frames"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{where}: meta.num_frames missing") from None
+        labels = {int(o["object_id"]): str(o["category"]) for o in e.get("objects", [])}
+        spans: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
+        for k, rel in enumerate(e.get("relations", [])):
+            if not isinstance(rel, (list, tuple)) or len(rel) != 4:
+                raise DatasetError(f"{where}: relation {k} {rel!r} is not [subject_id, object_id, predicate, spans]")
+            s, o, p, sp = rel
+            for role, oid in (("subject", s), ("object", o)):
+                if oid not in labels:
+                    raise DatasetError(f"{where}: relation {k} names unknown {role} id {oid!r}")
+            for a, b in sp:
+                if a < 0 or b >= T or a > b:
+                    raise DatasetError(f"{where}: relation {k} span [{a}, {b}] lies outside frames 0..{T - 1}")
+                spans.setdefault((int(s), str(p), int(o)), []).append((int(a), int(b)))
+        rels = [Relation4D(s, o, p, merge_spans(v)) for (s, p, o), v in spans.items()]
+        return VideoAnnotation(vid, T, labels, rels)
+
+    def video_path(self, vid: str) -> Path:
+        return self.root / self.source_of[vid] / "videos" / f"{vid}.mp4"
+
+    def read_frames(self, vid: str, indices: Sequence[int]) -> np.ndarray:
+        """(len(indices), H, W, 3) uint8 frames, decoded with decord by seeking (only these frames)."""
+        try:
+            from decord import VideoReader, cpu
+        except ImportError as e:  # pragma: no cover - decord is in the video extra
+            raise DatasetError("reading PVSG videos needs decord (pip install 'spade4d[video]')") from e
+        path = self.video_path(vid)
+        if not path.is_file():
+            raise DatasetError(f"{path}: video not found")
+        try:
+            vr = VideoReader(str(path), ctx=cpu(0))
+        except Exception as e:  # decord raises its own DECORDError
+            raise DatasetError(f"{path}: unreadable video ({e})") from None
+        n = len(vr)
+        bad = [i for i in indices if not 0 <= i < n]
+        if bad:
+            raise DatasetError(f"{path}: frames {bad[:5]} outside the video's {n} frames")
+        return vr.get_batch(list(indices)).asnumpy()
+
+    def read_mask(self, vid: str, t: int) -> np.ndarray:
+        """(H, W) int64 object ids of frame t (P-mode PNG: the palette index is the object id)."""
+        return _load_image(self.root / self.source_of[vid] / "masks" / vid / f"{t:04d}.png").astype(np.int64)
