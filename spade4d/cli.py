@@ -235,7 +235,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print(f"wrote {args.out} ({n} images, box masks)")
         return 0
     out = check_out_dir(args.out)
-    if args.source == "psg4d-gta":
+    if args.source == "pvsg":
+        from spade4d.data.pvsg import PVSGWithDepth
+
+        if not args.depth_root or not args.intrinsics:
+            raise ValueError("pvsg needs --depth-root and --intrinsics fx,fy,cx,cy (PVSG ships no depth)")
+        ds = PVSGWithDepth(
+            args.root,
+            args.depth_root,
+            args.intrinsics,
+            args.split or "val",
+            annotation=args.ann,
+            depth_scale=args.depth_scale or 1.0,
+        )
+    elif args.source == "psg4d-gta":
         from spade4d.data.psg4d import PSG4DGTA
 
         ds = PSG4DGTA(args.root, args.split, annotation=args.ann, depth_scale=args.depth_scale or 1.0)
@@ -336,11 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_render)
 
     s = sub.add_parser("convert", help="convert a published dataset (RGB-D -> point-cloud layout; VG -> PSG json)")
-    s.add_argument("source", choices=["psg4d-gta", "psg4d-hoi", "vg"])
+    s.add_argument("source", choices=["psg4d-gta", "psg4d-hoi", "pvsg", "vg"])
     s.add_argument("--root", help="dataset root (psg4d-gta / psg4d-hoi)")
     s.add_argument("--ann", default=None, help="annotation json (default for psg4d-gta: <root>/psg4d.json)")
     s.add_argument("--mask-root", default=None, help="psg4d-hoi mask root")
-    s.add_argument("--intrinsics", type=_intrinsics, default=None, help="psg4d-hoi camera: fx,fy,cx,cy")
+    s.add_argument("--depth-root", default=None, help="pvsg: <depth-root>/<video_id>/%%04d.npy depth maps")
+    s.add_argument("--intrinsics", type=_intrinsics, default=None, help="psg4d-hoi / pvsg camera: fx,fy,cx,cy")
     s.add_argument("--split", default=None, help="convert only this split (default: every video)")
     s.add_argument("--depth-scale", type=float, default=None, help="depth file units -> metres")
     s.add_argument("--voxel-size", type=float, default=None, help="voxel downsampling in metres")

@@ -362,6 +362,21 @@ def test_pvsg_reader_seeks_frames_with_decord(tmp_path):
     assert set(np.unique(mask)) == {0, 3} and (mask == 3).sum() == 32 * 30
     with pytest.raises(DatasetError, match=r"frames \[7\] outside the video's 5 frames"):
         ds.read_frames("v1", [7])
+    # PVSG with depth converts to the point-cloud layout like the RGB-D datasets
+    from spade4d.data.convert import convert_rgbd
+    from spade4d.data.pvsg import PVSGWithDepth
+
+    (tmp_path / "depth" / "v1").mkdir(parents=True)
+    for t in range(5):
+        np.save(tmp_path / "depth" / "v1" / f"{t:04d}.npy", np.full((32, 64), 2.0, np.float32))
+    K = [[50.0, 0, 31.5], [0, 50.0, 15.5], [0, 0, 1]]
+    summary = convert_rgbd(
+        PVSGWithDepth(tmp_path, tmp_path / "depth", K, "val"), tmp_path / "pc", split_name="val", progress=False
+    )
+    assert summary.frames_written == 5
+    points, graph = PSG4DPointCloud(tmp_path / "pc", "val")[0]
+    assert points.counts.tolist() == [32 * 64] * 5 and np.allclose(points.xyz[:, 2], 2.0)
+    assert graph.object_by_id()[3].masks[2].sum() == 32 * 30 and graph.relations[0].spans == [(0, 1), (3, 4)]
     ann["data"][0]["relations"].append([3, 9, "holding", [[0, 1]]])
     (tmp_path / "pvsg.json").write_text(json.dumps(ann))
     with pytest.raises(DatasetError, match="unknown object id 9"):

@@ -95,3 +95,37 @@ class PVSG:
     def read_mask(self, vid: str, t: int) -> np.ndarray:
         """(H, W) int64 object ids of frame t (P-mode PNG: the palette index is the object id)."""
         return _load_image(self.root / self.source_of[vid] / "masks" / vid / f"{t:04d}.png").astype(np.int64)
+
+
+class PVSGWithDepth(PVSG):
+    """PVSG plus per-frame depth maps (PVSG ships none: e.g. from a depth estimator or an RGB-D re-capture),
+    ``<depth_root>/<video_id>/%04d.npy`` in units of ``depth_scale`` metres, and one pinhole ``K`` for the
+    videos. Gives the frame records :func:`spade4d.data.convert.convert_rgbd` lifts to the point-cloud layout;
+    frames are decoded one at a time by seeking."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        depth_root: str | os.PathLike,
+        K,
+        split: str = "val",
+        annotation: str | os.PathLike | None = None,
+        depth_scale: float = 1.0,
+    ):
+        super().__init__(root, split, annotation)
+        self.depth_root = Path(depth_root)
+        self.K = np.asarray(K, dtype=np.float64)
+        self.depth_scale = depth_scale
+
+    def frame(self, vid: str, t: int):
+        from spade4d.data.psg4d import RGBDFrameRecord, _load_npy
+
+        rgb = self.read_frames(vid, [t])[0]
+        dpath = self.depth_root / vid / f"{t:04d}.npy"
+        depth = _load_npy(dpath).astype(np.float32) * self.depth_scale
+        mask = self.read_mask(vid, t)
+        if depth.shape != rgb.shape[:2] or mask.shape != rgb.shape[:2]:
+            raise DatasetError(
+                f"{dpath}: depth {depth.shape} / mask {mask.shape} do not match the frame {rgb.shape[:2]}"
+            )
+        return RGBDFrameRecord(rgb, depth, self.K, None, mask, str(dpath))
