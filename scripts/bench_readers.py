@@ -1,7 +1,7 @@
 """Throughput of RGB-D lifting and of the dataset readers, with peak memory, on the synthetic data.
 
-    python scripts/bench_readers.py                      # generates the quick synthetic set into a temp dir
-    python scripts/bench_readers.py --root outputs/demo/synthetic
+python scripts/bench_readers.py                      # generates the quick synthetic set into a temp dir
+python scripts/bench_readers.py --root outputs/demo/synthetic
 """
 
 from __future__ import annotations
@@ -56,15 +56,26 @@ def main(argv: list[str] | None = None) -> None:
     h, w = recs[0].depth.shape
     rows = []
     for voxel in (None, 0.02):
+
         def lift_all(voxel=voxel):
-            return sum(len(lift_rgbd(r.rgb, r.depth, r.K, r.world_from_camera, instance=r.instance,
-                                     voxel_size=voxel)) for r in recs)
+            return sum(
+                len(lift_rgbd(r.rgb, r.depth, r.K, r.world_from_camera, instance=r.instance, voxel_size=voxel))
+                for r in recs
+            )
+
         dt, peak, n = measure(lift_all)
-        rows.append((f"lift {w}x{h}" + (f", voxel {voxel} m" if voxel else ""), len(recs) / dt,
-                     f"{n / dt / 1e6:.2f} M points/s", peak))
+        rows.append(
+            (
+                f"lift {w}x{h}" + (f", voxel {voxel} m" if voxel else ""),
+                len(recs) / dt,
+                f"{n / dt / 1e6:.2f} M points/s",
+                peak,
+            )
+        )
 
     def read_gta():
         return sum(gta.frame(gta.annotation(0).video_id, t).depth.size for t in range(gta.annotation(0).num_frames))
+
     dt, peak, _ = measure(read_gta)
     rows.append(("PSG4D-GTA frame reader", gta.annotation(0).num_frames / dt, "", peak))
 
@@ -72,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def read_pc():
         return sum(points.num_frames for points, _ in pc)
+
     dt, peak, frames = measure(read_pc)
     rows.append(("point-cloud layout reader", frames / dt, f"{len(pc) / dt:.1f} sequences/s", peak))
 
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def read_psg():
         return sum(len(g.objects) for g in psg)
+
     dt, peak, _ = measure(read_psg)
     rows.append(("PSG reader (lazy masks)", len(psg) / dt, "images", peak))
 

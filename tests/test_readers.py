@@ -396,3 +396,55 @@ def test_names_meet_in_one_name_space():
     assert canonical_class("adult") == "adult" and canonical_class("adult", merge_person=True) == "person"
     assert canonical_predicate("next_to") == "beside" and canonical_predicate("Sitting-On") == "sitting on"
     assert canonical_class("giraffe") == "giraffe"  # unknown names pass through normalised
+
+
+def test_convert_with_workers_matches_one_process(synthetic_root, tmp_path, tiny_preset):
+    from spade4d.data.convert import convert_rgbd
+
+    gta = PSG4DGTA(synthetic_root / "psg4d_gta", "val")
+    convert_rgbd(gta, tmp_path / "one", voxel_size=tiny_preset.voxel_size, split_name="val", progress=False)
+    convert_rgbd(gta, tmp_path / "two", voxel_size=tiny_preset.voxel_size, workers=2, split_name="val", progress=False)
+    assert (tmp_path / "one" / "psg4d.json").read_text() == (tmp_path / "two" / "psg4d.json").read_text()
+    for f in (tmp_path / "one" / "point_clouds").rglob("*.pth"):
+        a, b = torch.load(f), torch.load(tmp_path / "two" / f.relative_to(tmp_path / "one"))
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_interrupted_convert_leaves_no_annotation_and_resumes(synthetic_root, tmp_path, monkeypatch):
+    from spade4d.data import convert as conv
+
+    gta = PSG4DGTA(synthetic_root / "psg4d_gta", "test")
+    real = conv.lift_rgbd
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(conv, "lift_rgbd", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        conv.convert_rgbd(gta, tmp_path / "pc", split_name="test", progress=False)
+    assert not (tmp_path / "pc" / "psg4d.json").exists()  # an unfinished conversion never looks complete
+    written = sorted((tmp_path / "pc" / "point_clouds").rglob("*.pth"))
+    assert len(written) == 8 and not list((tmp_path / "pc").rglob("*.tmp*"))
+    for f in written:
+        torch.load(f)  # every file present is complete
+    monkeypatch.setattr(conv, "lift_rgbd", real)
+    summary = conv.convert_rgbd(gta, tmp_path / "pc", split_name="test", progress=False)
+    assert summary.frames_skipped_existing == 8 and (tmp_path / "pc" / "psg4d.json").exists()
+
+
+def test_data_tools_wrap_the_cli(tmp_path, capsys):
+    import runpy
+    import sys
+
+    argv = sys.argv
+    sys.argv = ["x", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
+    try:
+        with pytest.raises(SystemExit) as e:
+            runpy.run_module("data_tools.convert_psg4d_gta", run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert e.value.code == 2 and "psg4d.json: file not found" in capsys.readouterr().err
