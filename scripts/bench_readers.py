@@ -13,8 +13,6 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
-
 
 def measure(fn) -> tuple[float, int, object]:
     """(seconds, peak traced MB, result) of fn(); timing and tracing in separate runs."""
