@@ -33,7 +33,7 @@ class RenderError(RuntimeError):
 def object_color(oid: int, stuff: bool = False) -> tuple[float, float, float]:
     """A stable, well-separated colour per object id (golden-ratio hue walk); stuff is muted."""
     h = (0.13 + oid * 0.618034) % 1.0
-    s, v = (0.25, 0.78) if stuff else (0.75, 0.9)
+    s, v = (0.12, 0.86) if stuff else (0.8, 0.88)
     return colorsys.hsv_to_rgb(h, s, v)
 
 
@@ -63,7 +63,7 @@ def overview_camera(
     radius = max(float(np.linalg.norm(hi - lo)) / 2, 1.0)
     d = np.asarray(direction, dtype=np.float64)
     d /= np.linalg.norm(d)
-    dist = radius / np.tan(np.radians(fov_deg) / 2) * 1.25
+    dist = radius / np.tan(np.radians(fov_deg) / 2) * 1.05
     eye = center + d * dist
     return Camera(intrinsics(width, height, fov_deg), look_at(eye, center), width, height)
 
@@ -149,31 +149,27 @@ class GraphRenderer:
         for s, o in by_pair:
             if s in uv and o in uv:
                 self._arrow(draw, uv[s], uv[o], object_color(s))
-        for (s, o), preds in by_pair.items():
-            if s in uv and o in uv:
-                mid = ((uv[s][0] + uv[o][0]) / 2, (uv[s][1] + uv[o][1]) / 2)
-                self._tag(
-                    draw,
-                    mid,
-                    ", ".join(dict.fromkeys(preds)),
-                    fill=(255, 255, 255),
-                    outline=(90, 90, 90),
-                    font=self.font_small,
-                    text_fill=(40, 40, 40),
-                )
         for oid, p in uv.items():
             col = tuple(int(255 * c) for c in object_color(oid))
             r = 7
             draw.ellipse([p[0] - r, p[1] - r, p[0] + r, p[1] + r], fill=col, outline=(0, 0, 0), width=2)
-            self._tag(
-                draw,
-                (p[0], p[1] - 20),
-                f"{labels[oid]}#{oid}",
-                fill=col,
-                outline=(0, 0, 0),
-                font=self.font,
-                text_fill=(0, 0, 0),
-            )
+        # object names first (they matter most), then predicates wherever they do not collide with a drawn tag;
+        # the side panel lists every relation, so a predicate with no free spot is still shown there
+        taken: list[tuple[float, float, float, float]] = []
+        for oid, p in sorted(uv.items(), key=lambda kv: kv[1][1]):
+            col = tuple(int(255 * c) for c in object_color(oid))
+            for dy in (-20, 20, -40, 40):
+                if self._tag(
+                    draw, (p[0], p[1] + dy), f"{labels[oid]}#{oid}", col, (0, 0, 0), self.font, (0, 0, 0), taken
+                ):
+                    break
+        for (s, o), preds in by_pair.items():
+            if s in uv and o in uv:
+                text = ", ".join(dict.fromkeys(preds))
+                for f in (0.5, 0.35, 0.65, 0.2, 0.8):
+                    at = (uv[s][0] + f * (uv[o][0] - uv[s][0]), uv[s][1] + f * (uv[o][1] - uv[s][1]))
+                    if self._tag(draw, at, text, (255, 255, 255), (90, 90, 90), self.font_small, (40, 40, 40), taken):
+                        break
         # side panel
         x0 = self.width + 14
         draw.line([(self.width, 0), (self.width, self.height)], fill=(200, 200, 200), width=2)
@@ -207,12 +203,28 @@ class GraphRenderer:
         draw.polygon(pts, fill=col)
 
     @staticmethod
-    def _tag(draw: ImageDraw.ImageDraw, center: tuple[float, float], text: str, fill, outline, font, text_fill) -> None:
+    def _tag(
+        draw: ImageDraw.ImageDraw,
+        center: tuple[float, float],
+        text: str,
+        fill,
+        outline,
+        font,
+        text_fill,
+        taken: list | None = None,
+    ) -> tuple | None:
+        """Draw a rounded label at ``center`` unless it would overlap a box in ``taken``; return its box."""
         l, t, r, b = draw.textbbox((0, 0), text, font=font)
         w, h = r - l, b - t
         x, y = center[0] - w / 2, center[1] - h / 2
-        draw.rounded_rectangle([x - 5, y - 3, x + w + 5, y + h + 5], radius=5, fill=fill, outline=outline)
+        rect = (x - 5, y - 3, x + w + 5, y + h + 5)
+        if taken is not None:
+            if any(rect[0] < q[2] and q[0] < rect[2] and rect[1] < q[3] and q[1] < rect[3] for q in taken):
+                return None
+            taken.append(rect)
+        draw.rounded_rectangle(list(rect), radius=5, fill=fill, outline=outline)
         draw.text((x - l, y - t + 1), text, fill=text_fill, font=font)
+        return rect
 
 
 def render_sequence(
