@@ -102,22 +102,50 @@ def load_point_frame(path: str | os.PathLike, allow_pickle: bool = False, rgb_ra
     }
 
 
-def parse_gta_relations(entry: dict, object_ids: set[int], num_frames: int, where: str) -> list[Relation4D]:
-    """GTA-style ``[subject_id, "predicate", object_id, [start, end]]`` entries, merged per triplet."""
+RELATION_LAYOUTS = {
+    "gta": "[subject_id, predicate, object_id, [start, end]]",
+    "hoi": "[subject_id, object_id, predicate, start, end]",
+    "pvsg": "[subject_id, object_id, predicate, [[start, end], ...]]",
+}
+
+
+def _unpack_relation(rel: Any, style: str) -> tuple[Any, Any, Any, Any] | None:
+    """(subject, predicate, object, list of spans) of one relation entry in a dataset's layout, or None."""
+    if not isinstance(rel, (list, tuple)):
+        return None
+    if style == "gta" and len(rel) == 4:
+        return rel[0], rel[1], rel[2], [rel[3]]
+    if style == "hoi" and len(rel) == 5:
+        return rel[0], rel[2], rel[1], [rel[3:5]]
+    if style == "pvsg" and len(rel) == 4:
+        return rel[0], rel[2], rel[1], rel[3]
+    return None
+
+
+def parse_relations(
+    entry: dict, object_ids: set[int], num_frames: int, where: str, style: str = "gta"
+) -> list[Relation4D]:
+    """Relations of one video in the ``style`` layout (see ``RELATION_LAYOUTS``), checked (known object ids,
+    spans inside the video) and merged: entries of one (subject, predicate, object) become one relation with
+    several spans."""
     spans: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
     for k, rel in enumerate(entry.get("relations", [])):
-        if not isinstance(rel, (list, tuple)) or len(rel) != 4:
-            raise DatasetError(f"{where}: relation {k} {rel!r} is not [subject_id, predicate, object_id, [start, end]]")
-        s, p, o, span = rel
+        parts = _unpack_relation(rel, style)
+        if parts is None:
+            raise DatasetError(f"{where}: relation {k} {rel!r} is not {RELATION_LAYOUTS[style]}")
+        s, p, o, rel_spans = parts
         for role, oid in (("subject", s), ("object", o)):
             if oid not in object_ids:
                 raise DatasetError(f"{where}: relation {k} names unknown {role} id {oid!r}")
-        if not isinstance(span, (list, tuple)) or len(span) != 2:
-            raise DatasetError(f"{where}: relation {k} span {span!r} is not [start, end]")
-        start, end = int(span[0]), int(span[1])
-        if start < 0 or end >= num_frames or start > end:
-            raise DatasetError(f"{where}: relation {k} span [{start}, {end}] lies outside frames 0..{num_frames - 1}")
-        spans.setdefault((int(s), str(p), int(o)), []).append((start, end))
+        for span in rel_spans:
+            if not isinstance(span, (list, tuple)) or len(span) != 2:
+                raise DatasetError(f"{where}: relation {k} span {span!r} is not [start, end]")
+            start, end = int(span[0]), int(span[1])
+            if start < 0 or end >= num_frames or start > end:
+                raise DatasetError(
+                    f"{where}: relation {k} span [{start}, {end}] lies outside frames 0..{num_frames - 1}"
+                )
+            spans.setdefault((int(s), str(p), int(o)), []).append((start, end))
     return [Relation4D(subject=s, object=o, predicate=p, spans=merge_spans(v)) for (s, p, o), v in spans.items()]
 
 
@@ -203,7 +231,7 @@ class PSG4DPointCloud:
                 labels[int(o["object_id"])] = str(o["category"])
             except (KeyError, TypeError, ValueError):
                 raise DatasetError(f"{where}: object entry {o!r} lacks object_id/category") from None
-        relations = parse_gta_relations(e, set(labels), num_frames, where)
+        relations = parse_relations(e, set(labels), num_frames, where, "gta")
         try:
             graph = SceneGraph4D.from_labels(points, labels, relations)
         except StructureError as err:
@@ -330,10 +358,7 @@ class _RGBDDataset:
             if "mask_id" in o:
                 mask_ids[int(o["mask_id"])] = oid
             labels[oid] = self.class_of(o, where)
-        if self.relation_style == "gta":
-            rels = parse_gta_relations(e, set(labels), num_frames, where)
-        else:
-            rels = parse_hoi_relations(e, set(labels), num_frames, where)
+        rels = parse_relations(e, set(labels), num_frames, where, self.relation_style)
         return VideoAnnotation(vid, num_frames, labels, rels, mask_ids)
 
     def class_of(self, obj: dict, where: str) -> str:
@@ -343,23 +368,6 @@ class _RGBDDataset:
 
     def count_frames(self, vid: str, entry: dict) -> int:
         raise NotImplementedError
-
-
-def parse_hoi_relations(entry: dict, object_ids: set[int], num_frames: int, where: str) -> list[Relation4D]:
-    """HOI-style ``[subject_id, object_id, "predicate", start, end]`` entries, merged per triplet."""
-    spans: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
-    for k, rel in enumerate(entry.get("relations", [])):
-        if not isinstance(rel, (list, tuple)) or len(rel) != 5:
-            raise DatasetError(f"{where}: relation {k} {rel!r} is not [subject_id, object_id, predicate, start, end]")
-        s, o, p, start, end = rel
-        for role, oid in (("subject", s), ("object", o)):
-            if oid not in object_ids:
-                raise DatasetError(f"{where}: relation {k} names unknown {role} id {oid!r}")
-        start, end = int(start), int(end)
-        if start < 0 or end >= num_frames or start > end:
-            raise DatasetError(f"{where}: relation {k} span [{start}, {end}] lies outside frames 0..{num_frames - 1}")
-        spans.setdefault((int(s), str(p), int(o)), []).append((start, end))
-    return [Relation4D(subject=s, object=o, predicate=p, spans=merge_spans(v)) for (s, p, o), v in spans.items()]
 
 
 class PSG4DGTA(_RGBDDataset):

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from spade4d.data.psg4d import DatasetError, VideoAnnotation, _load_image, load_json
-from spade4d.structures import Relation4D, merge_spans
+from spade4d.data.psg4d import DatasetError, VideoAnnotation, _load_image, _RGBDDataset, load_json, parse_relations
 
 
-class PVSG:
+class PVSG(_RGBDDataset):
     def __init__(self, root: str | os.PathLike, split: str = "val", annotation: str | os.PathLike | None = None):
         self.root = Path(root)
         self.ann_path = Path(annotation) if annotation else self.root / "pvsg.json"
@@ -40,12 +39,6 @@ class PVSG:
                 self.source_of[vid] = src
         self.entries = [d for d in data if d["video_id"] in self.source_of]
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def video_ids(self) -> list[str]:
-        return [e["video_id"] for e in self.entries]
-
     def annotation(self, i: int) -> VideoAnnotation:
         e = self.entries[i]
         vid = e["video_id"]
@@ -55,19 +48,7 @@ class PVSG:
         except (KeyError, TypeError, ValueError):
             raise DatasetError(f"{where}: meta.num_frames missing") from None
         labels = {int(o["object_id"]): str(o["category"]) for o in e.get("objects", [])}
-        spans: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
-        for k, rel in enumerate(e.get("relations", [])):
-            if not isinstance(rel, (list, tuple)) or len(rel) != 4:
-                raise DatasetError(f"{where}: relation {k} {rel!r} is not [subject_id, object_id, predicate, spans]")
-            s, o, p, sp = rel
-            for role, oid in (("subject", s), ("object", o)):
-                if oid not in labels:
-                    raise DatasetError(f"{where}: relation {k} names unknown {role} id {oid!r}")
-            for a, b in sp:
-                if a < 0 or b >= T or a > b:
-                    raise DatasetError(f"{where}: relation {k} span [{a}, {b}] lies outside frames 0..{T - 1}")
-                spans.setdefault((int(s), str(p), int(o)), []).append((int(a), int(b)))
-        rels = [Relation4D(s, o, p, merge_spans(v)) for (s, p, o), v in spans.items()]
+        rels = parse_relations(e, set(labels), T, where, "pvsg")
         return VideoAnnotation(vid, T, labels, rels)
 
     def video_path(self, vid: str) -> Path:
