@@ -114,34 +114,32 @@ def pair_ious(
     pairs: Sequence[tuple[int, int]],
     pred_bits: dict[int, np.ndarray],
     gt_bits: dict[int, np.ndarray],
-    chunk: int = 16,
+    active: np.ndarray | None = None,
+    chunk: int = 512,
 ) -> np.ndarray:
-    """``(K, T)`` per-frame IoU of the (predicted id, GT id) ``pairs`` from bitsets: one AND + popcount each."""
+    """``(K, T)`` per-frame IoU of the (predicted id, GT id) ``pairs`` from bitsets: one AND + popcount per
+    (pair, frame) item. ``active`` (K, T) restricts the work to the items that can matter; others are 0."""
     if not pairs:
         return np.zeros((0, 0), dtype=np.float32)
     p_ids = sorted({p for p, _ in pairs})
     g_ids = sorted({g for _, g in pairs})
     P = np.stack([pred_bits[i] for i in p_ids])  # (P, T, W)
     G = np.stack([gt_bits[i] for i in g_ids])  # (G, T, W)
-    p_area = np.bitwise_count(P).sum(-1, dtype=np.int64)  # (P, T)
-    g_area = np.bitwise_count(G).sum(-1, dtype=np.int64)
-    pk = (
-        np.array([p_ids.index(p) for p, _ in pairs])
-        if len(p_ids) < 64
-        else np.searchsorted(p_ids, [p for p, _ in pairs])
-    )
-    gk = (
-        np.array([g_ids.index(g) for _, g in pairs])
-        if len(g_ids) < 64
-        else np.searchsorted(g_ids, [g for _, g in pairs])
-    )
-    inter = np.empty((len(pairs), P.shape[1]), dtype=np.int64)
-    for a in range(0, len(pairs), chunk):  # chunk x T x W words at a time: bounded memory, stays in cache
-        b = a + chunk
-        inter[a:b] = np.bitwise_count(P[pk[a:b]] & G[gk[a:b]]).sum(-1, dtype=np.int64)
-    union = p_area[pk] + g_area[gk] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0).astype(np.float32)
+    pk = np.searchsorted(p_ids, [p for p, _ in pairs])  # (K,)
+    gk = np.searchsorted(g_ids, [g for _, g in pairs])
+    K, T = len(pairs), P.shape[1]
+    if active is None:
+        active = np.ones((K, T), dtype=bool)
+    ki, ti = np.nonzero(active)  # (M,) items
+    iou = np.zeros((K, T), dtype=np.float32)
+    for a in range(0, len(ki), chunk):  # chunk x W words at a time: bounded memory, stays in cache
+        k, t = ki[a : a + chunk], ti[a : a + chunk]
+        pw, gw = P[pk[k], t], G[gk[k], t]  # (m, W)
+        inter = np.bitwise_count(pw & gw).sum(-1, dtype=np.int64)
+        union = np.bitwise_count(pw).sum(-1, dtype=np.int64) + np.bitwise_count(gw).sum(-1, dtype=np.int64) - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou[k, t] = np.where(union > 0, inter / union, 0.0)
+    return iou
 
 
 def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options4D = Options4D()) -> list[GTOutcome]:
@@ -177,7 +175,7 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     plan = []
     needed: set[tuple[int, int]] = set()
     gt_frames: dict[int, np.ndarray] = {}
-    use_ids, use_rows = [], []  # predicted object id -> the frames a candidate may test it on
+    use_p, use_g, use_rows = [], [], []  # (predicted id, GT id) -> the frames a candidate may test the pair on
     for r in gt.relations:
         cs, co = gobj[r.subject].label, gobj[r.object].label
         trip = by_triplet.get((cs, r.predicate, co), [])
@@ -191,21 +189,28 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
             needed.update(zip(subj[c].tolist(), [r.subject] * len(c)))
             needed.update(zip(obj[c].tolist(), [r.object] * len(c)))
             rows = span[None, :] & pred_on[c]
-            use_ids += [subj[c], obj[c]]
+            use_p += [subj[c], obj[c]]
+            use_g += [np.full(len(c), r.subject), np.full(len(c), r.object)]
             use_rows += [rows, rows]
+    pair_frames: dict[tuple[int, int], np.ndarray] = {}
     pred_frames: dict[int, np.ndarray] = {}
-    if use_ids:
-        ids, rows = np.concatenate(use_ids), np.concatenate(use_rows)
-        order = np.argsort(ids, kind="stable")
-        uniq, first = np.unique(ids[order], return_index=True)
-        for i, f in zip(uniq.tolist(), np.logical_or.reduceat(rows[order], first, axis=0)):
-            pred_frames[i] = f
+    if use_p:
+        ps_, gs_, rows = np.concatenate(use_p), np.concatenate(use_g), np.concatenate(use_rows)
+        key = ps_.astype(np.int64) * (max(gobj) + 1) + gs_  # one key per (predicted, GT) pair
+        order = np.argsort(key, kind="stable")
+        _, first = np.unique(key[order], return_index=True)
+        merged = np.logical_or.reduceat(rows[order], first, axis=0)
+        for k, f in zip(first, merged):
+            pg = (int(ps_[order[k]]), int(gs_[order[k]]))
+            pair_frames[pg] = f
+            pred_frames[pg[0]] = pred_frames.get(pg[0], np.zeros(T, dtype=bool)) | f
     width = (max(gt.num_points) + 63) // 64 if gt.num_points else 1
     gt_bits = {i: pack_tube(gobj[i].masks, T, width, f) for i, f in gt_frames.items()}
     pred_bits = {i: pack_tube(pobj[i].masks, T, width, pred_frames[i]) for i in {p for p, _ in needed}}
     pairs = sorted(needed)
     index = {pg: k for k, pg in enumerate(pairs)}
-    good = pair_ious(pairs, pred_bits, gt_bits) >= options.mask_iou_threshold  # (K, T)
+    active = np.stack([pair_frames[pg] for pg in pairs]) if pairs else None  # (K, T)
+    good = pair_ious(pairs, pred_bits, gt_bits, active) >= options.mask_iou_threshold  # (K, T)
     gt_nonempty = {i: np.bitwise_count(b).sum(-1) > 0 for i, b in gt_bits.items()}  # (T,) each
 
     def first_rank(cands: list[int], gt_on: np.ndarray, g_rel: Relation4D, thresholds) -> list[int | None]:
