@@ -396,6 +396,10 @@ def test_names_meet_in_one_name_space():
     assert canonical_class("adult") == "adult" and canonical_class("adult", merge_person=True) == "person"
     assert canonical_predicate("next_to") == "beside" and canonical_predicate("Sitting-On") == "sitting on"
     assert canonical_class("giraffe") == "giraffe"  # unknown names pass through normalised
+    from spade4d.vocab import unify
+
+    assert unify(["Couch", "adult"], merge_person=True) == {"Couch": "sofa", "adult": "person"}
+    assert unify(["next_to"], kind="predicate") == {"next_to": "beside"}
 
 
 def test_convert_with_workers_matches_one_process(synthetic_root, tmp_path, tiny_preset):

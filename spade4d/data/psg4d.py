@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,14 +237,6 @@ class PSG4DPointCloud:
         except StructureError as err:
             raise DatasetError(f"{where}: {err}") from None
         return points, graph
-
-
-def read_sequences(
-    root: str | os.PathLike, split: str, video_ids: Sequence[str] | None = None
-) -> Iterator[tuple[PointSequence, SceneGraph4D]]:
-    ds = PSG4DPointCloud(root, split)
-    for vid in video_ids or ds.video_ids():
-        yield ds[ds.index_of(vid)]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ offset exists only in the GTA-style pixel masks, as in PSG4D-GTA).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -394,10 +393,3 @@ class _Serial:
 
     def map(self, fn, items, chunksize: int = 1):  # noqa: ARG002 - same signature as Executor.map
         return map(fn, items)
-
-
-def load_manifest(root: str | os.PathLike) -> dict[str, Any]:
-    path = Path(root) / "dataset.json"
-    if not path.is_file():
-        raise SyntheticError(f"{path}: not found; is {root} a complete synthetic dataset?")
-    return json.loads(path.read_text())
