@@ -21,9 +21,9 @@ Choices (documented options): a GT relation whose ``gt_frames`` is empty (its ob
 its span) still counts in the denominator and can never be recalled; predicted frames and GT frames are
 intersected over the sequence's frames only.
 
-The fast path below packs each needed object's tube once into a bitset, computes the per-frame IoU of exactly
-the (predicted, GT) object pairs that class-matching candidates need with one batched AND + popcount, and then
-scores all candidates of a GT relation at once.
+The fast path below packs only the (object, frame) masks that some class-matching candidate can test into one
+bitset table (popcounting each row once), computes the per-frame IoU of exactly the (predicted, GT) object pairs
+those candidates need with one batched AND + popcount, and then scores all candidates of a GT relation at once.
 :mod:`spade4d.evaluation.reference` keeps the plain loop it must equal.
 """
 
@@ -97,56 +97,70 @@ def rank_relations(pred: SceneGraph4D, options: Options4D) -> list[Relation4D]:
     return ranked
 
 
-def pack_tube(
-    masks: dict[int, np.ndarray], num_frames: int, width: int, frames: np.ndarray | None = None
-) -> np.ndarray:
-    """An object's per-frame point masks as a ``(T, W)`` uint64 bitset; frames absent (or not in ``frames``, a
-    boolean ``(T,)`` selection) stay zero."""
-    out = np.zeros((num_frames, width * 8), dtype=np.uint8)
-    for t, m in masks.items():
-        if frames is None or frames[t]:
-            packed = np.packbits(m)
-            out[t, : len(packed)] = packed
-    return out.view(np.uint64)
+class PackedMasks:
+    """The point masks of chosen (object, frame) items packed into one ``(M + 1, W)`` uint64 bitset table.
+
+    Row 0 is all zeros and stands for every item that was not packed (absent mask, or a frame that cannot
+    matter). ``rows(key)`` gives an object's ``(T,)`` row indices; ``counts`` holds each row's popcount, computed
+    once and reused by every pair that reads the row.
+    """
+
+    def __init__(self, items: dict[Any, tuple[dict[int, np.ndarray], np.ndarray]], num_frames: int, width: int):
+        # items: key -> (masks by frame, boolean (T,) frames to pack)
+        self.index: dict[Any, np.ndarray] = {}
+        chosen: list[np.ndarray] = []
+        for key, (masks, frames) in items.items():
+            idx = np.zeros(num_frames, dtype=np.int64)
+            for t in np.flatnonzero(frames).tolist():
+                m = masks.get(t)
+                if m is not None:
+                    chosen.append(m)
+                    idx[t] = len(chosen)
+            self.index[key] = idx
+        packed = np.zeros((len(chosen) + 1, width * 8), dtype=np.uint8)
+        for r, m in enumerate(chosen, start=1):  # packing row by row reads each bool mask once, without a copy
+            b = np.packbits(m)
+            packed[r, : len(b)] = b
+        self.words = packed.view(np.uint64)  # (M + 1, W)
+        self.counts = np.bitwise_count(self.words).sum(-1, dtype=np.int64)
+
+    def rows(self, key: Any) -> np.ndarray:
+        return self.index[key]
+
+    def nonempty(self, key: Any) -> np.ndarray:
+        return self.counts[self.index[key]] > 0
 
 
 def pair_ious(
-    pairs: Sequence[tuple[int, int]],
-    pred_bits: dict[int, np.ndarray],
-    gt_bits: dict[int, np.ndarray],
+    pred_rows: np.ndarray,
+    gt_rows: np.ndarray,
+    pred: PackedMasks,
+    gt: PackedMasks,
     active: np.ndarray | None = None,
-    chunk: int = 512,
+    chunk: int = 1024,
 ) -> np.ndarray:
-    """``(K, T)`` per-frame IoU of the (predicted id, GT id) ``pairs`` from bitsets: one AND + popcount per
-    (pair, frame) item. ``active`` (K, T) restricts the work to the items that can matter; others are 0."""
-    if not pairs:
-        return np.zeros((0, 0), dtype=np.float32)
-    p_ids = sorted({p for p, _ in pairs})
-    g_ids = sorted({g for _, g in pairs})
-    P = np.stack([pred_bits[i] for i in p_ids])  # (P, T, W)
-    G = np.stack([gt_bits[i] for i in g_ids])  # (G, T, W)
-    pk = np.searchsorted(p_ids, [p for p, _ in pairs])  # (K,)
-    gk = np.searchsorted(g_ids, [g for _, g in pairs])
-    K, T = len(pairs), P.shape[1]
+    """``(K, T)`` per-frame IoU of K (predicted, GT) object pairs given as ``(K, T)`` row indices into two
+    :class:`PackedMasks`: one AND + popcount per (pair, frame) item. ``active`` (K, T) restricts the work to the
+    items that can matter; the others are 0."""
+    iou = np.zeros(pred_rows.shape, dtype=np.float32)
     if active is None:
-        active = np.ones((K, T), dtype=bool)
-    ki, ti = np.nonzero(active)  # (M,) items
-    iou = np.zeros((K, T), dtype=np.float32)
+        active = np.ones(pred_rows.shape, dtype=bool)
+    ki, ti = np.nonzero(active & (pred_rows > 0) & (gt_rows > 0))  # a zero row never reaches IoU > 0
     for a in range(0, len(ki), chunk):  # chunk x W words at a time: bounded memory, stays in cache
         k, t = ki[a : a + chunk], ti[a : a + chunk]
-        pw, gw = P[pk[k], t], G[gk[k], t]  # (m, W)
-        inter = np.bitwise_count(pw & gw).sum(-1, dtype=np.int64)
-        union = np.bitwise_count(pw).sum(-1, dtype=np.int64) + np.bitwise_count(gw).sum(-1, dtype=np.int64) - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou[k, t] = np.where(union > 0, inter / union, 0.0)
+        rp, rg = pred_rows[k, t], gt_rows[k, t]
+        inter = np.bitwise_count(pred.words[rp] & gt.words[rg]).sum(-1, dtype=np.int64)
+        union = pred.counts[rp] + gt.counts[rg] - inter
+        iou[k, t] = inter / np.maximum(union, 1)
     return iou
 
 
 def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options4D = Options4D()) -> list[GTOutcome]:
     """Outcomes of every GT relation of one sequence (fast path).
 
-    Only the (predicted object, GT object) pairs that some class-matching candidate needs are intersected; each
-    object's tube is packed once into a bitset and all pairs are scored in one batched AND + popcount.
+    Only the (predicted object, GT object) pairs that some class-matching candidate needs are intersected, on
+    only the frames where it can matter; the masks are packed once into a bitset table and all pairs are scored
+    in one batched AND + popcount.
     """
     if gt.num_points is None:
         raise ValueError(f"sequence {gt.video_id!r}: ground truth needs num_points to be evaluated")
@@ -157,15 +171,12 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
         raise ValueError(f"sequence {gt.video_id!r}: prediction has {pred.num_frames} frames, ground truth {T}")
     ranked = rank_relations(pred, options)
     gobj, pobj = gt.object_by_id(), pred.object_by_id()
-    R = len(ranked)
-    pred_on = np.zeros((R, T), dtype=bool)
-    by_triplet: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    pred_on = _frames_matrix([r.spans for r in ranked], T)  # (R, T)
     by_pair: dict[tuple[str, str], list[int]] = defaultdict(list)
     for k, r in enumerate(ranked):
-        pred_on[k] = spans_to_frames(r.spans, T)
-        ls, lo = pobj[r.subject].label, pobj[r.object].label
-        by_triplet[(ls, r.predicate, lo)].append(k)
-        by_pair[(ls, lo)].append(k)
+        by_pair[(pobj[r.subject].label, pobj[r.object].label)].append(k)
+    codes: dict[str, int] = {}
+    pred_code = np.array([codes.setdefault(r.predicate, len(codes)) for r in ranked])
 
     # the candidates of every GT relation, the object pairs they need, and the frames on which each object can
     # matter (inside a GT span and, for predicted objects, inside a candidate's predicted span): only those
@@ -178,10 +189,9 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     use_p, use_g, use_rows = [], [], []  # (predicted id, GT id) -> the frames a candidate may test the pair on
     for r in gt.relations:
         cs, co = gobj[r.subject].label, gobj[r.object].label
-        trip = by_triplet.get((cs, r.predicate, co), [])
-        pair = by_pair.get((cs, co), [])  # the triplet candidates are a subset of these
+        pair = by_pair.get((cs, co), [])  # the triplet candidates are those of these with the GT predicate
         span = spans_to_frames(r.spans, T)
-        plan.append((r, trip, pair, span))
+        plan.append((r, pair, span))
         for g in (r.subject, r.object):
             gt_frames[g] = gt_frames.get(g, np.zeros(T, dtype=bool)) | span
         if pair:
@@ -194,6 +204,7 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
             use_rows += [rows, rows]
     pair_frames: dict[tuple[int, int], np.ndarray] = {}
     pred_frames: dict[int, np.ndarray] = {}
+    gt_tested: dict[int, np.ndarray] = {}
     if use_p:
         ps_, gs_, rows = np.concatenate(use_p), np.concatenate(use_g), np.concatenate(use_rows)
         key = ps_.astype(np.int64) * (max(gobj) + 1) + gs_  # one key per (predicted, GT) pair
@@ -204,40 +215,70 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
             pg = (int(ps_[order[k]]), int(gs_[order[k]]))
             pair_frames[pg] = f
             pred_frames[pg[0]] = pred_frames.get(pg[0], np.zeros(T, dtype=bool)) | f
+            gt_tested[pg[1]] = gt_tested.get(pg[1], np.zeros(T, dtype=bool)) | f
     width = (max(gt.num_points) + 63) // 64 if gt.num_points else 1
-    gt_bits = {i: pack_tube(gobj[i].masks, T, width, f) for i, f in gt_frames.items()}
-    pred_bits = {i: pack_tube(pobj[i].masks, T, width, pred_frames[i]) for i in {p for p, _ in needed}}
+    # GT masks are packed only where some candidate tests them; elsewhere in a span only emptiness matters
+    gt_packed = PackedMasks({i: (gobj[i].masks, gt_tested[i]) for i in gt_tested}, T, width)
+    pred_packed = PackedMasks({i: (pobj[i].masks, pred_frames[i]) for i in {p for p, _ in needed}}, T, width)
     pairs = sorted(needed)
-    index = {pg: k for k, pg in enumerate(pairs)}
-    active = np.stack([pair_frames[pg] for pg in pairs]) if pairs else None  # (K, T)
-    good = pair_ious(pairs, pred_bits, gt_bits, active) >= options.mask_iou_threshold  # (K, T)
-    gt_nonempty = {i: np.bitwise_count(b).sum(-1) > 0 for i, b in gt_bits.items()}  # (T,) each
-
-    def first_rank(cands: list[int], gt_on: np.ndarray, g_rel: Relation4D, thresholds) -> list[int | None]:
-        if not cands or not gt_on.any():
-            return [None] * len(thresholds)
-        c = np.asarray(cands)
-        ks = [index[(ranked[k].subject, g_rel.subject)] for k in cands]
-        ko = [index[(ranked[k].object, g_rel.object)] for k in cands]
-        hit = gt_on[None, :] & pred_on[c] & good[ks] & good[ko]  # (C, T)
-        if options.penalize_extra_frames:
-            denom = (gt_on[None, :] | pred_on[c]).sum(1)
-        else:
-            denom = np.full(len(c), gt_on.sum())
-        viou = hit.sum(1) / np.maximum(denom, 1)
-        out = []
-        for thr in thresholds:
-            ok = np.flatnonzero(viou >= thr)
-            out.append(int(c[ok[0]]) if ok.size else None)
-        return out
+    if pairs:
+        active = np.stack([pair_frames[pg] for pg in pairs])  # (K, T)
+        p_rows = np.stack([pred_packed.rows(p) for p, _ in pairs])
+        g_rows = np.stack([gt_packed.rows(g) for _, g in pairs])
+        good = pair_ious(p_rows, g_rows, pred_packed, gt_packed, active) >= options.mask_iou_threshold  # (K, T)
+    else:
+        good = np.zeros((0, T), dtype=bool)
+    base = max(gobj) + 1
+    pair_keys = np.array([p * base + g for p, g in pairs], dtype=np.int64)  # sorted, as ``pairs`` is
+    gt_nonempty = {}  # (T,) each, on the frames of the GT object's spans
+    for i, f in gt_frames.items():
+        tested = gt_tested.get(i)
+        ne = gt_packed.nonempty(i) if tested is not None else np.zeros(T, dtype=bool)
+        masks = gobj[i].masks
+        for t in np.flatnonzero(f if tested is None else f & ~tested).tolist():
+            m = masks.get(t)
+            ne[t] = m is not None and bool(m.any())
+        gt_nonempty[i] = ne
 
     outcomes = []
-    for r, trip, pair, span in plan:
+    for r, pair, span in plan:
         gt_on = span & gt_nonempty[r.subject] & gt_nonempty[r.object]
-        rank, weak = first_rank(trip, gt_on, r, (options.viou_threshold, options.weak_viou_threshold))
-        (pair_rank,) = first_rank(pair, gt_on, r, (options.viou_threshold,))
+        rank = weak = pair_rank = None
+        if pair and gt_on.any():
+            c = np.asarray(pair)
+            ks = np.searchsorted(pair_keys, subj[c] * base + r.subject)
+            ko = np.searchsorted(pair_keys, obj[c] * base + r.object)
+            hit = gt_on[None, :] & pred_on[c] & good[ks] & good[ko]  # (C, T)
+            if options.penalize_extra_frames:
+                denom = (gt_on[None, :] | pred_on[c]).sum(1)
+            else:
+                denom = np.full(len(c), gt_on.sum())
+            viou = hit.sum(1) / np.maximum(denom, 1)
+            same = pred_code[c] == codes.get(r.predicate, -1)
+            rank = _first(c, same & (viou >= options.viou_threshold))
+            weak = _first(c, same & (viou >= options.weak_viou_threshold))
+            pair_rank = _first(c, viou >= options.viou_threshold)
         outcomes.append(GTOutcome(gt.video_id, r.subject, r.object, r.predicate, rank, weak, pair_rank))
     return outcomes
+
+
+def _first(cands: np.ndarray, ok: np.ndarray) -> int | None:
+    i = np.flatnonzero(ok)
+    return int(cands[i[0]]) if i.size else None
+
+
+def _frames_matrix(span_lists: Sequence[Sequence[tuple[int, int]]], num_frames: int) -> np.ndarray:
+    """``(R, T)`` boolean frame indicators of R span lists (inclusive spans, clipped to the sequence)."""
+    rows = [k for k, spans in enumerate(span_lists) for _ in spans]
+    flat = np.array([se for spans in span_lists for se in spans], dtype=np.int64).reshape(-1, 2)
+    edges = np.zeros((len(span_lists), num_frames + 1), dtype=np.int32)
+    if len(flat):
+        s = np.clip(flat[:, 0], 0, num_frames)
+        e = np.clip(flat[:, 1] + 1, 0, num_frames)
+        keep = e > s
+        np.add.at(edges, (np.asarray(rows)[keep], s[keep]), 1)
+        np.add.at(edges, (np.asarray(rows)[keep], e[keep]), -1)
+    return np.cumsum(edges, axis=1)[:, :num_frames] > 0
 
 
 @dataclass
