@@ -1,0 +1,113 @@
+"""Pure-PyTorch sparse convolution: kernel maps by key sorting + binary search, gather-matmul-scatter.
+
+A kernel map lists, for each kernel offset, the (input row, output row) pairs it connects. It is built once per
+(coordinate set, kernel) with one sort of the input keys and one ``searchsorted`` of every (output, offset) key,
+kept in the tensor's :class:`~spade4d.models.sparse.tensor.CoordinateCache`, and reused by every layer on the
+same coordinates, by the transposed convolution that undoes a strided one, and by the backward pass (a custom
+autograd function keeps only the index lists, not the gathered features).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from spade4d.models.sparse.tensor import CoordinateCache, offset_key, pack_coords
+
+
+def kernel_offsets(kernel_size: int) -> list[tuple[int, int, int]]:
+    """Offsets in units of the input stride, x fastest (MinkowskiEngine's order): ``-r..r`` for odd kernels,
+    ``0..k-1`` for even ones."""
+    r = range(-(kernel_size // 2), kernel_size // 2 + 1) if kernel_size % 2 else range(kernel_size)
+    return [(dx, dy, dz) for dz, dy, dx in itertools.product(r, r, r)]
+
+
+class KernelMap:
+    """Per-offset index pairs: ``in_idx[k]``, ``out_idx[k]`` (int64), plus the output row count."""
+
+    def __init__(self, in_idx: list[torch.Tensor], out_idx: list[torch.Tensor], num_in: int, num_out: int):
+        self.in_idx, self.out_idx, self.num_in, self.num_out = in_idx, out_idx, num_in, num_out
+
+    def transposed(self) -> KernelMap:
+        return KernelMap(self.out_idx, self.in_idx, self.num_out, self.num_in)
+
+    @property
+    def size(self) -> int:
+        return sum(len(i) for i in self.in_idx)
+
+
+def downsample_coords(coords: torch.Tensor, stride_out: int) -> torch.Tensor:
+    """The coordinate set at ``stride_out``: every input voxel's parent, unique, sorted by key."""
+    c = coords.clone()
+    c[:, 1:] = torch.div(c[:, 1:], stride_out, rounding_mode="floor") * stride_out
+    keys = pack_coords(c)
+    ukeys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    first = torch.full((len(ukeys),), len(keys), dtype=torch.long)
+    first.scatter_reduce_(0, inverse, torch.arange(len(keys)), "amin")
+    return c[first]
+
+
+def build_kernel_map(
+    in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, in_stride: int
+) -> KernelMap:
+    """Pairs (input i, output o) with ``in[i] == out[o] + offset * in_stride`` for each kernel offset."""
+    in_keys = pack_coords(in_coords)
+    sorted_keys, perm = torch.sort(in_keys)
+    out_keys = pack_coords(out_coords)
+    offs = kernel_offsets(kernel_size)
+    deltas = torch.tensor([offset_key((dx * in_stride, dy * in_stride, dz * in_stride)) for dx, dy, dz in offs])
+    q = out_keys[None, :] + deltas[:, None]  # (K, Nout)
+    pos = torch.searchsorted(sorted_keys, q).clamp_max(max(len(sorted_keys) - 1, 0))
+    found = sorted_keys[pos] == q if len(sorted_keys) else torch.zeros_like(q, dtype=torch.bool)
+    in_idx, out_idx = [], []
+    for k in range(len(offs)):
+        o = torch.nonzero(found[k]).squeeze(1)
+        in_idx.append(perm[pos[k, o]])
+        out_idx.append(o)
+    return KernelMap(in_idx, out_idx, len(in_coords), len(out_coords))
+
+
+def cached_map(cache: CoordinateCache, stride_in: int, stride_out: int, kernel_size: int) -> KernelMap:
+    key = ("torch", stride_in, stride_out, kernel_size)
+    km = cache.maps.get(key)
+    if km is None:
+        if stride_out not in cache.coords:
+            cache.coords[stride_out] = downsample_coords(cache.coords[stride_in], stride_out)
+        km = build_kernel_map(cache.coords[stride_in], cache.coords[stride_out], kernel_size, stride_in)
+        cache.maps[key] = km
+    return km
+
+
+class _SparseConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+        out = feats.new_zeros((kmap.num_out, weight.shape[2]))
+        for k, (i, o) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
+            if len(i):
+                out.index_add_(0, o, feats.index_select(0, i) @ weight[k])
+        ctx.save_for_backward(feats, weight)
+        ctx.kmap = kmap
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        feats, weight = ctx.saved_tensors
+        kmap = ctx.kmap
+        grad_feats = torch.zeros_like(feats) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        grad_out = grad_out.contiguous()
+        for k, (i, o) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
+            if not len(i):
+                continue
+            g = grad_out.index_select(0, o)
+            if grad_feats is not None:
+                grad_feats.index_add_(0, i, g @ weight[k].T)
+            if grad_weight is not None:
+                grad_weight[k] = feats.index_select(0, i).T @ g
+        return grad_feats, grad_weight, None
+
+
+def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """``out[o] = sum_k feats[i] @ weight[k]`` over the pairs (i, o) of offset k. ``weight``: (K, Cin, Cout)."""
+    return _SparseConvFunction.apply(feats, weight, kmap)
