@@ -77,7 +77,7 @@ def to_minkowski(x: SparseTensor):
     st = _me_state(x)
     if x.stride not in st["keys"]:
         t = ME.SparseTensor(
-            x.feats, coordinates=x.coords.int(), tensor_stride=x.stride, coordinate_manager=st["manager"]
+            x.feats, coordinates=x.coords.int().contiguous(), tensor_stride=x.stride, coordinate_manager=st["manager"]
         )
         st["keys"][x.stride] = t.coordinate_map_key
         st["order"][x.stride], _ = _canonical_order(t.C, x.cache.coords[x.stride])

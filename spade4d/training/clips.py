@@ -1,0 +1,206 @@
+"""Training clips: frames of one sequence with per-point GT object indices and per-frame relation targets,
+and the loss of the 4D model on a clip (windows with carried memory, one tube-level matching)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spade4d.models.losses import (
+    LossWeights,
+    batch_bce_cost,
+    batch_dice_cost,
+    dice_loss,
+    hungarian_match,
+)
+from spade4d.models.model4d import Model4D, WindowOutput
+from spade4d.structures import PointSequence, SceneGraph4D, spans_to_frames
+
+
+class ClipError(ValueError):
+    pass
+
+
+@dataclass
+class Frames:
+    """Points of some frames of a sequence, ready for the model (NaN points already dropped)."""
+
+    xyz: torch.Tensor  # (N, 3) float32
+    rgb: torch.Tensor  # (N, 3) in [0, 1]
+    frame: torch.Tensor  # (N,) index into ``times``
+    times: torch.Tensor  # (T,) frame indices in the sequence
+    keep: list[np.ndarray]  # per frame: indices of the kept (finite) points among the frame's original points
+
+    def window(self, a: int, b: int) -> Frames:
+        sel = (self.frame >= a) & (self.frame < b)
+        return Frames(self.xyz[sel], self.rgb[sel], self.frame[sel] - a, self.times[a:b], self.keep[a:b])
+
+
+def sequence_center(seq: PointSequence) -> torch.Tensor:
+    """The reference point of a sequence: the median of its first non-empty frame (finite points only)."""
+    for t in range(seq.num_frames):
+        xyz = seq.frame(t)["xyz"]
+        xyz = xyz[np.isfinite(xyz).all(1)]
+        if len(xyz):
+            return torch.from_numpy(np.median(xyz, 0).astype(np.float32))
+    return torch.zeros(3)
+
+
+def load_frames(seq: PointSequence, times: list[int], name: str = "") -> Frames:
+    xyz, rgb, frame, keep = [], [], [], []
+    dropped = 0
+    for i, t in enumerate(times):
+        f = seq.frame(t)
+        ok = np.isfinite(f["xyz"]).all(1) & np.isfinite(f["rgb"]).all(1)
+        dropped += int((~ok).sum())
+        idx = np.flatnonzero(ok)
+        keep.append(idx)
+        xyz.append(f["xyz"][idx].astype(np.float32))
+        rgb.append(np.clip(f["rgb"][idx], 0, 1).astype(np.float32))
+        frame.append(np.full(len(idx), i, dtype=np.int64))
+    if dropped:
+        warnings.warn(f"{name or 'sequence'}: dropped {dropped} points with NaN/inf coordinates or colours", stacklevel=2)
+    return Frames(
+        torch.from_numpy(np.concatenate(xyz)),
+        torch.from_numpy(np.concatenate(rgb)),
+        torch.from_numpy(np.concatenate(frame)),
+        torch.tensor(times, dtype=torch.long),
+        keep,
+    )
+
+
+@dataclass
+class ClipTargets:
+    labels: torch.Tensor  # (G,) class indices
+    instance: torch.Tensor  # (N,) GT object index (0..G-1) of every kept point, -1 none
+    relations: torch.Tensor  # (G, G, T, P) {0,1}
+    object_ids: list[int]
+
+
+def clip_targets(graph: SceneGraph4D, frames: Frames, classes: list[str], predicates: list[str]) -> ClipTargets:
+    cidx = {c: i for i, c in enumerate(classes)}
+    pidx = {p: i for i, p in enumerate(predicates)}
+    times = frames.times.tolist()
+    objs = [o for o in graph.objects if any(t in o.masks and o.masks[t].any() for t in times)]
+    for o in objs:
+        if o.label not in cidx:
+            raise ClipError(f"sequence {graph.video_id!r}: class {o.label!r} is not in the model's vocabulary")
+    inst = []
+    for i, t in enumerate(times):
+        keep = frames.keep[i]
+        lab = np.full(len(keep), -1, dtype=np.int64)
+        for g, o in enumerate(objs):
+            m = o.masks.get(t)
+            if m is not None:
+                lab[m[keep]] = g
+        inst.append(lab)
+    T, G, P = len(times), len(objs), len(predicates)
+    rel = torch.zeros((G, G, T, P))
+    gi = {o.id: g for g, o in enumerate(objs)}
+    for r in graph.relations:
+        if r.subject in gi and r.object in gi and r.predicate in pidx:
+            on = spans_to_frames(r.spans, graph.num_frames)[times]
+            rel[gi[r.subject], gi[r.object], torch.from_numpy(on), pidx[r.predicate]] = 1.0
+    return ClipTargets(
+        torch.tensor([cidx[o.label] for o in objs], dtype=torch.long),
+        torch.from_numpy(np.concatenate(inst)) if inst else torch.zeros(0, dtype=torch.long),
+        rel,
+        [o.id for o in objs],
+    )
+
+
+def run_windows(model: Model4D, frames: Frames, center: torch.Tensor, window: int | None = None):
+    """Forward a clip window by window, carrying the memory. Returns the window outputs and their frame ranges."""
+    W = window or model.config.window
+    memory = model.init_memory()
+    outs = []
+    for a in range(0, len(frames.times), W):
+        b = min(a + W, len(frames.times))
+        fw = frames.window(a, b)
+        out = model.forward_window(fw.xyz, fw.rgb, fw.frame, fw.times, center, memory)
+        memory = out.memory
+        outs.append((a, b, out))
+    return outs
+
+
+def clip_loss(
+    model: Model4D,
+    frames: Frames,
+    targets: ClipTargets,
+    center: torch.Tensor,
+    weights: LossWeights = LossWeights(),
+    points_per_frame: int = 2048,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    outs = run_windows(model, frames, center)
+    Q = model.config.num_queries
+    C = len(model.config.classes)
+    G = len(targets.labels)
+    # sampled points of every frame, their mask logits (Q, S) and targets (G, S)
+    logits_t, tgt_t = [], []
+    for a, b, out in outs:
+        for t in range(b - a):
+            idx = torch.nonzero(frames.frame == a + t).squeeze(1)
+            if len(idx) > points_per_frame:
+                pick = torch.randperm(len(idx), generator=generator)[:points_per_frame]
+                local = pick
+            else:
+                local = torch.arange(len(idx))
+            logits_t.append(out.mask_logits(t, local))
+            lab = targets.instance[idx[local]]
+            tgt_t.append((lab[None, :] == torch.arange(G)[:, None]).float())
+    class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in outs]).mean(0)
+    with torch.no_grad():
+        mcost = sum(
+            weights.bce * batch_bce_cost(lg, tg) + weights.dice * batch_dice_cost(lg, tg)
+            for lg, tg in zip(logits_t, tgt_t)
+            if lg.shape[1]
+        )
+        if not torch.is_tensor(mcost):
+            mcost = torch.zeros((Q, G))
+        qi, gi = hungarian_match(class_prob, targets.labels, mcost / max(len(logits_t), 1), weights)
+    qi_t, gi_t = torch.from_numpy(qi), torch.from_numpy(gi)
+    # classification, every window
+    cls_target = torch.full((Q,), C, dtype=torch.long)
+    cls_target[qi_t] = targets.labels[gi_t]
+    cw = torch.ones(C + 1)
+    cw[C] = weights.no_object
+    loss_cls = sum(F.cross_entropy(o.class_logits, cls_target, weight=cw) for _, _, o in outs) / len(outs)
+    # masks of matched tubes, every frame
+    loss_bce = loss_dice = torch.zeros(())
+    if len(qi):
+        bce, dice = [], []
+        for lg, tg in zip(logits_t, tgt_t):
+            if lg.shape[1] == 0:
+                continue
+            bce.append(F.binary_cross_entropy_with_logits(lg[qi_t], tg[gi_t]))
+            dice.append(dice_loss(lg[qi_t], tg[gi_t]).mean())
+        if bce:
+            loss_bce, loss_dice = torch.stack(bce).mean(), torch.stack(dice).mean()
+    # relations between matched tubes (all ordered pairs), per frame
+    loss_rel = torch.zeros(())
+    if len(qi) >= 2:
+        s, o = np.meshgrid(np.arange(len(qi)), np.arange(len(qi)), indexing="ij")
+        off = s != o
+        s, o = s[off], o[off]
+        pairs = torch.from_numpy(np.stack([qi[s], qi[o]], 1))
+        logits = torch.cat([model.relation_logits(out.states, pairs) for _, _, out in outs], 1)  # (R, T, P)
+        target = targets.relations[torch.from_numpy(gi[s]), torch.from_numpy(gi[o])]  # (R, T, P)
+        pw = torch.tensor(weights.relation_pos_weight)
+        loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
+    total = (
+        weights.cls * loss_cls + weights.bce * loss_bce + weights.dice * loss_dice + weights.relation * loss_rel
+    )
+    parts = {
+        "loss": float(total.detach()),
+        "cls": float(loss_cls.detach()),
+        "bce": float(loss_bce.detach()),
+        "dice": float(loss_dice.detach()),
+        "rel": float(loss_rel.detach()),
+        "matched": float(len(qi)),
+    }
+    return total, parts
