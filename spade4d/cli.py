@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,13 @@ def _positive_int(text: str) -> int:
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {v}")
     return v
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
 
 
 def _non_negative_int(text: str) -> int:
@@ -271,33 +279,155 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune_4d(args: argparse.Namespace) -> int:
+    from spade4d.training.finetune_4d import finetune_4d, preset
+
+    cfg = preset(
+        args.preset,
+        steps=args.steps,
+        lr=args.lr,
+        seed=args.seed,
+        clips_per_step=args.clips_per_step,
+        checkpoint_every=args.checkpoint_every,
+        mixed_precision=args.mixed_precision,
+    )
+    root = _point_cloud_root(args.format, args.root)
+    final = finetune_4d(
+        root, args.out, cfg, split=args.split, resume=args.resume, init_from=args.init_from, progress=not args.quiet
+    )
+    print(f"model saved to {final}; loss curve {Path(args.out) / 'loss.png'}")
+    return 0
+
+
+def _point_cloud_root(fmt: str, root: str) -> Path:
+    if fmt == "synthetic":
+        return Path(root) / "psg4d_pc"
+    if fmt == "psg4d-pc":
+        return Path(root)
+    raise ValueError(
+        f"--format {fmt}: the 4D model reads the PSG4D point-cloud layout; convert first "
+        "(spade4d convert) and pass --format psg4d-pc"
+    )
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from spade4d.evaluation.predictions import write_predictions_4d
+    from spade4d.inference.infer_4d import predict_sequence
+    from spade4d.models.model4d import Model4D
+
+    model = Model4D.from_pretrained(args.model)
+    if args.classes or args.predicates:
+        model.set_vocabulary(args.classes, args.predicates)
+    ds = open_4d_dataset(args.format, args.root, args.split)
+    ids = ds.video_ids()
+    if args.video:
+        unknown = [v for v in args.video if v not in ids]
+        if unknown:
+            raise ValueError(f"{args.root}: no sequence {unknown[0]!r} in split {args.split!r}")
+        ids = args.video
+
+    def graphs():
+        for vid in tqdm(ids, desc="infer", disable=args.quiet):
+            seq, gt = ds[ds.index_of(vid)]
+            yield predict_sequence(model, seq, vid, window=args.window)
+
+    path = write_predictions_4d(args.out, graphs())
+    print(f"wrote {path} ({len(ids)} sequences)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The end-to-end demo: synthetic data, then a rendered sequence of it."""
+    """The end-to-end demo: synthetic data -> finetune-4d -> infer -> evaluate-4d -> render prediction and GT."""
     from spade4d.data.synthetic.generate import generate
 
     out = Path(args.out)
     data = out / "synthetic"
+    run = out / "finetune_4d"
     t0 = time.time()
     if _synthetic_is_current(data, args.preset, args.seed):
         print(f"[demo] synthetic dataset already complete in {data}")
     else:
         print(f"[demo] generating the {args.preset} synthetic dataset into {data}")
         generate(data, preset=args.preset, seed=args.seed, workers=args.workers, overwrite=True)
-    print("[demo] rendering a test sequence")
-    render_args = argparse.Namespace(
-        root=str(data / "psg4d_pc"),
-        split="test",
-        video=None,
-        pred=None,
-        interactive=False,
-        out=str(out / "render_gt"),
-        width=960,
-        height=720,
-        frames=None,
-        fps=4.0,
-        quiet=False,
+        if run.exists():
+            shutil.rmtree(run)  # a model of other data
+    model_dir = run / "model"
+    if (model_dir / "config.json").is_file() and not args.retrain:
+        print(f"[demo] trained model found in {model_dir} (pass --retrain to train again)")
+    else:
+        print(f"[demo] fine-tuning the 4D model ({args.preset} preset) into {run}")
+        resume = (run / "checkpoints").is_dir() and not args.retrain
+        if args.retrain and run.exists():
+            shutil.rmtree(run)
+        cmd_finetune_4d(
+            argparse.Namespace(
+                preset=args.preset,
+                steps=args.steps,
+                lr=None,
+                seed=args.seed,
+                clips_per_step=None,
+                checkpoint_every=None,
+                mixed_precision=None,
+                format="synthetic",
+                root=str(data),
+                split="train",
+                out=str(run),
+                resume=resume,
+                init_from=None,
+                quiet=False,
+            )
+        )
+    pred = out / "predictions_test.json"
+    print("[demo] running the model on the test split")
+    cmd_infer(
+        argparse.Namespace(
+            model=str(model_dir),
+            format="synthetic",
+            root=str(data),
+            split="test",
+            video=None,
+            window=None,
+            classes=None,
+            predicates=None,
+            out=str(pred),
+            quiet=False,
+        )
     )
-    cmd_render(render_args)
+    print("[demo] scoring the predictions (4D R@K / mR@K)")
+    cmd_evaluate_4d(
+        argparse.Namespace(
+            format="synthetic",
+            root=str(data),
+            split="test",
+            pred=str(pred),
+            out=str(out / "metrics_test.json"),
+            graph_constraint=False,
+            penalize_extra_frames=False,
+            viou_threshold=0.5,
+            top_pairs=100,
+            ks=(20, 50, 100),
+            quiet=False,
+        )
+    )
+    print("[demo] rendering a test sequence: prediction and ground truth")
+    for name, p in (("render_pred", str(pred)), ("render_gt", None)):
+        cmd_render(
+            argparse.Namespace(
+                root=str(data / "psg4d_pc"),
+                split="test",
+                video=None,
+                pred=p,
+                interactive=False,
+                out=str(out / name),
+                width=960,
+                height=720,
+                frames=None,
+                fps=4.0,
+                quiet=True,
+            )
+        )
     print(f"[demo] done in {time.time() - t0:.0f}s; outputs under {out}")
     return 0
 
@@ -317,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="quick", choices=["quick", "small", "full"])
     s.add_argument("--seed", type=_non_negative_int, default=0)
     s.add_argument("--workers", type=_positive_int, default=None)
+    s.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the preset's)")
+    s.add_argument("--retrain", action="store_true", help="train again even if a model exists")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("make-synthetic", help="generate the synthetic 4D + 2D scene-graph datasets")
@@ -365,6 +497,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("finetune-4d", help="train the 4D scene-graph model (HF accelerate; resumable)")
+    s.add_argument("--format", default="psg4d-pc", choices=["psg4d-pc", "synthetic"])
+    s.add_argument("--root", required=True)
+    s.add_argument("--split", default="train")
+    s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
+    s.add_argument("--preset", default="quick", help="quick | small | full (spade4d/training/finetune_4d.py)")
+    s.add_argument("--steps", type=_positive_int, default=None)
+    s.add_argument("--lr", type=float, default=None)
+    s.add_argument("--seed", type=_non_negative_int, default=None)
+    s.add_argument("--clips-per-step", type=_positive_int, default=None, help="gradient accumulation")
+    s.add_argument("--checkpoint-every", type=_positive_int, default=None)
+    s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
+    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    s.add_argument("--init-from", default=None, help="a saved 4D model folder to start from")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_finetune_4d)
+
+    s = sub.add_parser("infer", help="run a 4D model on a split and write a prediction file")
+    s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
+    s.add_argument("--format", default="psg4d-pc", choices=["psg4d-pc", "synthetic"])
+    s.add_argument("--root", required=True)
+    s.add_argument("--split", default="test")
+    s.add_argument("--video", action="append", default=None, help="only this sequence (repeatable)")
+    s.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: the model's)")
+    s.add_argument("--classes", type=_names, default=None, help="comma-separated class names (open vocabulary)")
+    s.add_argument("--predicates", type=_names, default=None, help="comma-separated predicate names")
+    s.add_argument("--out", required=True, help="prediction file (PROTOCOLS.md §2.1)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_infer)
 
     s = sub.add_parser("evaluate-4d", help="4D R@K / mR@K of a prediction file (PROTOCOLS.md §3.2)")
     s.add_argument("--format", default="psg4d-pc", choices=FORMATS_4D)

@@ -201,8 +201,12 @@ class WindowOutput:
 
 
 class Model4D(nn.Module):
-    def __init__(self, config: Model4DConfig, class_embed: torch.Tensor | None = None,
-                 predicate_embed: torch.Tensor | None = None):
+    def __init__(
+        self,
+        config: Model4DConfig,
+        class_embed: torch.Tensor | None = None,
+        predicate_embed: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.config = cfg = config
         if not cfg.classes or not cfg.predicates:

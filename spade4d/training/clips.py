@@ -17,7 +17,7 @@ from spade4d.models.losses import (
     dice_loss,
     hungarian_match,
 )
-from spade4d.models.model4d import Model4D, WindowOutput
+from spade4d.models.model4d import Model4D
 from spade4d.structures import PointSequence, SceneGraph4D, spans_to_frames
 
 
@@ -63,7 +63,9 @@ def load_frames(seq: PointSequence, times: list[int], name: str = "") -> Frames:
         rgb.append(np.clip(f["rgb"][idx], 0, 1).astype(np.float32))
         frame.append(np.full(len(idx), i, dtype=np.int64))
     if dropped:
-        warnings.warn(f"{name or 'sequence'}: dropped {dropped} points with NaN/inf coordinates or colours", stacklevel=2)
+        warnings.warn(
+            f"{name or 'sequence'}: dropped {dropped} points with NaN/inf coordinates or colours", stacklevel=2
+        )
     return Frames(
         torch.from_numpy(np.concatenate(xyz)),
         torch.from_numpy(np.concatenate(rgb)),
@@ -192,9 +194,7 @@ def clip_loss(
         target = targets.relations[torch.from_numpy(gi[s]), torch.from_numpy(gi[o])]  # (R, T, P)
         pw = torch.tensor(weights.relation_pos_weight)
         loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
-    total = (
-        weights.cls * loss_cls + weights.bce * loss_bce + weights.dice * loss_dice + weights.relation * loss_rel
-    )
+    total = weights.cls * loss_cls + weights.bce * loss_bce + weights.dice * loss_dice + weights.relation * loss_rel
     parts = {
         "loss": float(total.detach()),
         "cls": float(loss_cls.detach()),

@@ -62,8 +62,16 @@ PRESETS: dict[str, Train4DConfig] = {
         points_per_frame=8192,
         lr=3e-4,
         mixed_precision="bf16",
-        model={"voxel_size": 0.04, "channels": [32, 64, 96, 128, 192], "dim": 256, "num_queries": 64,
-               "decoder_layers": 6, "heads": 8, "ffn_dim": 1024, "window": 8},
+        model={
+            "voxel_size": 0.04,
+            "channels": [32, 64, 96, 128, 192],
+            "dim": 256,
+            "num_queries": 64,
+            "decoder_layers": 6,
+            "heads": 8,
+            "ffn_dim": 1024,
+            "window": 8,
+        },
     ),
 }
 

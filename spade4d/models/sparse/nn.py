@@ -41,8 +41,10 @@ def resolve_backend(name: str | None) -> str:
     if name not in BACKENDS:
         raise SparseError(f"unknown sparse backend {name!r}; choose one of {BACKENDS} or 'auto'")
     if name == "minkowski" and not minkowski_available():
-        raise SparseError("sparse backend 'minkowski' asked for, but MinkowskiEngine is not importable; "
-                          "build it with scripts/install_minkowski.sh")
+        raise SparseError(
+            "sparse backend 'minkowski' asked for, but MinkowskiEngine is not importable; "
+            "build it with scripts/install_minkowski.sh"
+        )
     return name
 
 
@@ -84,9 +86,7 @@ def to_minkowski(x: SparseTensor):
         if not torch.equal(t.C.long()[torch.argsort(st["order"][x.stride])], x.cache.coords[x.stride]):
             raise SparseError("MinkowskiEngine changed the coordinate set (duplicate coordinates in the input?)")
     order = st["order"][x.stride]
-    return ME.SparseTensor(
-        x.feats[order], coordinate_map_key=st["keys"][x.stride], coordinate_manager=st["manager"]
-    )
+    return ME.SparseTensor(x.feats[order], coordinate_map_key=st["keys"][x.stride], coordinate_manager=st["manager"])
 
 
 def from_minkowski(t, like: SparseTensor) -> SparseTensor:

@@ -94,9 +94,7 @@ class SparseTensor:
         return out
 
 
-def sparse_quantize(
-    points: torch.Tensor, batch: torch.Tensor, voxel_size: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def sparse_quantize(points: torch.Tensor, batch: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Voxel coordinates of ``points`` (N, 3) with batch indices (N,): returns the unique ``(M, 4)`` voxel
     coordinates (sorted by key) and, for every point, the index of its voxel (for averaging features in and
     devoxelising them out)."""

@@ -48,9 +48,7 @@ def downsample_coords(coords: torch.Tensor, stride_out: int) -> torch.Tensor:
     return c[first]
 
 
-def build_kernel_map(
-    in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, in_stride: int
-) -> KernelMap:
+def build_kernel_map(in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, in_stride: int) -> KernelMap:
     """Pairs (input i, output o) with ``in[i] == out[o] + offset * in_stride`` for each kernel offset."""
     in_keys = pack_coords(in_coords)
     sorted_keys, perm = torch.sort(in_keys)

@@ -1,0 +1,141 @@
+"""The 4D model: encoder shapes, matching, overfitting a clip, save/load, windowed inference and bad input."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from spade4d.data.psg4d import PSG4DPointCloud
+from spade4d.evaluation import Evaluator4D
+from spade4d.inference.infer_4d import predict_sequence
+from spade4d.models.encoder import SparseEncoder
+from spade4d.models.losses import LossWeights, hungarian_match
+from spade4d.models.model4d import Model4D, Model4DConfig, ModelError
+from spade4d.structures import PointSequence
+from spade4d.training.clips import ClipError, clip_loss, clip_targets, load_frames, sequence_center
+
+TINY = dict(voxel_size=0.15, channels=(8, 16), dim=16, num_queries=6, decoder_layers=1, heads=2, ffn_dim=32, window=3)
+
+
+@pytest.fixture(scope="module")
+def vocab(synthetic_root):
+    d = json.loads((synthetic_root / "dataset.json").read_text())
+    return d["thing_classes"] + d["stuff_classes"], d["predicates"]
+
+
+@pytest.fixture(scope="module")
+def train_set(synthetic_root):
+    return PSG4DPointCloud(synthetic_root / "psg4d_pc", "train")
+
+
+def tiny_model(vocab, seed=0, **kw):
+    torch.manual_seed(seed)
+    return Model4D(Model4DConfig(classes=vocab[0], predicates=vocab[1], **{**TINY, **kw}))
+
+
+def test_encoder_gives_one_feature_per_point():
+    enc = SparseEncoder(6, (8, 16, 24), 12)
+    g = torch.Generator().manual_seed(0)
+    xyz = torch.rand(500, 3, generator=g) * 2
+    rgb = torch.rand(500, 3, generator=g)
+    frame = torch.randint(0, 3, (500,), generator=g)
+    vox, pts = enc.encode_points(xyz, rgb, frame, 0.1, torch.zeros(3))
+    assert pts.shape == (500, 12) and vox.feats.shape == (len(vox.coords), 12)
+    assert set(vox.coords[:, 0].tolist()) == {0, 1, 2}
+    # points sharing a voxel differ only through the point MLP of colour and in-voxel offset
+    assert torch.isfinite(pts).all()
+
+
+def test_hungarian_match_finds_the_cheap_assignment():
+    prob = torch.full((4, 3), 1 / 3)
+    mask_cost = torch.tensor([[5.0, 0.1], [0.2, 5.0], [5.0, 5.0], [5.0, 5.0]])
+    q, g = hungarian_match(prob, torch.tensor([0, 1]), mask_cost, LossWeights())
+    assert dict(zip(g.tolist(), q.tolist())) == {0: 1, 1: 0}
+
+
+def test_losses_decrease_when_overfitting_one_clip(vocab, train_set):
+    model = tiny_model(vocab)
+    seq, graph = train_set[0]
+    frames = load_frames(seq, list(range(seq.num_frames)))
+    targets = clip_targets(graph, frames, model.config.classes, model.config.predicates)
+    center = sequence_center(seq)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = last = None
+    for i in range(40):
+        loss, parts = clip_loss(model, frames, targets, center, points_per_frame=512,
+                                generator=torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first or parts
+        last = parts
+    assert last["loss"] < 0.6 * first["loss"]
+    assert last["dice"] < first["dice"] and last["cls"] < first["cls"] and last["rel"] < first["rel"]
+
+
+def test_save_load_round_trip_gives_identical_outputs(vocab, train_set, tmp_path):
+    model = tiny_model(vocab).eval()
+    seq, graph = train_set[1]
+    path = model.save_pretrained(tmp_path / "m")
+    again = Model4D.from_pretrained(path).eval()
+    assert again.config.to_dict() == model.config.to_dict()
+    frames = load_frames(seq, [0, 1, 2])
+    c = sequence_center(seq)
+    with torch.no_grad():
+        a = model.forward_window(frames.xyz, frames.rgb, frames.frame, frames.times, c, model.init_memory())
+        b = again.forward_window(frames.xyz, frames.rgb, frames.frame, frames.times, c, again.init_memory())
+    assert torch.equal(a.class_logits, b.class_logits) and torch.equal(a.mask_logits(1), b.mask_logits(1))
+    with pytest.raises(ModelError, match="not a spade4d model folder"):
+        Model4D.from_pretrained(tmp_path)
+
+
+def test_inference_output_is_a_valid_graph_over_windows(vocab, synthetic_root, train_set):
+    model = tiny_model(vocab)
+    seq, graph = train_set[0]
+    pred = predict_sequence(model, seq, graph.video_id, window=2, object_threshold=0.0)
+    assert pred.num_frames == seq.num_frames and pred.num_points == [int(c) for c in seq.counts]
+    for o in pred.objects:  # tubes: one object per query over all windows, masks disjoint per frame
+        assert o.label in vocab[0] and 0 <= o.score <= 1
+    for t in range(seq.num_frames):
+        total = sum(o.mask(t, int(seq.counts[t])).astype(int) for o in pred.objects)
+        assert np.all(np.asarray(total) <= 1)
+    ids = {o.id for o in pred.objects}
+    for r in pred.relations:
+        assert r.subject in ids and r.object in ids and r.subject != r.object
+        assert all(0 <= s <= e < seq.num_frames for s, e in r.spans)
+    Evaluator4D().process(graph, pred)  # the evaluator accepts it
+    # the window size changes nothing about the format; a window longer than the sequence works too
+    long = predict_sequence(model, seq, graph.video_id, window=100, object_threshold=0.0)
+    assert long.num_frames == seq.num_frames
+
+
+def test_bad_input_empty_single_point_and_nan_frames(vocab):
+    model = tiny_model(vocab)
+    rng = np.random.default_rng(0)
+    xyz = [rng.random((50, 3)).astype(np.float32), np.zeros((0, 3), np.float32), np.ones((1, 3), np.float32),
+           rng.random((40, 3)).astype(np.float32)]
+    xyz[3][:5] = np.nan
+    rgb = [np.full((len(x), 3), 0.5, np.float32) for x in xyz]
+    seq = PointSequence.from_frames(xyz, rgb)
+    with pytest.warns(UserWarning, match="dropped 5 points"):
+        pred = predict_sequence(model, seq, "odd", window=2, object_threshold=0.0)
+    assert pred.num_points == [50, 0, 1, 40]
+    for o in pred.objects:
+        m = o.mask(3, 40)
+        assert not m[:5].any()  # NaN points belong to no object
+    # a sequence much longer than the training clips runs window by window
+    long = PointSequence.from_frames([xyz[0]] * 11, [rgb[0]] * 11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert predict_sequence(model, long, "long", window=4).num_frames == 11
+
+
+def test_unknown_class_name_is_a_clear_error(vocab, train_set):
+    seq, graph = train_set[0]
+    frames = load_frames(seq, [0, 1])
+    with pytest.raises(ClipError, match="not in the model's vocabulary"):
+        clip_targets(graph, frames, ["unicorn"], vocab[1])
+    with pytest.raises(ModelError, match="unique"):
+        Model4DConfig(classes=["a", "a"], predicates=["on"])
