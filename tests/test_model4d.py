@@ -64,8 +64,9 @@ def test_losses_decrease_when_overfitting_one_clip(vocab, train_set):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = last = None
     for i in range(40):
-        loss, parts = clip_loss(model, frames, targets, center, points_per_frame=512,
-                                generator=torch.Generator().manual_seed(0))
+        loss, parts = clip_loss(
+            model, frames, targets, center, points_per_frame=512, generator=torch.Generator().manual_seed(0)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -114,8 +115,12 @@ def test_inference_output_is_a_valid_graph_over_windows(vocab, synthetic_root, t
 def test_bad_input_empty_single_point_and_nan_frames(vocab):
     model = tiny_model(vocab)
     rng = np.random.default_rng(0)
-    xyz = [rng.random((50, 3)).astype(np.float32), np.zeros((0, 3), np.float32), np.ones((1, 3), np.float32),
-           rng.random((40, 3)).astype(np.float32)]
+    xyz = [
+        rng.random((50, 3)).astype(np.float32),
+        np.zeros((0, 3), np.float32),
+        np.ones((1, 3), np.float32),
+        rng.random((40, 3)).astype(np.float32),
+    ]
     xyz[3][:5] = np.nan
     rgb = [np.full((len(x), 3), 0.5, np.float32) for x in xyz]
     seq = PointSequence.from_frames(xyz, rgb)

@@ -272,6 +272,14 @@ class Model4D(nn.Module):
         class_logits = torch.cat([cls, self.no_object(pooled)], 1)
         return WindowOutput(states, class_logits, point_feats, frame, mask_embed, pooled)
 
+    def forward(self, frames, targets, center, weights=None, points_per_frame: int = 2048, generator=None):
+        """The training loss of one clip (see :func:`spade4d.training.clips.clip_loss`): ``(loss, parts)``.
+        Going through ``forward`` lets DDP wrappers see the call and average gradients across ranks."""
+        from spade4d.models.losses import LossWeights
+        from spade4d.training.clips import clip_loss
+
+        return clip_loss(self, frames, targets, center, weights or LossWeights(), points_per_frame, generator)
+
     def relation_logits(self, states: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         return self.relation(states, pairs, self.predicate_embed)
 

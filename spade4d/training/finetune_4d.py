@@ -26,7 +26,7 @@ from spade4d.data.psg4d import PSG4DPointCloud
 from spade4d.io import write_json
 from spade4d.models.losses import LossWeights
 from spade4d.models.model4d import Model4D, Model4DConfig
-from spade4d.training.clips import clip_loss, clip_targets, load_frames, sequence_center
+from spade4d.training.clips import clip_targets, load_frames, sequence_center
 
 
 @dataclass
@@ -84,6 +84,14 @@ def preset(name: str, **overrides) -> Train4DConfig:
 
 class TrainError(ValueError):
     pass
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    model: torch.nn.Module  # this rank's (unwrapped) model in memory
+    step: int
+    history: list[dict]
 
 
 def _vocabulary(root: Path, ds: PSG4DPointCloud) -> tuple[list[str], list[str]]:
@@ -145,8 +153,8 @@ def finetune_4d(
     resume: bool = False,
     init_from: str | os.PathLike | None = None,
     progress: bool = True,
-) -> Path:
-    """Train on ``root`` (PROTOCOLS.md point-cloud layout) into ``out``; returns the final model folder."""
+) -> TrainResult:
+    """Train on ``root`` (PROTOCOLS.md point-cloud layout) into ``out``."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from tqdm.auto import tqdm
@@ -219,7 +227,7 @@ def finetune_4d(
             targets = clip_targets(graph, frames, core.config.classes, core.config.predicates)
             gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
             with acc.accumulate(model), acc.autocast():
-                loss, parts = clip_loss(core, frames, targets, center, weights, cfg.points_per_frame, gen)
+                loss, parts = model(frames, targets, center, weights, cfg.points_per_frame, gen)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.grad_clip:
                     acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -253,10 +261,10 @@ def finetune_4d(
                     shutil.rmtree(old, ignore_errors=True)
     bar.close()
     acc.wait_for_everyone()
-    acc.end_training()
     final = out / "model"
     if acc.is_main_process:
         core.save_pretrained(final)
         plot_losses(history, out / "loss.png")
     acc.wait_for_everyone()
-    return final
+    acc.end_training()  # closes the trackers (and, in recent accelerate, the process group): last
+    return TrainResult(final, core, step, history)

@@ -26,11 +26,20 @@ def kernel_offsets(kernel_size: int) -> list[tuple[int, int, int]]:
 class KernelMap:
     """Per-offset index pairs: ``in_idx[k]``, ``out_idx[k]`` (int64), plus the output row count."""
 
-    def __init__(self, in_idx: list[torch.Tensor], out_idx: list[torch.Tensor], num_in: int, num_out: int):
+    def __init__(
+        self,
+        in_idx: list[torch.Tensor],
+        out_idx: list[torch.Tensor],
+        num_in: int,
+        num_out: int,
+        identity: int | None = None,
+    ):
         self.in_idx, self.out_idx, self.num_in, self.num_out = in_idx, out_idx, num_in, num_out
+        # the offset (if any) that maps row r to row r for every row: a plain matmul, no gather or scatter
+        self.identity = identity
 
     def transposed(self) -> KernelMap:
-        return KernelMap(self.out_idx, self.in_idx, self.num_out, self.num_in)
+        return KernelMap(self.out_idx, self.in_idx, self.num_out, self.num_in, self.identity)
 
     @property
     def size(self) -> int:
@@ -51,19 +60,26 @@ def downsample_coords(coords: torch.Tensor, stride_out: int) -> torch.Tensor:
 def build_kernel_map(in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, in_stride: int) -> KernelMap:
     """Pairs (input i, output o) with ``in[i] == out[o] + offset * in_stride`` for each kernel offset."""
     in_keys = pack_coords(in_coords)
-    sorted_keys, perm = torch.sort(in_keys)
+    if len(in_keys) < 2 or bool((in_keys[1:] > in_keys[:-1]).all()):  # coordinate sets here are key-sorted
+        sorted_keys, perm = in_keys, None
+    else:
+        sorted_keys, perm = torch.sort(in_keys)
     out_keys = pack_coords(out_coords)
     offs = kernel_offsets(kernel_size)
     deltas = torch.tensor([offset_key((dx * in_stride, dy * in_stride, dz * in_stride)) for dx, dy, dz in offs])
     q = out_keys[None, :] + deltas[:, None]  # (K, Nout)
     pos = torch.searchsorted(sorted_keys, q).clamp_max(max(len(sorted_keys) - 1, 0))
     found = sorted_keys[pos] == q if len(sorted_keys) else torch.zeros_like(q, dtype=torch.bool)
-    in_idx, out_idx = [], []
-    for k in range(len(offs)):
-        o = torch.nonzero(found[k]).squeeze(1)
-        in_idx.append(perm[pos[k, o]])
-        out_idx.append(o)
-    return KernelMap(in_idx, out_idx, len(in_coords), len(out_coords))
+    k_all, o_all = torch.nonzero(found, as_tuple=True)  # ordered by offset, then output row
+    i_all = pos[k_all, o_all]
+    if perm is not None:
+        i_all = perm[i_all]
+    sizes = torch.bincount(k_all, minlength=len(offs)).tolist()
+    in_idx, out_idx = list(torch.split(i_all, sizes)), list(torch.split(o_all, sizes))
+    identity = None
+    if kernel_size % 2 and len(in_coords) == len(out_coords) and torch.equal(in_keys, out_keys):
+        identity = len(offs) // 2  # the centre offset of a submanifold convolution
+    return KernelMap(in_idx, out_idx, len(in_coords), len(out_coords), identity)
 
 
 def cached_map(cache: CoordinateCache, stride_in: int, stride_out: int, kernel_size: int) -> KernelMap:
@@ -80,9 +96,12 @@ def cached_map(cache: CoordinateCache, stride_in: int, stride_out: int, kernel_s
 class _SparseConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
-        out = feats.new_zeros((kmap.num_out, weight.shape[2]))
+        if kmap.identity is not None:
+            out = feats @ weight[kmap.identity]
+        else:
+            out = feats.new_zeros((kmap.num_out, weight.shape[2]))
         for k, (i, o) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
-            if len(i):
+            if len(i) and k != kmap.identity:
                 out.index_add_(0, o, feats.index_select(0, i) @ weight[k])
         ctx.save_for_backward(feats, weight)
         ctx.kmap = kmap
@@ -95,8 +114,14 @@ class _SparseConvFunction(torch.autograd.Function):
         grad_feats = torch.zeros_like(feats) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
         grad_out = grad_out.contiguous()
+        c = kmap.identity
+        if c is not None:
+            if grad_feats is not None:
+                grad_feats += grad_out @ weight[c].T
+            if grad_weight is not None:
+                grad_weight[c] = feats.T @ grad_out
         for k, (i, o) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
-            if not len(i):
+            if not len(i) or k == c:
                 continue
             g = grad_out.index_select(0, o)
             if grad_feats is not None:
