@@ -63,7 +63,7 @@ def test_losses_decrease_when_overfitting_one_clip(vocab, train_set):
     center = sequence_center(seq)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = last = None
-    for i in range(40):
+    for _ in range(40):
         loss, parts = clip_loss(
             model, frames, targets, center, points_per_frame=512, generator=torch.Generator().manual_seed(0)
         )
