@@ -5,8 +5,9 @@ query q is the same tube over the whole sequence and memory stays bounded by the
 frame assignment of every point (one small int per point) and the per-frame predicate probabilities of the
 candidate query pairs are kept.
 
-Object q: class probabilities averaged over the windows, label = the most probable name (never "no object"),
-score = its probability; kept when score >= ``object_threshold`` and its tube is not empty. Points go to the
+Object q: class probabilities averaged over the windows and with the dense head's probabilities over the points the
+tube takes; label = the most probable name (never "no object"), score = sqrt(its probability x objectness);
+kept when score >= ``object_threshold`` and its tube is not empty. Points go to the
 query maximising ``score x mask probability`` where that mask probability is >= 0.5 (one object per point).
 Relation (s, o, p): score = max over frames of the predicate probability x score_s x score_o; its spans are the
 frames where the probability reaches ``relation_threshold``, runs shorter than ``min_span`` dropped (when none
@@ -63,6 +64,7 @@ def predict_sequence(
     center = sequence_center(seq)
     assign = [np.full(n, -1, dtype=np.int16) for n in counts]  # per frame: query of every point
     prob_sum = torch.zeros(Q, C + 1)
+    sem_sum = torch.zeros(Q, C)  # per query: summed dense class probabilities of the points it takes
     pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], dtype=torch.long)
     rel_prob = np.zeros((len(pairs), T, len(cfg.predicates)), dtype=np.float16)
     memory = model.init_memory()
@@ -86,14 +88,21 @@ def predict_sequence(
                 ok = mp.gather(0, q[None]).squeeze(0) >= 0.5
                 a_t = assign[t]
                 a_t[fr.keep[i][ok.numpy()]] = q[ok].numpy().astype(np.int16)
+                fidx = torch.nonzero(out.point_frame == i).squeeze(1)
+                sem = model.point_class_logits(out.point_feats[fidx[ok]]).softmax(-1)
+                sem_sum.index_add_(0, q[ok], sem)
             rp = model.relation_logits(out.states, pairs).sigmoid()  # (R, Tw, P)
             rel_prob[:, times] = rp.numpy().astype(np.float16)
     for w in caught:
         if "dropped" in str(w.message):
             warnings.warn(str(w.message), stacklevel=2)
     prob = (prob_sum / max(n_win, 1)).numpy()
-    labels = prob[:, :C].argmax(1)
-    scores = prob[np.arange(Q), labels]
+    sem = (sem_sum / sem_sum.sum(1, keepdim=True).clamp_min(1e-6)).numpy()
+    has_sem = sem_sum.sum(1).numpy() > 0
+    # a tube's name: the query's class probabilities averaged with the dense head's over the tube's points
+    named = np.where(has_sem[:, None], 0.5 * (prob[:, :C] + sem), prob[:, :C])
+    labels = named.argmax(1)
+    scores = np.sqrt(named[np.arange(Q), labels] * (1 - prob[:, C]))  # name confidence x objectness
     objects = {}
     for q in range(Q):
         if scores[q] < obj_thr:

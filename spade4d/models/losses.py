@@ -23,6 +23,7 @@ class LossWeights:
     dice: float = 5.0
     relation: float = 2.0
     relation_pos_weight: float = 5.0
+    semantic: float = 1.0  # dense per-point class loss (auxiliary: fast to learn, and it names tubes)
 
 
 def batch_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

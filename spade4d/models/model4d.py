@@ -10,7 +10,8 @@ A sequence is processed in windows of ``config.window`` frames. In a window:
    :class:`TemporalAggregator`: attention over each query's own frames (temporal position encoding) plus a
    memory token carried from the previous window, so identity and state flow across frames and windows;
 3. :class:`MaskDecoder3D` gives per-frame point mask logits (query x point features);
-4. objects are classified by cosine similarity to text embeddings of the class names plus a "no object" logit;
+4. objects are classified by cosine similarity of their state plus their mask-pooled voxel features to text
+   embeddings of the class names, plus a "no object" logit;
 5. the relation module (:class:`RelationHead` here; the 2D core's relation graph transformer fills the same
    interface) gives per-frame predicate logits for ordered query pairs, also against text embeddings.
 """
@@ -157,7 +158,10 @@ class QueryDecoder(nn.Module):
             blocked = (logits.detach() < 0) | key_pad[:, None, :]
             blocked[:, :, 0] = False
             attn_mask = blocked.repeat_interleave(self.heads, 0)
-        return x
+        # mask pooling: each query's voxel features averaged under its (soft) mask, over the window's frames
+        w = logits[:, :, 1:].sigmoid() * (~key_pad[:, None, 1:])
+        pooled = torch.einsum("tqm,tmd->qd", w, keys[:, 1:]) / w.sum((0, 2))[:, None].clamp_min(1e-3)
+        return x, pooled
 
 
 class RelationHead(nn.Module):
@@ -214,6 +218,8 @@ class Model4D(nn.Module):
         self.encoder = SparseEncoder(6, cfg.channels, cfg.dim, backend=cfg.sparse_backend)
         self.decoder = QueryDecoder(cfg)
         self.class_proj = nn.Linear(cfg.dim, cfg.text_dim)
+        self.pool_proj = nn.Linear(cfg.dim, cfg.dim)
+        self.point_proj = nn.Linear(cfg.dim, cfg.text_dim)  # dense semantic head (auxiliary; also names tubes)
         self.no_object = nn.Linear(cfg.dim, 1)
         self.class_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.relation = RelationHead(cfg.dim, cfg.text_dim)
@@ -264,10 +270,10 @@ class Model4D(nn.Module):
         pad = torch.ones((T, M), dtype=torch.bool, device=vb.device)
         keys[vb[order], slot] = vox.feats[order]
         pad[vb[order], slot] = False
-        states = self.decoder(keys, pad, times, memory)
+        states, mask_pooled = self.decoder(keys, pad, times, memory)
         mask_embed = self.decoder.mask_embed(states)
         pooled = states.mean(0)
-        emb = F.normalize(self.class_proj(pooled), dim=-1)
+        emb = F.normalize(self.class_proj(pooled + self.pool_proj(mask_pooled)), dim=-1)
         cls = self.class_scale.exp() * emb @ self.class_embed.T
         class_logits = torch.cat([cls, self.no_object(pooled)], 1)
         return WindowOutput(states, class_logits, point_feats, frame, mask_embed, pooled)
@@ -279,6 +285,11 @@ class Model4D(nn.Module):
         from spade4d.training.clips import clip_loss
 
         return clip_loss(self, frames, targets, center, weights or LossWeights(), points_per_frame, generator)
+
+    def point_class_logits(self, point_feats: torch.Tensor) -> torch.Tensor:
+        """(N, C) per-point class logits against the class text embeddings (the dense semantic head)."""
+        e = F.normalize(self.point_proj(point_feats), dim=-1)
+        return self.class_scale.exp() * e @ self.class_embed.T
 
     def relation_logits(self, states: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
         return self.relation(states, pairs, self.predicate_embed)

@@ -143,7 +143,7 @@ def clip_loss(
     C = len(model.config.classes)
     G = len(targets.labels)
     # sampled points of every frame, their mask logits (Q, S) and targets (G, S)
-    logits_t, tgt_t = [], []
+    logits_t, tgt_t, sem_logits, sem_tgt = [], [], [], []
     for a, b, out in outs:
         for t in range(b - a):
             idx = torch.nonzero(frames.frame == a + t).squeeze(1)
@@ -154,6 +154,10 @@ def clip_loss(
                 local = torch.arange(len(idx))
             logits_t.append(out.mask_logits(t, local))
             lab = targets.instance[idx[local]]
+            fidx = torch.nonzero(out.point_frame == t).squeeze(1)[local]
+            has = lab >= 0
+            sem_logits.append(model.point_class_logits(out.point_feats[fidx[has]]))
+            sem_tgt.append(targets.labels[lab[has]])
             tgt_t.append((lab[None, :] == torch.arange(G)[:, None]).float())
     class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in outs]).mean(0)
     with torch.no_grad():
@@ -201,6 +205,7 @@ def clip_loss(
         "bce": float(loss_bce.detach()),
         "dice": float(loss_dice.detach()),
         "rel": float(loss_rel.detach()),
+        "sem": float(loss_sem.detach()),
         "matched": float(len(qi)),
     }
     return total, parts

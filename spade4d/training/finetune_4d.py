@@ -52,7 +52,8 @@ class Train4DConfig:
 
 PRESETS: dict[str, Train4DConfig] = {
     # the demo: 2 CPU cores, a few minutes
-    "quick": Train4DConfig(steps=360, clip_frames=8),
+    "quick": Train4DConfig(steps=700, clip_frames=6, lr=2e-3, warmup=30, points_per_frame=1536,
+                           model={"voxel_size": 0.1, "num_queries": 16}),
     "small": Train4DConfig(steps=2000, clip_frames=8, model={"dim": 128, "num_queries": 32}),
     # GPUs: full resolution, longer clips
     "full": Train4DConfig(
@@ -133,7 +134,7 @@ def plot_losses(history: list[dict], path: Path) -> None:
         return
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "cls", "bce", "dice", "rel"):
+    for key in ("loss", "cls", "bce", "dice", "rel", "sem"):
         ax.plot(steps, [h[key] for h in history], label=key)
     ax.set_yscale("log")
     ax.set_xlabel("step")
