@@ -198,7 +198,15 @@ def clip_loss(
         target = targets.relations[torch.from_numpy(gi[s]), torch.from_numpy(gi[o])]  # (R, T, P)
         pw = torch.tensor(weights.relation_pos_weight)
         loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
-    total = weights.cls * loss_cls + weights.bce * loss_bce + weights.dice * loss_dice + weights.relation * loss_rel
+    sem_l = torch.cat(sem_logits) if sem_logits else torch.zeros((0, C))
+    loss_sem = F.cross_entropy(sem_l, torch.cat(sem_tgt)) if len(sem_l) else torch.zeros(())
+    total = (
+        weights.semantic * loss_sem
+        + weights.cls * loss_cls
+        + weights.bce * loss_bce
+        + weights.dice * loss_dice
+        + weights.relation * loss_rel
+    )
     parts = {
         "loss": float(total.detach()),
         "cls": float(loss_cls.detach()),
