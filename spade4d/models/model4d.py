@@ -134,8 +134,8 @@ class QueryDecoder(nn.Module):
         super().__init__()
         D = cfg.dim
         self.heads = cfg.heads
-        self.query = nn.Parameter(torch.randn(cfg.num_queries, D) * 0.02)
-        self.query_pos = nn.Parameter(torch.randn(cfg.num_queries, D) * 0.02)
+        self.query = nn.Parameter(torch.randn(cfg.num_queries, D))  # unit scale: queries must differ from the start
+        self.query_pos = nn.Parameter(torch.randn(cfg.num_queries, D))
         self.null_key = nn.Parameter(torch.zeros(D))  # always visible: empty frames and fully masked rows stay finite
         self.layers = nn.ModuleList(DecoderLayer(D, cfg.heads, cfg.ffn_dim) for _ in range(cfg.decoder_layers))
         self.mask_embed = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, D))
@@ -156,6 +156,10 @@ class QueryDecoder(nn.Module):
             x = layer(x, qpos, keys, key_pad, attn_mask, times, memory)
             logits = torch.einsum("tqd,tmd->tqm", self.mask_embed(x), keys)  # voxel mask logits (null at 0)
             blocked = (logits.detach() < 0) | key_pad[:, None, :]
+            # a query whose mask covers no voxel of a frame sees the whole frame (as in Mask2Former); without
+            # this, queries start blind (random masks are mostly empty) and never learn to localise
+            blind = blocked[:, :, 1:].all(-1, keepdim=True)
+            blocked = torch.where(blind, key_pad[:, None, :].expand_as(blocked), blocked)
             blocked[:, :, 0] = False
             attn_mask = blocked.repeat_interleave(self.heads, 0)
         # mask pooling: each query's voxel features averaged under its (soft) mask, over the window's frames
