@@ -149,14 +149,7 @@ def open_4d_dataset(fmt: str, root: str, split: str):
     """A (PointSequence, SceneGraph4D) dataset for ``evaluate-4d``/``infer`` by format name."""
     from spade4d.data.psg4d import PSG4DPointCloud
 
-    if fmt == "psg4d-pc":
-        return PSG4DPointCloud(root, split)
-    if fmt == "synthetic":
-        return PSG4DPointCloud(Path(root) / "psg4d_pc", split)
-    raise ValueError(
-        f"--format {fmt}: point-cloud evaluation reads the PSG4D point-cloud layout; convert {fmt} data to it "
-        "first (the RGB-D converters are tracked in the readers issue) and pass --format psg4d-pc"
-    )
+    return PSG4DPointCloud(_point_cloud_root(fmt, root), split)
 
 
 def cmd_evaluate_4d(args: argparse.Namespace) -> int:
@@ -292,10 +285,10 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
         mixed_precision=args.mixed_precision,
     )
     root = _point_cloud_root(args.format, args.root)
-    final = finetune_4d(
+    res = finetune_4d(
         root, args.out, cfg, split=args.split, resume=args.resume, init_from=args.init_from, progress=not args.quiet
     )
-    print(f"model saved to {final}; loss curve {Path(args.out) / 'loss.png'}")
+    print(f"model saved to {res.model_dir}; loss curve {Path(args.out) / 'loss.png'}")
     return 0
 
 
@@ -305,8 +298,8 @@ def _point_cloud_root(fmt: str, root: str) -> Path:
     if fmt == "psg4d-pc":
         return Path(root)
     raise ValueError(
-        f"--format {fmt}: the 4D model reads the PSG4D point-cloud layout; convert first "
-        "(spade4d convert) and pass --format psg4d-pc"
+        f"--format {fmt}: 4D evaluation and the 4D model read the PSG4D point-cloud layout; convert {fmt} data to "
+        "it first (spade4d convert) and pass --format psg4d-pc"
     )
 
 

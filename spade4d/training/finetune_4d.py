@@ -52,8 +52,14 @@ class Train4DConfig:
 
 PRESETS: dict[str, Train4DConfig] = {
     # the demo: 2 CPU cores, a few minutes
-    "quick": Train4DConfig(steps=700, clip_frames=6, lr=2e-3, warmup=30, points_per_frame=1536,
-                           model={"voxel_size": 0.1, "num_queries": 16}),
+    "quick": Train4DConfig(
+        steps=700,
+        clip_frames=6,
+        lr=2e-3,
+        warmup=30,
+        points_per_frame=1536,
+        model={"voxel_size": 0.1, "num_queries": 16},
+    ),
     "small": Train4DConfig(steps=2000, clip_frames=8, model={"dim": 128, "num_queries": 32}),
     # GPUs: full resolution, longer clips
     "full": Train4DConfig(

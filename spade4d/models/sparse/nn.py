@@ -30,8 +30,7 @@ def minkowski_available() -> bool:
 
 
 def default_backend() -> str:
-    b = os.environ.get("SPADE4D_SPARSE_BACKEND", "torch")
-    return resolve_backend(b)
+    return resolve_backend(None)
 
 
 def resolve_backend(name: str | None) -> str:

@@ -103,6 +103,11 @@ def sparse_quantize(points: torch.Tensor, batch: torch.Tensor, voxel_size: float
     grid = torch.floor(points / voxel_size).long()
     coords = torch.cat([batch.long()[:, None], grid], 1)
     check_coords(coords, margin=8)
+    return unique_coords(coords)
+
+
+def unique_coords(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of ``coords`` sorted by packed key, and each input row's index among them."""
     keys = pack_coords(coords)
     ukeys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
     first = torch.full((len(ukeys),), len(keys), dtype=torch.long)

@@ -13,7 +13,7 @@ import itertools
 
 import torch
 
-from spade4d.models.sparse.tensor import CoordinateCache, offset_key, pack_coords
+from spade4d.models.sparse.tensor import CoordinateCache, offset_key, pack_coords, unique_coords
 
 
 def kernel_offsets(kernel_size: int) -> list[tuple[int, int, int]]:
@@ -50,11 +50,7 @@ def downsample_coords(coords: torch.Tensor, stride_out: int) -> torch.Tensor:
     """The coordinate set at ``stride_out``: every input voxel's parent, unique, sorted by key."""
     c = coords.clone()
     c[:, 1:] = torch.div(c[:, 1:], stride_out, rounding_mode="floor") * stride_out
-    keys = pack_coords(c)
-    ukeys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-    first = torch.full((len(ukeys),), len(keys), dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(len(keys)), "amin")
-    return c[first]
+    return unique_coords(c)[0]
 
 
 def build_kernel_map(in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, in_stride: int) -> KernelMap:
