@@ -91,7 +91,7 @@ def predict_sequence(
                 fidx = torch.nonzero(out.point_frame == i).squeeze(1)
                 sem = model.point_class_logits(out.point_feats[fidx[ok]]).softmax(-1)
                 sem_sum.index_add_(0, q[ok], sem)
-            rp = model.relation_logits(out.states, pairs).sigmoid()  # (R, Tw, P)
+            rp = model.relation_logits(out, pairs).sigmoid()  # (R, Tw, P)
             rel_prob[:, times] = rp.numpy().astype(np.float16)
     for w in caught:
         if "dropped" in str(w.message):

@@ -85,11 +85,18 @@ class SparseEncoder(nn.Module):
         return h.replace(self.head(h.feats))
 
     def encode_points(
-        self, xyz: torch.Tensor, rgb: torch.Tensor, frame: torch.Tensor, voxel_size: float, center: torch.Tensor
+        self,
+        xyz: torch.Tensor,
+        rgb: torch.Tensor,
+        frame: torch.Tensor,
+        voxel_size: float,
+        center: torch.Tensor,
+        extra: torch.Tensor | None = None,
     ) -> tuple[SparseTensor, torch.Tensor]:
-        """Points (N, 3) with colours in [0, 1] and frame indices -> (voxel features, per-point features (N, D))."""
+        """Points (N, 3) with colours in [0, 1] and frame indices -> (voxel features, per-point features (N, D)).
+        ``extra`` (N, E): further per-point input features (the lifted 2D features), averaged per voxel too."""
         coords, inverse = sparse_quantize(xyz, frame, voxel_size)
-        feats = torch.cat([rgb - 0.5, (xyz - center) / 3.0], 1)
+        feats = torch.cat([rgb - 0.5, (xyz - center) / 3.0] + ([] if extra is None else [extra]), 1)
         vox = voxel_mean(feats, inverse, len(coords))
         out = self(SparseTensor(coords, vox))
         local = torch.cat([rgb - 0.5, xyz / voxel_size - torch.floor(xyz / voxel_size) - 0.5], 1)

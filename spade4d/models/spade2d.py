@@ -1,0 +1,237 @@
+"""The 2D scene-graph model (the shared 2D core): DiffusionBackbone -> PixelDecoder -> QueryDecoder2D ->
+SceneGraphHead (objects) and RelationGraphTransformer + SceneGraphHead (predicates).
+
+Images go in as ``(B, 3, H, W)`` floats in [0, 1]; masks come out on the backbone's finest feature grid and are
+resized to each image's size for predictions. A checkpoint is a folder: ``config.json`` (``model_type``
+``spade4d-2d``), ``model.safetensors`` (everything but the backbone) and ``backbone/`` (the diffusion backbone's
+own folder: its UNet for the tiny kind, its LoRA adapter in peft format, its prompt MLP).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spade4d.io import atomic_dir
+from spade4d.models.diffusion_backbone import BackboneConfig, DiffusionBackbone
+from spade4d.models.query_decoder import QueryDecoder2D
+from spade4d.models.relation_transformer import RelationGraphTransformer, image_coords, masks_for_graph
+from spade4d.models.sg_head import SceneGraphHead
+from spade4d.models.text import TEXT_DIM, encode_texts
+from spade4d.structures import Object2D, Relation2D, SceneGraph2D
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class Model2DError(ValueError):
+    pass
+
+
+@dataclass
+class Spade2DConfig:
+    classes: list[str] = field(default_factory=list)
+    predicates: list[str] = field(default_factory=list)
+    backbone: dict = field(default_factory=dict)  # BackboneConfig as a dict
+    dim: int = 96
+    num_queries: int = 16
+    decoder_layers: int = 3
+    heads: int = 4
+    ffn_dim: int = 192
+    rgt_layers: int = 2
+    text_dim: int = TEXT_DIM
+    text_model: str | None = None
+    # inference
+    object_threshold: float = 0.3
+    predicates_per_pair: int = 3
+    max_relations: int = 100
+
+    def __post_init__(self) -> None:
+        if len(set(self.classes)) != len(self.classes) or len(set(self.predicates)) != len(self.predicates):
+            raise Model2DError("class and predicate names must be unique")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Spade2DConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def sine_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
+    """(h*w, dim) sinusoidal encoding of (y, x) on a unit-normalised grid."""
+    q = dim // 4
+    freq = torch.exp(-math.log(1000.0) * torch.arange(q, dtype=torch.float32, device=device) / q) * 2 * math.pi
+    ys, xs = torch.meshgrid(
+        torch.linspace(0, 1, h, device=device), torch.linspace(0, 1, w, device=device), indexing="ij"
+    )
+    parts = [f(a.flatten()[:, None] * freq) for a in (ys, xs) for f in (torch.sin, torch.cos)]
+    out = torch.cat(parts, -1)
+    return F.pad(out, (0, dim - out.shape[1]))
+
+
+class PixelDecoder(nn.Module):
+    """Up-block features (coarse to fine) -> one ``dim``-channel map on the finest grid (FPN-style sum)."""
+
+    def __init__(self, in_channels: list[int], dim: int):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
+        self.out = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.ReLU(), nn.Conv2d(dim, dim, 1))
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[-1].shape[-2:]
+        x = sum(F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False) if f.shape[-2:] != size else lat(f)
+                for lat, f in zip(self.lateral, feats))  # fmt: skip
+        return self.out(x)
+
+
+@dataclass
+class Output2D:
+    states: torch.Tensor  # (B, Q, D)
+    mask_logits: torch.Tensor  # (B, Q, h, w)
+    class_logits: torch.Tensor  # (B, Q, C + 1)
+    pixel: torch.Tensor  # (B, D, h, w)
+
+
+class Spade2D(nn.Module):
+    def __init__(
+        self,
+        config: Spade2DConfig,
+        backbone: DiffusionBackbone | None = None,
+        class_embed: torch.Tensor | None = None,
+        predicate_embed: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.config = cfg = config
+        if not cfg.classes or not cfg.predicates:
+            raise Model2DError("the model needs class and predicate names")
+        if backbone is None:
+            bcfg = BackboneConfig.from_dict({**cfg.backbone, "vocabulary": cfg.classes})
+            backbone = DiffusionBackbone.tiny(bcfg)
+        elif not backbone.config.vocabulary:
+            backbone.set_vocabulary(cfg.classes)
+        cfg.backbone = backbone.config.to_dict()
+        self.backbone = backbone
+        self.pixel = PixelDecoder(backbone.feature_channels, cfg.dim)
+        self.decoder = QueryDecoder2D(cfg.num_queries, cfg.dim, cfg.heads, cfg.ffn_dim, cfg.decoder_layers)
+        self.rgt = RelationGraphTransformer(cfg.dim, cfg.heads, cfg.ffn_dim, cfg.rgt_layers)
+        self.head = SceneGraphHead(cfg.dim, cfg.text_dim)
+        if class_embed is None:
+            class_embed = encode_texts(cfg.classes, cfg.text_model)
+        if predicate_embed is None:
+            predicate_embed = encode_texts(cfg.predicates, cfg.text_model)
+        self.register_buffer("class_embed", class_embed.float().clone())
+        self.register_buffer("predicate_embed", predicate_embed.float().clone())
+
+    def set_vocabulary(self, classes: list[str] | None = None, predicates: list[str] | None = None) -> None:
+        if classes is not None and list(classes) != self.config.classes:
+            self.class_embed = encode_texts(list(classes), self.config.text_model).to(self.class_embed.device)
+            self.config.classes = list(classes)
+        if predicates is not None and list(predicates) != self.config.predicates:
+            emb = encode_texts(list(predicates), self.config.text_model).to(self.predicate_embed.device)
+            self.predicate_embed = emb
+            self.config.predicates = list(predicates)
+
+    # --- forward ------------------------------------------------------------------------------------------------
+    def pixel_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w): the fused backbone features the queries read (also what the 4D model lifts)."""
+        return self.pixel(self.backbone(images))
+
+    def forward(self, images: torch.Tensor) -> Output2D:
+        pix = self.pixel_features(images)
+        B, D, h, w = pix.shape
+        keys = pix.flatten(2).transpose(1, 2)
+        pos = sine_2d(h, w, D, pix.device)[None].expand(B, -1, -1)
+        states, mask_logits, pooled = self.decoder(keys, pos)
+        class_logits = self.head.object_logits(states, pooled, self.class_embed)
+        return Output2D(states, mask_logits.view(B, -1, h, w), class_logits, pix)
+
+    def relation_logits(self, out: Output2D, pairs: torch.Tensor) -> torch.Tensor:
+        """(B, R, P) predicate logits for ordered query pairs (R, 2)."""
+        B, Q, h, w = out.mask_logits.shape
+        coords = image_coords(h, w, out.states.device)[None].expand(B, -1, -1)
+        rel = self.rgt(out.states, masks_for_graph(out.mask_logits.flatten(2)), coords, pairs)
+        return self.head.predicate_logits(rel, self.predicate_embed)
+
+    # --- inference ----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]], image_ids: list[str]) -> list[SceneGraph2D]:
+        """Scene graphs of a batch; ``sizes`` are the original (H, W) the masks are resized to."""
+        cfg = self.config
+        out = self.forward(images)
+        prob = out.class_logits.softmax(-1)
+        Q = prob.shape[1]
+        pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], device=prob.device)
+        rel_prob = self.relation_logits(out, pairs).sigmoid()  # (B, R, P)
+        graphs = []
+        for b, ((H, W), iid) in enumerate(zip(sizes, image_ids)):
+            score, label = prob[b, :, :-1].max(-1)
+            masks = F.interpolate(out.mask_logits[b : b + 1], size=(H, W), mode="bilinear", align_corners=False)[0] > 0
+            keep = [q for q in torch.argsort(score, descending=True).tolist()
+                    if score[q] >= cfg.object_threshold and masks[q].any()]  # fmt: skip
+            index = {q: k for k, q in enumerate(keep)}
+            objects = [Object2D(cfg.classes[int(label[q])], masks[q].cpu().numpy(), float(score[q])) for q in keep]
+            cands = []
+            for r, (s, o) in enumerate(pairs.tolist()):
+                if s in index and o in index:
+                    top = torch.topk(rel_prob[b, r], min(cfg.predicates_per_pair, rel_prob.shape[-1]))
+                    for p, v in zip(top.indices.tolist(), top.values.tolist()):
+                        cands.append((v * float(score[s]) * float(score[o]), index[s], index[o], p))
+            cands.sort(key=lambda c: -c[0])
+            rels = [Relation2D(s, o, cfg.predicates[p], sc) for sc, s, o, p in cands[: cfg.max_relations]]
+            graphs.append(SceneGraph2D(iid, H, W, objects, rels))
+        return graphs
+
+    # --- persistence ------------------------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        with atomic_dir(path, overwrite=True) as tmp:
+            self.config.backbone = self.backbone.config.to_dict()
+            (tmp / CONFIG_NAME).write_text(json.dumps({"model_type": "spade4d-2d", **self.config.to_dict()}, indent=1))
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+            save_file(state, str(tmp / WEIGHTS_NAME))
+            self.backbone.save_pretrained(tmp / "backbone")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> Spade2D:
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not cfg_file.is_file() or not w_file.is_file() or not (path / "backbone").is_dir():
+            raise Model2DError(f"{path}: not a spade4d 2D model folder (needs {CONFIG_NAME}, {WEIGHTS_NAME}, backbone/)")
+        try:
+            d = json.loads(cfg_file.read_text())
+        except json.JSONDecodeError as e:
+            raise Model2DError(f"{cfg_file}: invalid JSON ({e})") from e
+        if d.get("model_type") != "spade4d-2d":
+            raise Model2DError(f"{cfg_file}: model_type is {d.get('model_type')!r}, expected 'spade4d-2d'")
+        config = Spade2DConfig.from_dict(d)
+        backbone = DiffusionBackbone.from_pretrained(path / "backbone")
+        state = load_file(str(w_file))
+        model = cls(config, backbone, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"])
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("backbone.")]
+        if missing or unexpected:
+            raise Model2DError(f"{w_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        return model
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """(K, H, W) bool -> (K, h, w) float coverage fractions on the model grid (area averaging)."""
+    if len(masks) == 0:
+        return torch.zeros((0, *size))
+    t = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
+    return F.adaptive_avg_pool2d(t, size)[:, 0] if t.shape[-2] % size[0] == 0 and t.shape[-1] % size[1] == 0 \
+        else F.interpolate(t, size=size, mode="area")[:, 0]  # fmt: skip
