@@ -283,13 +283,31 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
         clips_per_step=args.clips_per_step,
         checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision,
+        lift=True if getattr(args, "lift_2d", False) else None,
     )
     root = _point_cloud_root(args.format, args.root)
     res = finetune_4d(
-        root, args.out, cfg, split=args.split, resume=args.resume, init_from=args.init_from, progress=not args.quiet
+        root,
+        args.out,
+        cfg,
+        split=args.split,
+        resume=args.resume,
+        init_from=args.init_from,
+        progress=not args.quiet,
+        init_from_2d=getattr(args, "init_from_2d", None),
+        rgb_root=_rgb_root(args.format, args.root, getattr(args, "rgb_root", None)),
     )
     print(f"model saved to {res.model_dir}; loss curve {Path(args.out) / 'loss.png'}")
     return 0
+
+
+def _rgb_root(fmt: str, root: str, explicit: str | None) -> Path | None:
+    """Where the RGB frames + cameras behind the points are (for lifted 2D features)."""
+    if explicit:
+        return Path(explicit)
+    if fmt == "synthetic":
+        return Path(root) / "psg4d_gta"
+    return None
 
 
 def _point_cloud_root(fmt: str, root: str) -> Path:
@@ -314,6 +332,14 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
     ds = open_4d_dataset(args.format, args.root, args.split)
+    rgb_source = None
+    if model.lift is not None:
+        from spade4d.data.cameras import CameraFrames
+
+        rgb_root = _rgb_root(args.format, args.root, getattr(args, "rgb_root", None))
+        if rgb_root is None:
+            raise ValueError(f"{args.model}: the model lifts 2D features; pass --rgb-root (the RGB frames + cameras)")
+        rgb_source = CameraFrames(rgb_root)
     ids = ds.video_ids()
     if args.video:
         unknown = [v for v in args.video if v not in ids]
@@ -324,15 +350,79 @@ def cmd_infer(args: argparse.Namespace) -> int:
     def graphs():
         for vid in tqdm(ids, desc="infer", disable=args.quiet):
             seq, gt = ds[ds.index_of(vid)]
-            yield predict_sequence(model, seq, vid, window=args.window)
+            yield predict_sequence(model, seq, vid, window=args.window, rgb_source=rgb_source)
 
     path = write_predictions_4d(args.out, graphs())
     print(f"wrote {path} ({len(ids)} sequences)")
     return 0
 
 
+def cmd_pretrain_diffusion(args: argparse.Namespace) -> int:
+    from spade4d.training.pretrain_diffusion import (
+        ImageSet,
+        attention_localisation,
+        diffusion_preset,
+        plot_attention,
+        pretrain_diffusion,
+    )
+
+    cfg = diffusion_preset(args.preset, steps=args.steps, seed=args.seed, batch_size=args.batch_size)
+    psg_json, coco = _psg_paths(args)
+    final = pretrain_diffusion(psg_json, coco, args.out, cfg, resume=args.resume, progress=not args.quiet)
+    from spade4d.models.diffusion_backbone import DiffusionBackbone
+
+    bb = DiffusionBackbone.from_pretrained(final)
+    test = ImageSet(psg_json, coco, "test", bb.config.image_size, bb.config.image_size)
+    samples = [test[i] for i in range(min(len(test), 40))]
+    loc = attention_localisation(bb, samples)
+    from spade4d.io import write_json
+
+    write_json(Path(args.out) / "attention_localisation.json", loc, indent=1)
+    plot_attention(bb, samples[:4], Path(args.out) / "attention.png")
+    print(f"backbone saved to {final}; cross-attention localisation on test captions: {loc}")
+    return 0
+
+
+def _psg_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    if args.format == "synthetic":
+        if not args.root:
+            raise ValueError("--format synthetic needs --root (the generated dataset folder)")
+        return Path(args.root) / "psg" / "psg.json", Path(args.root) / "psg"
+    if not args.psg_json or not args.coco_root:
+        raise ValueError("--format psg needs --psg-json and --coco-root")
+    return Path(args.psg_json), Path(args.coco_root)
+
+
+def cmd_pretrain_2d(args: argparse.Namespace) -> int:
+    from spade4d.training.pretrain_2d import preset_2d, pretrain_2d
+
+    cfg = preset_2d(
+        args.preset,
+        steps=args.steps,
+        seed=args.seed,
+        calibration_steps=args.calibration_steps,
+        mixed_precision=args.mixed_precision,
+    )
+    if args.diffusion_steps is not None:
+        cfg.diffusion = {**cfg.diffusion, "steps": args.diffusion_steps}
+    psg_json, coco = _psg_paths(args)
+    final = pretrain_2d(
+        psg_json,
+        coco,
+        args.out,
+        cfg,
+        backbone_dir=args.backbone,
+        sd15=args.sd15,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    print(f"2D core saved to {final}; metrics {Path(args.out) / 'metrics_2d.json'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The end-to-end demo: synthetic data -> finetune-4d -> infer -> evaluate-4d -> render prediction and GT."""
+    """The end-to-end demo: synthetic data -> pretrain-2d (tiny diffusion UNet, calibration, 2D scene graphs) ->
+    finetune-4d initialised from the 2D core, with lifted 2D features -> infer -> evaluate-4d -> renders."""
     from spade4d.data.synthetic.generate import generate
 
     out = Path(args.out)
@@ -346,6 +436,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
         generate(data, preset=args.preset, seed=args.seed, workers=args.workers, overwrite=True)
         if run.exists():
             shutil.rmtree(run)  # a model of other data
+    core2d = None
+    if not args.no_2d:
+        run2d = out / "pretrain_2d"
+        core2d = run2d / "model"
+        if (core2d / "config.json").is_file() and not args.retrain:
+            print(f"[demo] 2D core found in {core2d} (pass --retrain to train again)")
+        else:
+            if args.retrain and run2d.exists():
+                shutil.rmtree(run2d)
+            print(f"[demo] 2D pretraining (diffusion UNet -> LoRA calibration -> 2D scene graphs) into {run2d}")
+            cmd_pretrain_2d(
+                argparse.Namespace(
+                    preset=args.preset if args.preset in ("quick", "small") else "small",
+                    steps=None,
+                    seed=args.seed,
+                    calibration_steps=None,
+                    diffusion_steps=None,
+                    mixed_precision=None,
+                    format="synthetic",
+                    root=str(data),
+                    psg_json=None,
+                    coco_root=None,
+                    out=str(run2d),
+                    backbone=None,
+                    sd15=None,
+                    resume=True,
+                    quiet=False,
+                )
+            )
+            if run.exists():
+                shutil.rmtree(run)  # a 4D model from another 2D core
     model_dir = run / "model"
     if (model_dir / "config.json").is_file() and not args.retrain:
         print(f"[demo] trained model found in {model_dir} (pass --retrain to train again)")
@@ -369,6 +490,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 out=str(run),
                 resume=resume,
                 init_from=None,
+                init_from_2d=None if core2d is None else str(core2d),
+                lift_2d=core2d is not None,
+                rgb_root=None,
                 quiet=False,
             )
         )
@@ -384,6 +508,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             window=None,
             classes=None,
             predicates=None,
+            rgb_root=None,
             out=str(pred),
             quiet=False,
         )
@@ -430,6 +555,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _psg_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--format", default="psg", choices=["psg", "synthetic"])
+    s.add_argument("--root", default=None, help="synthetic: the generated dataset folder")
+    s.add_argument("--psg-json", default=None)
+    s.add_argument("--coco-root", default=None, help="folder the psg.json file names are relative to")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade4d", description="4D panoptic scene graph generation")
     p.add_argument("--version", action="version", version=f"spade4d {__version__}")
@@ -442,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_positive_int, default=None)
     s.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the preset's)")
     s.add_argument("--retrain", action="store_true", help="train again even if a model exists")
+    s.add_argument("--no-2d", action="store_true", help="skip 2D pretraining: the 4D model from scratch")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("make-synthetic", help="generate the synthetic 4D + 2D scene-graph datasets")
@@ -505,8 +638,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
     s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     s.add_argument("--init-from", default=None, help="a saved 4D model folder to start from")
+    s.add_argument(
+        "--init-from-2d", default=None, help="a 2D core (pretrain-2d's <out>/model): transfer its shared tensors"
+    )
+    s.add_argument(
+        "--lift-2d", action="store_true", help="with --init-from-2d: lift its pixel features onto the points"
+    )
+    s.add_argument("--rgb-root", default=None, help="RGB frames + cameras (GTA layout); synthetic: found itself")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_finetune_4d)
+
+    s = sub.add_parser(
+        "pretrain-diffusion", help="train the tiny text-conditioned diffusion UNet (the default backbone)"
+    )
+    _psg_args(s)
+    s.add_argument("--out", required=True, help="run directory: checkpoints, loss.png, attention.png, model/")
+    s.add_argument("--preset", default="quick", help="quick | small")
+    s.add_argument("--steps", type=_positive_int, default=None)
+    s.add_argument("--batch-size", type=_positive_int, default=None)
+    s.add_argument("--seed", type=_non_negative_int, default=None)
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_pretrain_diffusion)
+
+    s = sub.add_parser("pretrain-2d", help="2D core: diffusion backbone, LoRA calibration, PSG training, 2D R@K")
+    _psg_args(s)
+    s.add_argument(
+        "--out", required=True, help="run directory: diffusion/, calibration/, psg/, metrics_2d.json, model/"
+    )
+    s.add_argument("--preset", default="quick", help="quick | small | paper (GPUs, with --sd15)")
+    s.add_argument("--backbone", default=None, help="a diffusion backbone folder (pretrain-diffusion's <out>/model)")
+    s.add_argument("--sd15", default=None, help="a local Stable Diffusion 1.5 folder (unet/ vae/ text_encoder/ ...)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="PSG-stage steps")
+    s.add_argument("--calibration-steps", type=_non_negative_int, default=None)
+    s.add_argument("--diffusion-steps", type=_positive_int, default=None)
+    s.add_argument("--seed", type=_non_negative_int, default=None)
+    s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
+    s.add_argument("--resume", action="store_true", help="continue the interrupted stage from its checkpoint")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_pretrain_2d)
 
     s = sub.add_parser("infer", help="run a 4D model on a split and write a prediction file")
     s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
@@ -517,6 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: the model's)")
     s.add_argument("--classes", type=_names, default=None, help="comma-separated class names (open vocabulary)")
     s.add_argument("--predicates", type=_names, default=None, help="comma-separated predicate names")
+    s.add_argument("--rgb-root", default=None, help="RGB frames + cameras for models that lift 2D features")
     s.add_argument("--out", required=True, help="prediction file (PROTOCOLS.md §2.1)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_infer)

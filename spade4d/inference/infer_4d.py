@@ -53,6 +53,7 @@ def predict_sequence(
     window: int | None = None,
     object_threshold: float | None = None,
     max_relations: int | None = None,
+    rgb_source=None,
 ) -> SceneGraph4D:
     cfg = model.config
     W = window or cfg.window
@@ -73,8 +74,8 @@ def predict_sequence(
         warnings.simplefilter("always")
         for a in range(0, T, W):
             times = list(range(a, min(a + W, T)))
-            fr = load_frames(seq, times, video_id)
-            out = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, memory)
+            fr = load_frames(seq, times, video_id, rgb_source if model.lift is not None else None)
+            out = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, memory, fr.images, fr.uv)
             memory = out.memory
             prob = out.class_logits.softmax(-1)
             prob_sum += prob
@@ -129,7 +130,7 @@ def predict_sequence(
     return SceneGraph4D(video_id, T, list(objects.values()), relations, counts)
 
 
-def predict_dataset(model: Model4D, dataset, window: int | None = None) -> Iterator[SceneGraph4D]:
+def predict_dataset(model: Model4D, dataset, window: int | None = None, rgb_source=None) -> Iterator[SceneGraph4D]:
     for i in range(len(dataset)):
         seq, graph = dataset[i]
-        yield predict_sequence(model, seq, graph.video_id, window)
+        yield predict_sequence(model, seq, graph.video_id, window, rgb_source=rgb_source)

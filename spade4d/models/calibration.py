@@ -221,18 +221,19 @@ def load_lora(unet: nn.Module, folder: str | os.PathLike) -> None:
 
 # --- teacher and student maps -------------------------------------------------------------------------------------
 @torch.no_grad()
-def teacher_maps(backbone, images: torch.Tensor, prompts: list[str], steps: int = 10):
-    """Invert ``images`` with the frozen UNet, denoise under ``prompts`` and average each cross-attention layer's
-    maps over the denoising steps. Returns ``(maps {layer: (B, N, L)}, token_mask (B, L), words,
+def teacher_maps(backbone, images: torch.Tensor, prompts: list[str], steps: int = 20, strength: float = 0.5):
+    """Invert ``images`` with the frozen UNet (the first ``strength`` of a ``steps``-step DDIM schedule: partial
+    inversion keeps the image's layout and the round trip accurate), denoise under ``prompts`` and average each
+    cross-attention layer's maps over the denoising steps. Returns ``(maps {layer: (B, N, L)}, token_mask (B, L), words,
     reconstruction_error)`` where the error is the mean absolute difference of the re-sampled input."""
     unet = backbone.unet
     x0 = backbone.to_model_space(images)
     cond, mask, words = backbone.encode_text(prompts)
     sched = backbone.scheduler_config()
     with lora_disabled(unet):
-        xT = ddim_invert(unet, x0, cond, steps, sched, mask)
+        xT = ddim_invert(unet, x0, cond, steps, sched, mask, strength)
         with AttentionCapture(unet) as cap:
-            x_rec = ddim_sample(unet, xT, cond, steps, sched, mask)
+            x_rec = ddim_sample(unet, xT, cond, steps, sched, mask, strength)
     err = float((x_rec - x0).abs().mean())
     token_mask = mask & torch.tensor([[bool(w) for w in row] for row in words], device=mask.device)
     return cap.maps(), token_mask, words, err

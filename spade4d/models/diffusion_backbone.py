@@ -54,7 +54,7 @@ class BackboneConfig:
     max_text_len: int = 32
     feature_timestep: int = 50
     prompt_pool: int = 8  # the implicit prompt MLP reads the image average-pooled to prompt_pool x prompt_pool
-    prompt_hidden: int = 256
+    prompt_hidden: int = 64
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     vocabulary: list[str] = field(default_factory=list)  # the names in the vocabulary prompt
@@ -218,6 +218,12 @@ class DiffusionBackbone(nn.Module):
             self._captured.append(output)
 
     @property
+    def feature_grid(self) -> tuple[int, int]:
+        """(h, w) of the finest feature map (the grid masks are predicted on)."""
+        f = 8 if self.vae is not None else 1
+        return self.config.image_size[0] // f, self.config.image_size[1] // f
+
+    @property
     def feature_channels(self) -> list[int]:
         return list(reversed(self.config.block_out_channels))
 
@@ -265,7 +271,11 @@ class DiffusionBackbone(nn.Module):
         path = Path(path)
         with atomic_dir(path, overwrite=True) as tmp:
             (tmp / BACKBONE_CONFIG).write_text(json.dumps(self.config.to_dict(), indent=1))
-            extra = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith(("unet.", "vae."))}
+            extra = {
+                k: v.detach().cpu().contiguous()
+                for k, v in self.state_dict().items()
+                if not k.startswith(("unet.", "vae."))
+            }
             save_file(extra, str(tmp / EXTRA_WEIGHTS))
             if self.config.kind == "tiny":
                 # the base UNet only (LoRA layers' base weights under their plain names); the adapter goes to lora/
@@ -305,8 +315,8 @@ class DiffusionBackbone(nn.Module):
             model.config = cfg
         model.config.vocabulary = vocabulary
         extra = load_file(str(path / EXTRA_WEIGHTS))
-        model.prompt_tokens = extra.pop("prompt_tokens")
-        model.prompt_mask = extra.pop("prompt_mask")
+        model.prompt_tokens = extra["prompt_tokens"].clone()
+        model.prompt_mask = extra["prompt_mask"].clone()
         missing, unexpected = model.load_state_dict(extra, strict=False)
         missing = [k for k in missing if not k.startswith(("unet.", "vae."))]
         if missing or unexpected:

@@ -288,7 +288,7 @@ class Model4D(nn.Module):
         """(R, T, P) per-frame predicate logits of ordered query pairs (R, 2) in a window."""
         T, Q, _ = out.states.shape
         n = self.config.relation_points
-        masks, coords, valid = [], [], []
+        masks, coords = [], []
         for t in range(T):
             idx = torch.nonzero(out.point_frame == t).squeeze(1)
             if len(idx) > n:  # an even subsample: the geometry needs the shape, not every point

@@ -53,7 +53,9 @@ def edge_features(soft_masks: torch.Tensor, coords: torch.Tensor, valid: torch.T
     iou = inter / (a_i + a_j - inter).clamp_min(1e-6)
     in_j = inter / a_i.clamp_min(1e-6)  # share of i inside j
     j_in = inter / a_j.clamp_min(1e-6)
-    feats = torch.stack([horizontal.clamp(max=10), vertical.clamp(-10, 10), dist.clamp(max=10), ratio, iou, in_j, j_in], -1)
+    feats = torch.stack(
+        [horizontal.clamp(max=10), vertical.clamp(-10, 10), dist.clamp(max=10), ratio, iou, in_j, j_in], -1
+    )
     return feats
 
 

@@ -84,12 +84,16 @@ class PixelDecoder(nn.Module):
     def __init__(self, in_channels: list[int], dim: int):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
-        self.out = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.ReLU(), nn.Conv2d(dim, dim, 1))
+        self.out = nn.Sequential(
+            nn.Conv2d(dim, dim, 3, padding=1), nn.GroupNorm(8, dim), nn.ReLU(), nn.Conv2d(dim, dim, 1)
+        )
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         size = feats[-1].shape[-2:]
-        x = sum(F.interpolate(lat(f), size=size, mode="bilinear", align_corners=False) if f.shape[-2:] != size else lat(f)
-                for lat, f in zip(self.lateral, feats))  # fmt: skip
+        x = 0
+        for lat, f in zip(self.lateral, feats):
+            y = lat(f)
+            x = x + (F.interpolate(y, size=size, mode="bilinear", align_corners=False) if y.shape[-2:] != size else y)
         return self.out(x)
 
 
@@ -198,7 +202,9 @@ class Spade2D(nn.Module):
         with atomic_dir(path, overwrite=True) as tmp:
             self.config.backbone = self.backbone.config.to_dict()
             (tmp / CONFIG_NAME).write_text(json.dumps({"model_type": "spade4d-2d", **self.config.to_dict()}, indent=1))
-            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone.")}
+            state = {
+                k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone.")
+            }
             save_file(state, str(tmp / WEIGHTS_NAME))
             self.backbone.save_pretrained(tmp / "backbone")
         return path
@@ -210,7 +216,9 @@ class Spade2D(nn.Module):
         path = Path(path)
         cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
         if not cfg_file.is_file() or not w_file.is_file() or not (path / "backbone").is_dir():
-            raise Model2DError(f"{path}: not a spade4d 2D model folder (needs {CONFIG_NAME}, {WEIGHTS_NAME}, backbone/)")
+            raise Model2DError(
+                f"{path}: not a spade4d 2D model folder (needs {CONFIG_NAME}, {WEIGHTS_NAME}, backbone/)"
+            )
         try:
             d = json.loads(cfg_file.read_text())
         except json.JSONDecodeError as e:

@@ -34,10 +34,20 @@ class Frames:
     frame: torch.Tensor  # (N,) index into ``times``
     times: torch.Tensor  # (T,) frame indices in the sequence
     keep: list[np.ndarray]  # per frame: indices of the kept (finite) points among the frame's original points
+    images: torch.Tensor | None = None  # (T, 3, H, W) in [0, 1]: the RGB frames the points came from
+    uv: torch.Tensor | None = None  # (N, 2) each point's position in its image (grid_sample units, NaN: none)
 
     def window(self, a: int, b: int) -> Frames:
         sel = (self.frame >= a) & (self.frame < b)
-        return Frames(self.xyz[sel], self.rgb[sel], self.frame[sel] - a, self.times[a:b], self.keep[a:b])
+        return Frames(
+            self.xyz[sel],
+            self.rgb[sel],
+            self.frame[sel] - a,
+            self.times[a:b],
+            self.keep[a:b],
+            None if self.images is None else self.images[a:b],
+            None if self.uv is None else self.uv[sel],
+        )
 
 
 def sequence_center(seq: PointSequence) -> torch.Tensor:
@@ -50,8 +60,11 @@ def sequence_center(seq: PointSequence) -> torch.Tensor:
     return torch.zeros(3)
 
 
-def load_frames(seq: PointSequence, times: list[int], name: str = "") -> Frames:
+def load_frames(seq: PointSequence, times: list[int], name: str = "", rgb_source=None) -> Frames:
+    """The finite points of frames ``times``; with ``rgb_source`` (a :class:`~spade4d.data.cameras.CameraFrames`)
+    also the RGB frames and each point's pixel, for models that lift 2D features."""
     xyz, rgb, frame, keep = [], [], [], []
+    images, uv = [], []
     dropped = 0
     for i, t in enumerate(times):
         f = seq.frame(t)
@@ -62,6 +75,16 @@ def load_frames(seq: PointSequence, times: list[int], name: str = "") -> Frames:
         xyz.append(f["xyz"][idx].astype(np.float32))
         rgb.append(np.clip(f["rgb"][idx], 0, 1).astype(np.float32))
         frame.append(np.full(len(idx), i, dtype=np.int64))
+        if rgb_source is not None:
+            from spade4d.data.cameras import point_uv
+
+            image, K, pose = rgb_source.get(name, t)
+            if images and image.shape != images[0].shape:
+                raise ClipError(
+                    f"{name}: frame {t}'s image is {image.shape[:2]}, frame {times[0]}'s {images[0].shape[:2]}"
+                )
+            images.append(image)
+            uv.append(point_uv(xyz[-1], K, pose, image.shape[0], image.shape[1]))
     if dropped:
         warnings.warn(
             f"{name or 'sequence'}: dropped {dropped} points with NaN/inf coordinates or colours", stacklevel=2
@@ -72,6 +95,8 @@ def load_frames(seq: PointSequence, times: list[int], name: str = "") -> Frames:
         torch.from_numpy(np.concatenate(frame)),
         torch.tensor(times, dtype=torch.long),
         keep,
+        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0 if images else None,
+        torch.from_numpy(np.concatenate(uv)) if uv else None,
     )
 
 
@@ -123,7 +148,7 @@ def run_windows(model: Model4D, frames: Frames, center: torch.Tensor, window: in
     for a in range(0, len(frames.times), W):
         b = min(a + W, len(frames.times))
         fw = frames.window(a, b)
-        out = model.forward_window(fw.xyz, fw.rgb, fw.frame, fw.times, center, memory)
+        out = model.forward_window(fw.xyz, fw.rgb, fw.frame, fw.times, center, memory, fw.images, fw.uv)
         memory = out.memory
         outs.append((a, b, out))
     return outs

@@ -12,10 +12,7 @@ sequence and ``clip_frames`` of its frames at a random stride. The draw depends 
 from __future__ import annotations
 
 import json
-import math
 import os
-import shutil
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from spade4d.io import write_json
 from spade4d.models.losses import LossWeights
 from spade4d.models.model4d import Model4D, Model4DConfig
 from spade4d.training.clips import clip_targets, load_frames, sequence_center
+from spade4d.training.loop import LoopSettings, TrainError, cosine_warmup, make_accelerator, plot_losses, train_loop
 
 
 @dataclass
@@ -46,6 +44,7 @@ class Train4DConfig:
     keep_checkpoints: int = 2
     mixed_precision: str = "no"  # "bf16" / "fp16" on GPUs
     num_threads: int | None = None
+    lift: bool = False  # with --init-from-2d: lift the 2D core's pixel features onto the points
     model: dict = field(default_factory=dict)  # Model4DConfig overrides
     weights: dict = field(default_factory=dict)  # LossWeights overrides
 
@@ -89,10 +88,6 @@ def preset(name: str, **overrides) -> Train4DConfig:
     return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
 
 
-class TrainError(ValueError):
-    pass
-
-
 @dataclass
 class TrainResult:
     model_dir: Path
@@ -113,45 +108,6 @@ def _vocabulary(root: Path, ds: PSG4DPointCloud) -> tuple[list[str], list[str]]:
     return classes, list(ds.predicates)
 
 
-def _lr_lambda(cfg: Train4DConfig):
-    def f(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        p = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-        return 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
-
-    return f
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "trainer_state.json").is_file())
-    return ckpts[-1] if ckpts else None
-
-
-def plot_losses(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from spade4d.io import atomic_path
-
-    if not history:
-        return
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in ("loss", "cls", "bce", "dice", "rel", "sem"):
-        ax.plot(steps, [h[key] for h in history], label=key)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_title("4D fine-tuning losses")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
 def finetune_4d(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -160,11 +116,14 @@ def finetune_4d(
     resume: bool = False,
     init_from: str | os.PathLike | None = None,
     progress: bool = True,
+    init_from_2d: str | os.PathLike | None = None,
+    rgb_root: str | os.PathLike | None = None,
 ) -> TrainResult:
-    """Train on ``root`` (PROTOCOLS.md point-cloud layout) into ``out``."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
-    from tqdm.auto import tqdm
+    """Train on ``root`` (PROTOCOLS.md point-cloud layout) into ``out``. ``init_from_2d``: a 2D core folder
+    (``pretrain-2d``) whose dimension-invariant tensors initialise the model (``transfer.json`` lists them);
+    with ``cfg.lift`` its pixel features are also lifted onto the points from the RGB frames in ``rgb_root``
+    (GTA layout; default: ``<root>/../psg4d_gta`` when it exists)."""
+    from accelerate.utils import set_seed
 
     root, out = Path(root), Path(out)
     if cfg.num_threads:
@@ -173,42 +132,53 @@ def finetune_4d(
     if len(ds) == 0:
         raise TrainError(f"{root}: split {split!r} has no sequences")
     classes, predicates = _vocabulary(root, ds)
-    acc = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        mixed_precision=cfg.mixed_precision if torch.cuda.is_available() else "no",
-        gradient_accumulation_steps=cfg.clips_per_step,
-        log_with="tensorboard",
-        project_dir=str(out),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
+    acc = make_accelerator(out, cfg.mixed_precision, cfg.clips_per_step)
     set_seed(cfg.seed)
+    report = None
     if init_from is not None:
+        if init_from_2d is not None:
+            raise TrainError("pass either --init-from (a 4D model) or --init-from-2d (a 2D core), not both")
         model = Model4D.from_pretrained(init_from)
+    elif init_from_2d is not None:
+        from spade4d.models.lift import LiftedFeatures
+        from spade4d.models.spade2d import Spade2D
+        from spade4d.training.transfer import format_transfer, model4d_overrides, transfer_2d_to_4d
+
+        model2d = Spade2D.from_pretrained(init_from_2d)
+        lift = LiftedFeatures.from_spade2d(model2d) if cfg.lift else None
+        mcfg = Model4DConfig(
+            classes=classes,
+            predicates=predicates,
+            **{**cfg.model, **model4d_overrides(model2d)},
+            lift=model2d.config.to_dict() if cfg.lift else None,
+        )
+        model = Model4D(mcfg, lift=lift)
+        report = transfer_2d_to_4d(model2d, model)
+        del model2d
+        acc.print(format_transfer(report))
     else:
+        if cfg.lift:
+            raise TrainError("lifting 2D features needs a 2D core: pass --init-from-2d")
         model = Model4D(Model4DConfig(classes=classes, predicates=predicates, **cfg.model))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg))
+    rgb_source = None
+    if model.lift is not None:
+        from spade4d.data.cameras import CameraFrames
+
+        rgb_root = Path(rgb_root) if rgb_root else root.parent / "psg4d_gta"
+        rgb_source = CameraFrames(rgb_root)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_warmup(cfg.steps, cfg.warmup))
     model, opt, sched = acc.prepare(model, opt, sched)
     core: Model4D = acc.unwrap_model(model)
     weights = LossWeights(**cfg.weights)
 
-    state_file = out / "trainer_state.json"
-    step, history = 0, []
-    if resume:
-        ckpt = _latest_checkpoint(out)
-        if ckpt is None:
-            acc.print(f"[finetune-4d] no checkpoint in {out}/checkpoints: starting from scratch")
-        else:
-            acc.load_state(str(ckpt))
-            st = json.loads((ckpt / "trainer_state.json").read_text())
-            step, history = st["step"], st["history"]
-            acc.print(f"[finetune-4d] resumed from {ckpt} at step {step}")
-    elif acc.is_main_process and (out / "checkpoints").exists():
-        raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", {"train": asdict(cfg), "model": core.config.to_dict()})
-    acc.init_trackers("logs")
+        if report is not None:
+            write_json(out / "transfer.json", report, indent=1)
 
     cache: dict[int, tuple] = {}
 
@@ -218,60 +188,26 @@ def finetune_4d(
             cache[i] = (seq, graph, sequence_center(seq))
         return cache[i]
 
-    model.train()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and acc.is_local_main_process), desc="finetune-4d")
-    t0 = time.time()
-    while step < cfg.steps:
-        parts_sum: dict[str, float] = {}
-        for k in range(cfg.clips_per_step):
-            rng = np.random.default_rng([cfg.seed, step, acc.process_index, k])
-            seq, graph, center = get(int(rng.integers(len(ds))))
-            stride = int(rng.choice(cfg.frame_strides))
-            span = min(seq.num_frames, (cfg.clip_frames - 1) * stride + 1)
-            start = int(rng.integers(seq.num_frames - span + 1))
-            times = list(range(start, start + span, stride))[: cfg.clip_frames]
-            frames = load_frames(seq, times, graph.video_id)
-            targets = clip_targets(graph, frames, core.config.classes, core.config.predicates)
-            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            with acc.accumulate(model), acc.autocast():
-                loss, parts = model(frames, targets, center, weights, cfg.points_per_frame, gen)
-                acc.backward(loss)
-                if acc.sync_gradients and cfg.grad_clip:
-                    acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-            for key, v in parts.items():
-                parts_sum[key] = parts_sum.get(key, 0.0) + v / cfg.clips_per_step
-        step += 1
-        bar.update(1)
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            rec = {"step": step, "lr": sched.get_last_lr()[0], "time": time.time() - t0, **parts_sum}
-            history.append(rec)
-            acc.log({k: v for k, v in rec.items() if k != "step"}, step=step)
-            bar.set_postfix(loss=f"{parts_sum['loss']:.3f}", rel=f"{parts_sum['rel']:.3f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            acc.wait_for_everyone()
-            ckpt = out / "checkpoints" / f"step_{step:06d}"
-            partial = ckpt.with_name(ckpt.name + ".partial")  # renamed when complete: never half a checkpoint
-            acc.save_state(str(partial))
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                write_json(partial / "trainer_state.json", {"step": step, "history": history})
-                if ckpt.exists():
-                    shutil.rmtree(ckpt)
-                os.replace(partial, ckpt)
-                write_json(state_file, {"step": step, "history": history})
-                plot_losses(history, out / "loss.png")
-                done = sorted(p for p in (out / "checkpoints").glob("step_*") if not p.name.endswith(".partial"))
-                for old in done[: -cfg.keep_checkpoints]:
-                    shutil.rmtree(old, ignore_errors=True)
-    bar.close()
-    acc.wait_for_everyone()
+    def step_fn(step: int, k: int):
+        rng = np.random.default_rng([cfg.seed, step, acc.process_index, k])
+        seq, graph, center = get(int(rng.integers(len(ds))))
+        stride = int(rng.choice(cfg.frame_strides))
+        span = min(seq.num_frames, (cfg.clip_frames - 1) * stride + 1)
+        start = int(rng.integers(seq.num_frames - span + 1))
+        times = list(range(start, start + span, stride))[: cfg.clip_frames]
+        frames = load_frames(seq, times, graph.video_id, rgb_source)
+        targets = clip_targets(graph, frames, core.config.classes, core.config.predicates)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        return model(frames, targets, center, weights, cfg.points_per_frame, gen)
+
+    settings = LoopSettings(
+        cfg.steps, cfg.clips_per_step, cfg.grad_clip, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints
+    )
+    step, history = train_loop(acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress)
     final = out / "model"
     if acc.is_main_process:
         core.save_pretrained(final)
-        plot_losses(history, out / "loss.png")
+        plot_losses(history, out / "loss.png", "4D fine-tuning losses")
     acc.wait_for_everyone()
     acc.end_training()  # closes the trackers (and, in recent accelerate, the process group): last
     return TrainResult(final, core, step, history)

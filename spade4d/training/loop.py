@@ -1,0 +1,169 @@
+"""The accelerate training loop every stage shares (diffusion pretraining, calibration, 2D and 4D training).
+
+A stage supplies ``step_fn(step, k) -> (loss, parts)`` for micro-batch ``k`` of optimisation step ``step``; its
+data draw must depend only on (seed, step, rank, k), so ``resume`` continues exactly. The run directory holds
+``checkpoints/step_XXXXXX/`` (the last ``keep_checkpoints``; each written as ``.partial`` and renamed when
+complete, so a killed run never leaves half a checkpoint), ``trainer_state.json`` (step, loss history),
+``loss.png`` and TensorBoard logs under ``logs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spade4d.io import write_json
+
+
+class TrainError(ValueError):
+    pass
+
+
+@dataclass
+class LoopSettings:
+    steps: int
+    accumulation: int = 1
+    grad_clip: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+
+
+def cosine_warmup(steps: int, warmup: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        p = (step - warmup) / max(steps - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
+
+    return f
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted(p for p in (out / "checkpoints").glob("step_*") if (p / "trainer_state.json").is_file())
+    return ckpts[-1] if ckpts else None
+
+
+def plot_losses(history: list[dict], path: Path, title: str = "training losses") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spade4d.io import atomic_path
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    keys = [k for k in history[-1] if k not in ("step", "lr", "time", "matched")]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        vals = [h.get(key, float("nan")) for h in history]
+        if all(v > 0 for v in vals if v == v):
+            ax.plot(steps, vals, label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def make_accelerator(out: Path, mixed_precision: str = "no", accumulation: int = 1, find_unused: bool = True):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available()
+    return Accelerator(
+        cpu=not cuda,
+        mixed_precision=mixed_precision if cuda else "no",
+        gradient_accumulation_steps=accumulation,
+        log_with="tensorboard",
+        project_dir=str(out),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
+    )
+
+
+def train_loop(
+    acc,
+    model,
+    opt,
+    sched,
+    out: Path,
+    settings: LoopSettings,
+    step_fn: Callable[[int, int], tuple[torch.Tensor, dict[str, float]]],
+    name: str,
+    resume: bool = False,
+    progress: bool = True,
+    params: list | None = None,
+) -> tuple[int, list[dict]]:
+    """Run (or resume) a stage to ``settings.steps``; returns (step, history). ``params``: what to clip."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    step, history = 0, []
+    if resume:
+        ckpt = latest_checkpoint(out)
+        if ckpt is None:
+            acc.print(f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
+        else:
+            acc.load_state(str(ckpt))
+            st = json.loads((ckpt / "trainer_state.json").read_text())
+            step, history = st["step"], st["history"]
+            acc.print(f"[{name}] resumed from {ckpt} at step {step}")
+    elif acc.is_main_process and (out / "checkpoints").exists():
+        raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+    acc.init_trackers("logs")
+    params = list(model.parameters()) if params is None else params
+    model.train()
+    bar = tqdm(total=settings.steps, initial=step, disable=not (progress and acc.is_local_main_process), desc=name)
+    t0 = time.time()
+    while step < settings.steps:
+        parts_sum: dict[str, float] = {}
+        for k in range(settings.accumulation):
+            with acc.accumulate(model), acc.autocast():
+                loss, parts = step_fn(step, k)
+                acc.backward(loss)
+                if acc.sync_gradients and settings.grad_clip:
+                    acc.clip_grad_norm_(params, settings.grad_clip)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+            for key, v in parts.items():
+                parts_sum[key] = parts_sum.get(key, 0.0) + v / settings.accumulation
+        step += 1
+        bar.update(1)
+        if step % settings.log_every == 0 or step == settings.steps:
+            rec = {"step": step, "lr": sched.get_last_lr()[0], "time": time.time() - t0, **parts_sum}
+            history.append(rec)
+            acc.log({k: v for k, v in rec.items() if k != "step"}, step=step)
+            bar.set_postfix(loss=f"{parts_sum['loss']:.3f}")
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            acc.wait_for_everyone()
+            ckpt = out / "checkpoints" / f"step_{step:06d}"
+            partial = ckpt.with_name(ckpt.name + ".partial")
+            acc.save_state(str(partial))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                write_json(partial / "trainer_state.json", {"step": step, "history": history})
+                if ckpt.exists():
+                    shutil.rmtree(ckpt)
+                os.replace(partial, ckpt)
+                write_json(out / "trainer_state.json", {"step": step, "history": history})
+                plot_losses(history, out / "loss.png", f"{name} losses")
+                done = sorted(p for p in (out / "checkpoints").glob("step_*") if not p.name.endswith(".partial"))
+                for old in done[: -settings.keep_checkpoints]:
+                    shutil.rmtree(old, ignore_errors=True)
+    bar.close()
+    acc.wait_for_everyone()
+    return step, history
