@@ -65,7 +65,7 @@ class Pretrain2DConfig:
 
 
 PRESETS_2D = {
-    "quick": Pretrain2DConfig(model={"dim": 96, "num_queries": 16}),
+    "quick": Pretrain2DConfig(steps=300, model={"dim": 96, "num_queries": 16}),
     "small": Pretrain2DConfig(steps=3000, calibration_steps=400, calibration_images=256, diffusion={"steps": 3000}),
     # GPUs with SD-1.5 from a local folder (--sd15 PATH): 512x512 images, latent grid 64x64
     "paper": Pretrain2DConfig(
