@@ -167,3 +167,9 @@ def train_loop(
     bar.close()
     acc.wait_for_everyone()
     return step, history
+
+
+def finish_trackers(acc) -> None:
+    """Close a stage's loggers but keep the process group (``end_training`` may destroy it)."""
+    for tracker in acc.trackers:
+        tracker.finish()

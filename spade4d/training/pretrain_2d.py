@@ -29,7 +29,15 @@ from spade4d.models.diffusion_backbone import DiffusionBackbone
 from spade4d.models.losses import LossWeights, batch_bce_cost, batch_dice_cost, dice_loss, hungarian_match
 from spade4d.models.spade2d import Spade2D, Spade2DConfig
 from spade4d.training.images2d import ImageSample, ImageSet
-from spade4d.training.loop import LoopSettings, TrainError, cosine_warmup, make_accelerator, plot_losses, train_loop
+from spade4d.training.loop import (
+    LoopSettings,
+    TrainError,
+    cosine_warmup,
+    finish_trackers,
+    make_accelerator,
+    plot_losses,
+    train_loop,
+)
 from spade4d.training.pretrain_diffusion import (
     DiffusionTrainConfig,
     attention_localisation,
@@ -206,7 +214,7 @@ def calibrate(backbone: DiffusionBackbone, cache: TeacherCache, out: Path, cfg: 
     if acc.is_main_process:
         core.save_pretrained(out / "model")
         plot_losses(history, out / "loss.png", "inversion-guided calibration (L1 on attention maps)")
-    acc.end_training()
+    finish_trackers(acc)  # not end_training: later stages still need the process group
     return history
 
 
@@ -244,7 +252,7 @@ def train_psg(model: Spade2D, train: ImageSet, cache: TeacherCache | None, out: 
     if acc.is_main_process:
         core.save_pretrained(out / "model")
         plot_losses(history, out / "loss.png", "2D scene-graph training losses")
-    acc.end_training()
+    finish_trackers(acc)  # not end_training: later stages still need the process group
     return core
 
 
@@ -304,7 +312,7 @@ def pretrain_2d(
         raise TrainError(f"{psg_json}: the train split has no images with relations")
     backbone.set_vocabulary(train.classes)
     loc = [test[i] for i in range(min(len(test), 40))]
-    summary["attention_localisation_before"] = attention_localisation(backbone, loc)
+    summary["attention_localisation_base"] = attention_localisation(backbone, loc)
     # 2. calibration
     cdir = out / "calibration" / "model"
     if cfg.calibration_steps > 0 or cfg.calibration_weight > 0:
@@ -334,12 +342,17 @@ def pretrain_2d(
     summary["trainable_parameters_psg_stage"] = sum(
         p.numel() for n, p in model.named_parameters() if not n.startswith("backbone.unet.") or "lora_" in n
     )
-    # 4. evaluation and the final folder
-    metrics = evaluate_2d_model(model, test, cfg.eval_batch, progress)
-    summary["attention_localisation_after"] = attention_localisation(model.backbone, loc, None)
-    metrics.update(split="test", images=len(test), **summary)
-    write_report(metrics, out / "metrics_2d.json", title="2D recall per predicate (test)")
-    plot_attention(model.backbone, loc[:4], out / "attention.png")
-    print(format_table(metrics, f"2D scene graph recall, test split ({len(test)} images)"))
-    model.save_pretrained(out / "model")
+    # 4. evaluation and the final folder (main process; the others wait)
+    from accelerate import PartialState
+
+    state = PartialState()
+    if state.is_main_process:
+        metrics = evaluate_2d_model(model, test, cfg.eval_batch, progress)
+        summary["attention_localisation_calibrated"] = attention_localisation(model.backbone, loc, adapters=True)
+        metrics.update(split="test", images=len(test), **summary)
+        write_report(metrics, out / "metrics_2d.json", title="2D recall per predicate (test)")
+        plot_attention(model.backbone, loc[:4], out / "attention.png")
+        print(format_table(metrics, f"2D scene graph recall, test split ({len(test)} images)"))
+        model.save_pretrained(out / "model")
+    state.wait_for_everyone()
     return out / "model"

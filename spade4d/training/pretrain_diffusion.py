@@ -21,7 +21,15 @@ from spade4d.io import write_json
 from spade4d.models.calibration import AttentionCapture, lora_disabled, map_hw
 from spade4d.models.diffusion_backbone import BackboneConfig, DiffusionBackbone
 from spade4d.training.images2d import ImageSample, ImageSet
-from spade4d.training.loop import LoopSettings, TrainError, cosine_warmup, make_accelerator, plot_losses, train_loop
+from spade4d.training.loop import (
+    LoopSettings,
+    TrainError,
+    cosine_warmup,
+    finish_trackers,
+    make_accelerator,
+    plot_losses,
+    train_loop,
+)
 
 
 @dataclass
@@ -111,7 +119,7 @@ def pretrain_diffusion(
         backbone.save_pretrained(final)
         plot_losses(history, out / "loss.png", "diffusion pretraining (noise MSE)")
     acc.wait_for_everyone()
-    acc.end_training()
+    finish_trackers(acc)  # not end_training: later stages still need the process group
     return final
 
 
@@ -124,16 +132,22 @@ def _word_token(words: list[str], label: str) -> int | None:
 
 
 @torch.no_grad()
-def attention_localisation(backbone: DiffusionBackbone, samples: list[ImageSample], timestep: int | None = None):
-    """Mean over the objects named in the samples' captions (see the module docstring); uses the UNet without
-    LoRA, on the clean image at ``timestep`` (default: the feature timestep), maps averaged over layers."""
+def attention_localisation(
+    backbone: DiffusionBackbone, samples: list[ImageSample], timestep: int | None = None, adapters: bool = False
+):
+    """Mean over the objects named in the samples' captions (see the module docstring), on the clean image at
+    ``timestep`` (default: the feature timestep), maps averaged over layers; ``adapters``: with the LoRA on
+    (the calibrated student), else the base UNet."""
+    import contextlib
+
     backbone.eval()
     t = backbone.config.feature_timestep if timestep is None else timestep
     inside, area, peak = [], [], []
     for s in samples:
         cond, mask, words = backbone.encode_text([s.caption])
         x0 = backbone.to_model_space(s.image[None])
-        with lora_disabled(backbone.unet), AttentionCapture(backbone.unet) as cap:
+        base = contextlib.nullcontext() if adapters else lora_disabled(backbone.unet)
+        with base, AttentionCapture(backbone.unet) as cap:
             backbone.unet_features(x0, t, cond, mask)
         maps = cap.maps()
         for g, label in enumerate(s.labels):
