@@ -84,12 +84,19 @@ def main(argv=None) -> None:
         "(a) scratch": dict(init_from_2d=None, lift=False),
         "(b) 2D transfer": dict(init_from_2d=core, lift=False),
         "(c) transfer + lifted 2D features": dict(init_from_2d=core, lift=True),
+        "(d) transfer of RGT + head only": dict(init_from_2d=core, lift=False, transfer_parts=("rgt", "head")),
     }
     for name, v in variants.items():
         if name in results:
             continue
         run = out / name.split()[0].strip("()")
-        cfg = preset(args.preset, steps=args.steps, seed=args.seed, lift=v["lift"] or None)
+        cfg = preset(
+            args.preset,
+            steps=args.steps,
+            seed=args.seed,
+            lift=v["lift"] or None,
+            transfer_parts=v.get("transfer_parts"),
+        )
         t0 = time.time()
         model_dir = run / "model"
         if not (model_dir / "config.json").is_file():

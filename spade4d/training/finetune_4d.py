@@ -45,6 +45,7 @@ class Train4DConfig:
     mixed_precision: str = "no"  # "bf16" / "fp16" on GPUs
     num_threads: int | None = None
     lift: bool = False  # with --init-from-2d: lift the 2D core's pixel features onto the points
+    transfer_parts: tuple[str, ...] = ("decoder", "rgt", "head")  # what --init-from-2d moves
     model: dict = field(default_factory=dict)  # Model4DConfig overrides
     weights: dict = field(default_factory=dict)  # LossWeights overrides
 
@@ -153,7 +154,7 @@ def finetune_4d(
             lift=model2d.config.to_dict() if cfg.lift else None,
         )
         model = Model4D(mcfg, lift=lift)
-        report = transfer_2d_to_4d(model2d, model)
+        report = transfer_2d_to_4d(model2d, model, tuple(cfg.transfer_parts))
         del model2d
         acc.print(format_transfer(report))
     else:

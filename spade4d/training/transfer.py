@@ -14,7 +14,12 @@ import torch
 from spade4d.models.model4d import Model4D
 from spade4d.models.spade2d import Spade2D
 
-TRANSFERRED_PREFIXES = ("decoder.layers.", "decoder.query", "decoder.null_key", "decoder.mask_embed.", "rgt.", "head.")
+PARTS = {
+    "decoder": ("decoder.layers.", "decoder.query", "decoder.null_key", "decoder.mask_embed."),
+    "rgt": ("rgt.",),
+    "head": ("head.",),
+}
+TRANSFERRED_PREFIXES = tuple(p for v in PARTS.values() for p in v)
 SHARED_ARCHITECTURE = ("dim", "num_queries", "decoder_layers", "heads", "ffn_dim", "rgt_layers", "text_dim")
 
 
@@ -28,15 +33,20 @@ def model4d_overrides(model2d: Spade2D) -> dict:
 
 
 @torch.no_grad()
-def transfer_2d_to_4d(model2d: Spade2D, model4d: Model4D) -> dict:
-    """Copy the dimension-invariant tensors of ``model2d`` into ``model4d`` in place; returns the report."""
+def transfer_2d_to_4d(model2d: Spade2D, model4d: Model4D, parts: tuple[str, ...] = tuple(PARTS)) -> dict:
+    """Copy the dimension-invariant tensors of ``model2d`` into ``model4d`` in place; returns the report.
+    ``parts``: which of ``decoder``, ``rgt``, ``head`` move (default all)."""
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise TransferError(f"unknown transfer parts {unknown}; choose from {sorted(PARTS)}")
+    prefixes = tuple(x for p in parts for x in PARTS[p])
     src = model2d.state_dict()
     dst = model4d.state_dict()
     moved, new, skipped = [], [], []
     for name, t in dst.items():
         if name.startswith("lift."):
             continue  # the lifted backbone + pixel decoder are copies of the 2D model's, reported below
-        if name.startswith(TRANSFERRED_PREFIXES) and name in src:
+        if name.startswith(prefixes) and name in src:
             if src[name].shape == t.shape:
                 t.copy_(src[name])
                 moved.append(name)
