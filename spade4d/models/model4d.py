@@ -39,8 +39,8 @@ from spade4d.io import atomic_dir
 from spade4d.models.encoder import SparseEncoder
 from spade4d.models.query_decoder import QueryLayer, next_attention_mask
 from spade4d.models.relation_transformer import RelationGraphTransformer, masks_for_graph
-from spade4d.models.sg_head import SceneGraphHead
-from spade4d.models.text import TEXT_DIM, encode_texts
+from spade4d.models.sg_head import OpenVocabulary, SceneGraphHead
+from spade4d.models.text import TEXT_DIM
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -187,7 +187,7 @@ class WindowOutput:
         return self.mask_embed[t] @ self.point_feats[idx].T
 
 
-class Model4D(nn.Module):
+class Model4D(OpenVocabulary, nn.Module):
     def __init__(
         self,
         config: Model4DConfig,
@@ -211,23 +211,7 @@ class Model4D(nn.Module):
         self.point_proj = nn.Linear(cfg.dim, cfg.text_dim)  # dense semantic head (auxiliary; also names tubes)
         self.rgt = RelationGraphTransformer(cfg.dim, cfg.heads, cfg.ffn_dim, cfg.rgt_layers)
         self.rel_temporal = nn.Conv1d(cfg.dim, cfg.dim, 3, padding=1)
-        if class_embed is None:
-            class_embed = encode_texts(cfg.classes, cfg.text_model)
-        if predicate_embed is None:
-            predicate_embed = encode_texts(cfg.predicates, cfg.text_model)
-        self.register_buffer("class_embed", class_embed.float().clone())
-        self.register_buffer("predicate_embed", predicate_embed.float().clone())
-
-    # --- vocabulary -------------------------------------------------------------------------------------------
-    def set_vocabulary(self, classes: list[str] | None = None, predicates: list[str] | None = None) -> None:
-        """Score other names at test time (open vocabulary): re-embeds them with the text encoder."""
-        if classes is not None and list(classes) != self.config.classes:
-            self.class_embed = encode_texts(list(classes), self.config.text_model).to(self.class_embed.device)
-            self.config.classes = list(classes)
-        if predicates is not None and list(predicates) != self.config.predicates:
-            emb = encode_texts(list(predicates), self.config.text_model)
-            self.predicate_embed = emb.to(self.predicate_embed.device)
-            self.config.predicates = list(predicates)
+        self._init_vocabulary(class_embed, predicate_embed)
 
     # --- forward ----------------------------------------------------------------------------------------------
     def init_memory(self) -> torch.Tensor:

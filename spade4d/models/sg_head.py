@@ -13,6 +13,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spade4d.models.text import encode_texts
+
+
+class OpenVocabulary:
+    """Mixin of the 2D and 4D models: ``class_embed`` / ``predicate_embed`` buffers of the config's names (kept
+    in the checkpoint, so a saved model scores its own names without the text encoder) and ``set_vocabulary``
+    for other names at test time. Needs ``self.config`` with ``classes``, ``predicates`` and ``text_model``."""
+
+    def _init_vocabulary(self, class_embed: torch.Tensor | None, predicate_embed: torch.Tensor | None) -> None:
+        cfg = self.config
+        if class_embed is None:
+            class_embed = encode_texts(cfg.classes, cfg.text_model)
+        if predicate_embed is None:
+            predicate_embed = encode_texts(cfg.predicates, cfg.text_model)
+        self.register_buffer("class_embed", class_embed.float().clone())
+        self.register_buffer("predicate_embed", predicate_embed.float().clone())
+
+    def set_vocabulary(self, classes: list[str] | None = None, predicates: list[str] | None = None) -> None:
+        """Score other names (open vocabulary): re-embeds them with the text encoder."""
+        if classes is not None and list(classes) != self.config.classes:
+            self.class_embed = encode_texts(list(classes), self.config.text_model).to(self.class_embed.device)
+            self.config.classes = list(classes)
+        if predicates is not None and list(predicates) != self.config.predicates:
+            emb = encode_texts(list(predicates), self.config.text_model)
+            self.predicate_embed = emb.to(self.predicate_embed.device)
+            self.config.predicates = list(predicates)
+
 
 class SceneGraphHead(nn.Module):
     def __init__(self, dim: int, text_dim: int):

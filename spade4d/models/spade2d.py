@@ -15,7 +15,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,8 +23,8 @@ from spade4d.io import atomic_dir
 from spade4d.models.diffusion_backbone import BackboneConfig, DiffusionBackbone
 from spade4d.models.query_decoder import QueryDecoder2D
 from spade4d.models.relation_transformer import RelationGraphTransformer, image_coords, masks_for_graph
-from spade4d.models.sg_head import SceneGraphHead
-from spade4d.models.text import TEXT_DIM, encode_texts
+from spade4d.models.sg_head import OpenVocabulary, SceneGraphHead
+from spade4d.models.text import TEXT_DIM
 from spade4d.structures import Object2D, Relation2D, SceneGraph2D
 
 CONFIG_NAME = "config.json"
@@ -105,7 +104,7 @@ class Output2D:
     pixel: torch.Tensor  # (B, D, h, w)
 
 
-class Spade2D(nn.Module):
+class Spade2D(OpenVocabulary, nn.Module):
     def __init__(
         self,
         config: Spade2DConfig,
@@ -128,21 +127,7 @@ class Spade2D(nn.Module):
         self.decoder = QueryDecoder2D(cfg.num_queries, cfg.dim, cfg.heads, cfg.ffn_dim, cfg.decoder_layers)
         self.rgt = RelationGraphTransformer(cfg.dim, cfg.heads, cfg.ffn_dim, cfg.rgt_layers)
         self.head = SceneGraphHead(cfg.dim, cfg.text_dim)
-        if class_embed is None:
-            class_embed = encode_texts(cfg.classes, cfg.text_model)
-        if predicate_embed is None:
-            predicate_embed = encode_texts(cfg.predicates, cfg.text_model)
-        self.register_buffer("class_embed", class_embed.float().clone())
-        self.register_buffer("predicate_embed", predicate_embed.float().clone())
-
-    def set_vocabulary(self, classes: list[str] | None = None, predicates: list[str] | None = None) -> None:
-        if classes is not None and list(classes) != self.config.classes:
-            self.class_embed = encode_texts(list(classes), self.config.text_model).to(self.class_embed.device)
-            self.config.classes = list(classes)
-        if predicates is not None and list(predicates) != self.config.predicates:
-            emb = encode_texts(list(predicates), self.config.text_model).to(self.predicate_embed.device)
-            self.predicate_embed = emb
-            self.config.predicates = list(predicates)
+        self._init_vocabulary(class_embed, predicate_embed)
 
     # --- forward ------------------------------------------------------------------------------------------------
     def pixel_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -234,12 +219,3 @@ class Spade2D(nn.Module):
         if missing or unexpected:
             raise Model2DError(f"{w_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model
-
-
-def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """(K, H, W) bool -> (K, h, w) float coverage fractions on the model grid (area averaging)."""
-    if len(masks) == 0:
-        return torch.zeros((0, *size))
-    t = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
-    return F.adaptive_avg_pool2d(t, size)[:, 0] if t.shape[-2] % size[0] == 0 and t.shape[-1] % size[1] == 0 \
-        else F.interpolate(t, size=size, mode="area")[:, 0]  # fmt: skip

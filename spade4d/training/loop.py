@@ -173,3 +173,11 @@ def finish_trackers(acc) -> None:
     """Close a stage's loggers but keep the process group (``end_training`` may destroy it)."""
     for tracker in acc.trackers:
         tracker.finish()
+
+
+def finish_stage(acc, model, history: list[dict], out: Path, title: str) -> None:
+    """End of a stage: the model as ``out/model`` and ``loss.png`` (main process), then the loggers closed."""
+    if acc.is_main_process:
+        model.save_pretrained(Path(out) / "model")
+        plot_losses(history, Path(out) / "loss.png", title)
+    finish_trackers(acc)  # not end_training: later stages still need the process group

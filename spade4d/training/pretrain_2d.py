@@ -33,9 +33,8 @@ from spade4d.training.loop import (
     LoopSettings,
     TrainError,
     cosine_warmup,
-    finish_trackers,
+    finish_stage,
     make_accelerator,
-    plot_losses,
     train_loop,
 )
 from spade4d.training.pretrain_diffusion import (
@@ -211,10 +210,7 @@ def calibrate(backbone: DiffusionBackbone, cache: TeacherCache, out: Path, cfg: 
 
     settings = LoopSettings(cfg.calibration_steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
     _, history = train_loop(acc, backbone, opt, sched, out, settings, step_fn, "calibration", resume, progress, params)
-    if acc.is_main_process:
-        core.save_pretrained(out / "model")
-        plot_losses(history, out / "loss.png", "inversion-guided calibration (L1 on attention maps)")
-    finish_trackers(acc)  # not end_training: later stages still need the process group
+    finish_stage(acc, core, history, out, "inversion-guided calibration (L1 on attention maps)")
     return history
 
 
@@ -249,10 +245,7 @@ def train_psg(model: Spade2D, train: ImageSet, cache: TeacherCache | None, out: 
 
     settings = LoopSettings(cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
     _, history = train_loop(acc, wrapped, opt, sched, out, settings, step_fn, "psg-2d", resume, progress, trainable)
-    if acc.is_main_process:
-        core.save_pretrained(out / "model")
-        plot_losses(history, out / "loss.png", "2D scene-graph training losses")
-    finish_trackers(acc)  # not end_training: later stages still need the process group
+    finish_stage(acc, core, history, out, "2D scene-graph training losses")
     return core
 
 

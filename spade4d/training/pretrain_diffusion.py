@@ -25,9 +25,8 @@ from spade4d.training.loop import (
     LoopSettings,
     TrainError,
     cosine_warmup,
-    finish_trackers,
+    finish_stage,
     make_accelerator,
-    plot_losses,
     train_loop,
 )
 
@@ -113,14 +112,10 @@ def pretrain_diffusion(
 
     settings = LoopSettings(cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
     _, history = train_loop(acc, unet, opt, sched, out, settings, step_fn, "pretrain-diffusion", resume, progress)
-    final = out / "model"
-    if acc.is_main_process:
-        backbone.unet = acc.unwrap_model(unet)
-        backbone.save_pretrained(final)
-        plot_losses(history, out / "loss.png", "diffusion pretraining (noise MSE)")
+    backbone.unet = acc.unwrap_model(unet)
+    finish_stage(acc, backbone, history, out, "diffusion pretraining (noise MSE)")
     acc.wait_for_everyone()
-    finish_trackers(acc)  # not end_training: later stages still need the process group
-    return final
+    return out / "model"
 
 
 def _word_token(words: list[str], label: str) -> int | None:
