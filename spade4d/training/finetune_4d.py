@@ -46,6 +46,8 @@ class Train4DConfig:
     num_threads: int | None = None
     lift: bool = False  # with --init-from-2d: lift the 2D core's pixel features onto the points
     transfer_parts: tuple[str, ...] = ("decoder", "rgt", "head")  # what --init-from-2d moves
+    llm: dict | None = None  # a SceneLLMConfig (e.g. {"llm": "tiny"}): train the SceneLLM jointly
+    train_only: tuple[str, ...] | None = None  # parameter-name prefixes to train (the rest frozen); None: all
     model: dict = field(default_factory=dict)  # Model4DConfig overrides
     weights: dict = field(default_factory=dict)  # LossWeights overrides
 
@@ -140,6 +142,11 @@ def finetune_4d(
         if init_from_2d is not None:
             raise TrainError("pass either --init-from (a 4D model) or --init-from-2d (a 2D core), not both")
         model = Model4D.from_pretrained(init_from)
+        if cfg.llm is not None and model.llm is None:  # a trained 4D model gets a SceneLLM
+            from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
+
+            model.llm = SceneLLM(SceneLLMConfig.from_dict(cfg.llm), model.config.dim)
+            model.config.llm = model.llm.config.to_dict()
     elif init_from_2d is not None:
         from spade4d.models.lift import LiftedFeatures
         from spade4d.models.spade2d import Spade2D
@@ -152,6 +159,7 @@ def finetune_4d(
             predicates=predicates,
             **{**cfg.model, **model4d_overrides(model2d)},
             lift=model2d.config.to_dict() if cfg.lift else None,
+            llm=cfg.llm,
         )
         model = Model4D(mcfg, lift=lift)
         report = transfer_2d_to_4d(model2d, model, tuple(cfg.transfer_parts))
@@ -160,7 +168,12 @@ def finetune_4d(
     else:
         if cfg.lift:
             raise TrainError("lifting 2D features needs a 2D core: pass --init-from-2d")
-        model = Model4D(Model4DConfig(classes=classes, predicates=predicates, **cfg.model))
+        model = Model4D(Model4DConfig(classes=classes, predicates=predicates, **{"llm": cfg.llm, **cfg.model}))
+    if cfg.train_only is not None:  # e.g. one stage of a pipeline; frozen stays frozen (the LLM's base)
+        for name, p in model.named_parameters():
+            p.requires_grad_(p.requires_grad and name.startswith(tuple(cfg.train_only)))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise TrainError(f"train_only={cfg.train_only}: no parameter matches")
     rgb_source = None
     if model.lift is not None:
         from spade4d.data.cameras import CameraFrames
