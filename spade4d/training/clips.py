@@ -226,7 +226,7 @@ def clip_loss(
         loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
     loss_lm = loss_llm_mask = torch.zeros(())
     if model.llm is not None and (weights.llm > 0 or weights.llm_mask > 0):
-        loss_lm, loss_llm_mask = llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi)
+        loss_lm, loss_llm_mask = llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, frames.times.tolist())
     sem_l = torch.cat(sem_logits) if sem_logits else torch.zeros((0, C))
     loss_sem = F.cross_entropy(sem_l, torch.cat(sem_tgt)) if len(sem_l) else torch.zeros(())
     total = (
@@ -253,10 +253,13 @@ def clip_loss(
     return total, parts
 
 
-def clip_graph(targets: ClipTargets, qi: np.ndarray, gi: np.ndarray, classes: list[str], predicates: list[str]):
+def clip_graph(
+    targets: ClipTargets, qi: np.ndarray, gi: np.ndarray, classes: list[str], predicates: list[str], times: list[int]
+):
     """The clip's scene graph in the SceneLLM's canonical order: objects in the order of the query tubes they
     are matched to (the order of the scene tokens), relations as (subject, predicate, object, spans) over those
-    positions with clip-local frame indices. Returns (GT index per position, names, relations)."""
+    positions, spans in sequence frame numbers (``times``: the clip's frames; a run of clip frames i..j is the
+    span times[i]-times[j]). Returns (GT index per position, names, relations)."""
     order = gi[np.argsort(qi)]
     pos = {int(g): i for i, g in enumerate(order)}
     names = [classes[int(targets.labels[g])] for g in order]
@@ -265,20 +268,20 @@ def clip_graph(targets: ClipTargets, qi: np.ndarray, gi: np.ndarray, classes: li
     for gs, go, p in nz.tolist():
         if gs in pos and go in pos:
             on = targets.relations[gs, go, :, p].numpy() > 0
-            rels.append((pos[gs], predicates[p], pos[go], frames_to_spans(on)))
+            spans = [(times[a], times[b]) for a, b in frames_to_spans(on)]
+            rels.append((pos[gs], predicates[p], pos[go], spans))
     return order, names, rels
 
 
-def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi):
+def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int]):
     """SceneLLM losses of a clip: the LM loss of its serialised graph (teacher forcing) and the mask losses of
     the ``<obj>`` queries against the GT masks of the objects in that order."""
     llm = model.llm
     cfg = model.config
-    order, names, rels = clip_graph(targets, qi, gi, cfg.classes, cfg.predicates)
+    order, names, rels = clip_graph(targets, qi, gi, cfg.classes, cfg.predicates, times)
     order, names = order[: llm.config.max_objects], names[: llm.config.max_objects]
-    T = sum(b - a for a, b, _ in outs)
     tube_states = torch.cat([o.states for _, _, o in outs]).mean(0)  # (Q, D) over the clip's frames
-    loss_lm, obj_h = llm.teacher_forced(tube_states, names, rels, T)
+    loss_lm, obj_h = llm.teacher_forced(tube_states, names, rels, (times[0], times[-1]))
     if len(order) == 0:
         return loss_lm, torch.zeros(())
     emb = {}

@@ -1,0 +1,246 @@
+"""SceneLLM: grammar-constrained answers always parse, the parser refuses malformed text, <obj> states train the
+LoRA through the mask loss, KV-cache reuse changes no token, adapters round-trip, the chain runs end to end."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spade4d.data.psg4d import PSG4DPointCloud
+from spade4d.inference.chained import ChainStats, chained_predict
+from spade4d.inference.grammar import (
+    GrammarLogitsProcessor,
+    ObjectListGrammar,
+    ParseError,
+    RelationGrammar,
+    SingleTurnGrammar,
+    parse_objects,
+    parse_relations,
+    render,
+)
+from spade4d.models.model4d import Model4D, Model4DConfig
+from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig, load_tokenizer
+from spade4d.training.clips import clip_loss, clip_targets, load_frames, sequence_center
+
+TINY4D = dict(voxel_size=0.15, channels=(8, 16), dim=16, num_queries=5, decoder_layers=1, heads=2, ffn_dim=32, window=3)
+TINY_LLM = {
+    "llm": "tiny",
+    "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "num_key_value_heads": 1},
+    "max_relations": 3,
+    "max_objects": 4,
+    "samples": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def llm():
+    torch.manual_seed(0)
+    return SceneLLM(SceneLLMConfig.from_dict(TINY_LLM), 16)
+
+
+@pytest.fixture(scope="module")
+def toks(llm):
+    return llm.tokens
+
+
+def _decode_random(grammar, seed, limit=2000):
+    g = torch.Generator().manual_seed(seed)
+    proc = GrammarLogitsProcessor(grammar)
+    out = []
+    for _ in range(limit):
+        logits = torch.randn(grammar.tokens.size, generator=g) * 3
+        masked = proc(None, logits[None])[0]
+        tok = int(torch.multinomial(torch.softmax(masked, -1), 1, generator=g))
+        grammar.advance(tok)
+        out.append(tok)
+        if grammar.done:
+            return out
+    raise AssertionError("the grammar did not finish")
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), n_obj=st.integers(2, 5), T=st.integers(1, 30))
+def test_grammar_output_always_parses_and_stays_in_range(llm, toks, seed, n_obj, T):
+    names = ["person", "chair", "cup", "traffic light", "dog"][:n_obj]
+    refs = [llm.ref_tokens(toks.encode_name(llm.tokenizer, n), i) for i, n in enumerate(names)]
+    ref_text = [llm.ref_text(n, i) for i, n in enumerate(names)]
+    out = _decode_random(RelationGrammar(toks, refs, T, max_relations=3, max_pred_tokens=3), seed)
+    rels = parse_relations(render(llm.tokenizer, out, llm.obj_id), ref_text, T)
+    assert len(rels) <= 3
+    for r in rels:
+        assert r.subject != r.object and 0 <= r.subject < n_obj and 0 <= r.object < n_obj
+        assert all(0 <= a <= b < T for a, b in r.spans)
+        assert all(r.spans[i][0] > r.spans[i - 1][1] for i in range(1, len(r.spans)))
+    objs = parse_objects(render(llm.tokenizer, _decode_random(ObjectListGrammar(toks, 4, 3), seed), llm.obj_id))
+    assert len(objs) <= 4 and all(1 <= len(n.split()) for n in objs)
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10**6), T=st.integers(1, 12))
+def test_single_turn_grammar_parses_both_parts(llm, toks, seed, T):
+    g = SingleTurnGrammar(toks, lambda ns: [llm.ref_tokens(n, i) for i, n in enumerate(ns)], T, 3,
+                          max_name_tokens=2, max_relations=2)
+    out = _decode_random(g, seed)
+    split = out.index(toks.period) + 1
+    names = parse_objects(render(llm.tokenizer, out[:split], llm.obj_id))
+    refs = [llm.ref_text(n, i) for i, n in enumerate(names)]
+    rels = parse_relations(render(llm.tokenizer, out[split:], llm.obj_id), refs, T) if len(names) >= 2 else []
+    assert all(r.subject != r.object for r in rels)
+
+
+def test_teacher_forced_answers_are_in_the_grammar_and_parse_back(llm, toks):
+    names = ["person", "chair", "traffic light"]
+    rels = [(0, "sitting on", 1, [(2, 5), (7, 9)]), (2, "in front of", 0, [(0, 11)])]
+    ans1, name_ids = llm.object_answer(names)
+    ans2 = llm.relation_answer(name_ids, rels)
+    g1 = ObjectListGrammar(toks, 4, 4)
+    for t in ans1:
+        assert g1.allowed()[t]
+        g1.advance(t)
+    assert g1.done
+    g2 = RelationGrammar(toks, [llm.ref_tokens(n, i) for i, n in enumerate(name_ids)], 12)
+    for t in ans2:
+        assert g2.allowed()[t]
+        g2.advance(t)
+    assert g2.done
+    assert parse_objects(render(llm.tokenizer, ans1, llm.obj_id)) == names
+    back = parse_relations(render(llm.tokenizer, ans2, llm.obj_id), [f"{n}#{i}" for i, n in enumerate(names)], 12)
+    assert [(r.subject, r.predicate, r.object, r.spans) for r in back] == rels
+
+
+def test_grammar_refuses_out_of_range_and_self_relations(llm, toks):
+    refs = [llm.ref_tokens(toks.encode_name(llm.tokenizer, n), i) for i, n in enumerate(["cup", "table"])]
+    g = RelationGrammar(toks, refs, 5)
+    for t in refs[0] + toks.encode_name(llm.tokenizer, "on"):
+        g.advance(t)
+    g.advance(refs[0][0])  # " cup" can only be another predicate word: cup#0 cannot be its own object
+    assert not g.allowed()[toks.hash]
+    for t in refs[1] + [toks.lbracket]:
+        g.advance(t)
+    assert g.allowed()[toks.digits[4]] and not g.allowed()[toks.digits[5]]  # frames 0..4
+    g.advance(toks.digits[3])
+    g.advance(toks.dash)
+    assert not g.allowed()[toks.digits[2]] and g.allowed()[toks.digits[3]]  # the end is not before the start
+
+
+@pytest.mark.parametrize(
+    "text, refs, match",
+    [
+        ("person <obj>, chair <obj>", None, "must end with '.'"),
+        ("person <obj>, Chair <obj>.", None, "item 1"),
+        ("person, chair <obj>.", None, "item 0"),
+        ("person#0 on chair#1 [0-3].", ["person#0", "chair#1"], None),
+        ("person#0 on chair#1 [0-9].", ["person#0", "chair#1"], "outside frames 0-4"),
+        ("person#0 on chair#1 [3-1].", ["person#0", "chair#1"], "reversed"),
+        ("person#0 on dog#5 [0-1].", ["person#0", "chair#1"], "known object"),
+        ("person#0 on person#0 [0-1].", ["person#0", "chair#1"], "same object"),
+        ("person#0 on chair#1.", ["person#0", "chair#1"], "relation 0"),
+        ("person#0 on chair#1 [0-1]; person#0 On chair#1 [1-2].", ["person#0", "chair#1"], "relation 1"),
+        ("person#0 on chair#1 [0to1].", ["person#0", "chair#1"], "is not 'a-b'"),
+    ],
+)
+def test_parser_rejects_malformed_text_with_a_clear_error(text, refs, match):
+    if match is None:
+        assert parse_relations(text, refs, 5)[0].spans == [(0, 3)]
+        return
+    with pytest.raises(ParseError, match=match):
+        parse_objects(text) if refs is None else parse_relations(text, refs, 5)
+
+
+@pytest.fixture(scope="module")
+def clip(synthetic_root):
+    d = json.loads((synthetic_root / "dataset.json").read_text())
+    ds = PSG4DPointCloud(synthetic_root / "psg4d_pc", "train")
+    seq, graph = ds[0]
+    return d["thing_classes"] + d["stuff_classes"], d["predicates"], seq, graph
+
+
+def _model(clip, **llm):
+    torch.manual_seed(0)
+    classes, predicates, _, _ = clip
+    return Model4D(Model4DConfig(classes=classes, predicates=predicates, llm={**TINY_LLM, **llm}, **TINY4D))
+
+
+def test_mask_loss_of_obj_tokens_reaches_the_lora_weights(clip):
+    model = _model(clip)
+    _, _, seq, graph = clip
+    frames = load_frames(seq, list(range(seq.num_frames)), graph.video_id)
+    targets = clip_targets(graph, frames, model.config.classes, model.config.predicates)
+    from spade4d.models.losses import LossWeights
+
+    only_llm_mask = LossWeights(cls=0, bce=0, dice=0, relation=0, semantic=0, llm=0, llm_mask=1)
+    loss, parts = clip_loss(model, frames, targets, sequence_center(seq), only_llm_mask)
+    assert parts["llm_mask"] > 0
+    loss.backward()
+    lora = {n: p for n, p in model.llm.named_parameters() if "lora_B" in n}
+    assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora.values())
+    frozen = [p for n, p in model.llm.lm.named_parameters() if "lora_" not in n]
+    assert frozen and all(not p.requires_grad and p.grad is None for p in frozen)
+
+
+def test_kv_cache_reuse_gives_the_same_tokens(clip):
+    model = _model(clip)
+    _, _, seq, graph = clip
+    a, b = ChainStats(), ChainStats()
+    pa = chained_predict(model, seq, graph.video_id, reuse_cache=True, stats=a, rescore=0.0)
+    pb = chained_predict(model, seq, graph.video_id, reuse_cache=False, stats=b, rescore=0.0)
+    assert a.answers == b.answers and len(a.answers) >= 1
+    assert a.prompt2_tokens < b.prompt2_tokens or a.prompt2_tokens == 0
+    assert pa.to_json() == pb.to_json()
+    # the output is a valid graph over the sequence
+    for r in pa.relations:
+        assert r.subject != r.object and all(0 <= s <= e < seq.num_frames for s, e in r.spans)
+
+
+def test_lora_and_model_save_load_round_trip(clip, tmp_path):
+    model = _model(clip, train_base=False)
+    with torch.no_grad():  # non-trivial adapters
+        for n, p in model.llm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    _, _, seq, graph = clip
+    saved = model.save_pretrained(tmp_path / "m")
+    assert (saved / "scene_llm" / "lora" / "adapter_config.json").is_file()
+    back = Model4D.from_pretrained(saved)
+    ids = back.llm.prompt_ids(5, 6)
+    x = torch.randn(5, 16)
+    with torch.no_grad():
+        h1, _ = model.llm.run(model.llm.embed(ids, model.llm.scene_tokens(x)))
+        h2, _ = back.llm.run(back.llm.embed(ids, back.llm.scene_tokens(x)))
+    torch.testing.assert_close(h1, h2)
+    with model.llm.lm.disable_adapter(), torch.no_grad():  # the adapter matters
+        h0, _ = model.llm.run(model.llm.embed(ids, model.llm.scene_tokens(x)))
+    assert (h0 - h1).abs().max() > 1e-4
+    p1 = chained_predict(model, seq, graph.video_id)
+    p2 = chained_predict(back, seq, graph.video_id)
+    assert p1.to_json() == p2.to_json()
+
+
+def test_tokenizer_is_cached_and_shared():
+    assert load_tokenizer("tiny") is load_tokenizer("tiny") and len(load_tokenizer("tiny")) == 49152
+
+
+def test_training_with_the_llm_then_cli_inference(synthetic_root, tmp_path):
+    from spade4d.cli import main
+    from spade4d.evaluation import Evaluator4D
+    from spade4d.evaluation.predictions import load_predictions_4d
+    from spade4d.training.finetune_4d import Train4DConfig, finetune_4d
+
+    cfg = Train4DConfig(steps=3, clip_frames=3, points_per_frame=256, log_every=1, checkpoint_every=2,
+                        model=TINY4D, llm={**TINY_LLM, "chain": "single"})
+    res = finetune_4d(synthetic_root / "psg4d_pc", tmp_path / "run", cfg, progress=False)
+    assert "lm" in res.history[-1] and np.isfinite(res.history[-1]["lm"])
+    out = tmp_path / "pred.json"
+    assert main(["infer", "--model", str(res.model_dir), "--format", "synthetic", "--root", str(synthetic_root),
+                 "--split", "test", "--out", str(out), "--quiet", "--samples", "0"]) == 0
+    ds = PSG4DPointCloud(synthetic_root / "psg4d_pc", "test")
+    preds = load_predictions_4d(out)
+    ev = Evaluator4D()
+    for i in range(len(ds)):
+        seq, gt = ds[i]
+        ev.process(gt, preds[gt.video_id])
+    assert set(ev.evaluate()) >= {"R@20", "mR@50"}
