@@ -742,7 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=_non_negative_int, default=None, help="SceneLLM: sampled turn-2 answers")
     s.add_argument("--rescore", type=float, default=None, help="SceneLLM: relation-head weight in relation scores")
     s.add_argument(
-        "--open-vocabulary", action="store_true", help="SceneLLM: write its free-text names (no mapping to the vocabulary)"
+        "--open-vocabulary",
+        action="store_true",
+        help="SceneLLM: write its free-text names (no mapping to the vocabulary)",
     )
     s.add_argument("--out", required=True, help="prediction file (PROTOCOLS.md §2.1)")
     s.add_argument("--quiet", action="store_true")

@@ -28,8 +28,13 @@ from spade4d.training.clips import clip_loss, clip_targets, load_frames, sequenc
 TINY4D = dict(voxel_size=0.15, channels=(8, 16), dim=16, num_queries=5, decoder_layers=1, heads=2, ffn_dim=32, window=3)
 TINY_LLM = {
     "llm": "tiny",
-    "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-             "num_key_value_heads": 1},
+    "tiny": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+    },
     "max_relations": 3,
     "max_objects": 4,
     "samples": 1,
@@ -82,8 +87,9 @@ def test_grammar_output_always_parses_and_stays_in_range(llm, toks, seed, n_obj,
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10**6), T=st.integers(1, 12))
 def test_single_turn_grammar_parses_both_parts(llm, toks, seed, T):
-    g = SingleTurnGrammar(toks, lambda ns: [llm.ref_tokens(n, i) for i, n in enumerate(ns)], T, 3,
-                          max_name_tokens=2, max_relations=2)
+    g = SingleTurnGrammar(
+        toks, lambda ns: [llm.ref_tokens(n, i) for i, n in enumerate(ns)], T, 3, max_name_tokens=2, max_relations=2
+    )
     out = _decode_random(g, seed)
     split = out.index(toks.period) + 1
     names = parse_objects(render(llm.tokenizer, out[:split], llm.obj_id))
@@ -230,13 +236,39 @@ def test_training_with_the_llm_then_cli_inference(synthetic_root, tmp_path):
     from spade4d.evaluation.predictions import load_predictions_4d
     from spade4d.training.finetune_4d import Train4DConfig, finetune_4d
 
-    cfg = Train4DConfig(steps=3, clip_frames=3, points_per_frame=256, log_every=1, checkpoint_every=2,
-                        model=TINY4D, llm={**TINY_LLM, "chain": "single"})
+    cfg = Train4DConfig(
+        steps=3,
+        clip_frames=3,
+        points_per_frame=256,
+        log_every=1,
+        checkpoint_every=2,
+        model=TINY4D,
+        llm={**TINY_LLM, "chain": "single"},
+    )
     res = finetune_4d(synthetic_root / "psg4d_pc", tmp_path / "run", cfg, progress=False)
     assert "lm" in res.history[-1] and np.isfinite(res.history[-1]["lm"])
     out = tmp_path / "pred.json"
-    assert main(["infer", "--model", str(res.model_dir), "--format", "synthetic", "--root", str(synthetic_root),
-                 "--split", "test", "--out", str(out), "--quiet", "--samples", "0"]) == 0
+    assert (
+        main(
+            [
+                "infer",
+                "--model",
+                str(res.model_dir),
+                "--format",
+                "synthetic",
+                "--root",
+                str(synthetic_root),
+                "--split",
+                "test",
+                "--out",
+                str(out),
+                "--quiet",
+                "--samples",
+                "0",
+            ]
+        )
+        == 0
+    )
     ds = PSG4DPointCloud(synthetic_root / "psg4d_pc", "test")
     preds = load_predictions_4d(out)
     ev = Evaluator4D()

@@ -64,8 +64,15 @@ class ChainStats:
     answers: list[str] = field(default_factory=list)
 
 
-def decode(llm, grammar: TokenGrammar, logits: torch.Tensor, cache, max_new_tokens: int, generator=None,
-           temperature: float = 0.0) -> tuple[Decoded, object]:
+def decode(
+    llm,
+    grammar: TokenGrammar,
+    logits: torch.Tensor,
+    cache,
+    max_new_tokens: int,
+    generator=None,
+    temperature: float = 0.0,
+) -> tuple[Decoded, object]:
     """Grammar-constrained decoding from the next-token ``logits`` (V + 1,) on ``cache``; every chosen token is
     fed, so the cache ends holding the whole answer. ``temperature`` 0: greedy."""
     proc = GrammarLogitsProcessor(grammar)
@@ -175,7 +182,11 @@ def chained_predict(
 
     if chain == "single":
         grammar = SingleTurnGrammar(
-            tok, lambda ns: refs_of(ns), T, lcfg.max_objects, max_name_tokens=lcfg.max_name_tokens,
+            tok,
+            lambda ns: refs_of(ns),
+            T,
+            lcfg.max_objects,
+            max_name_tokens=lcfg.max_name_tokens,
             max_relations=lcfg.max_relations,
         )
     else:

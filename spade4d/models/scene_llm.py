@@ -452,7 +452,9 @@ class SceneLLM(nn.Module):
             base = load_base(cfg, tok)
             missing, unexpected = base.load_state_dict(load_file(str(path / TINY_BASE)), strict=False)
             if unexpected or [k for k in missing if k != "lm_head.weight"]:
-                raise SceneLLMError(f"{path / TINY_BASE}: does not fit the tiny config ({missing[:3]} {unexpected[:3]})")
+                raise SceneLLMError(
+                    f"{path / TINY_BASE}: does not fit the tiny config ({missing[:3]} {unexpected[:3]})"
+                )
             base.tie_weights()
         model = cls(cfg, scene_dim, base=base, tokenizer=tok)
         lora_file = path / LORA_DIR / "adapter_model.safetensors"
