@@ -461,7 +461,8 @@ def cmd_pretrain_2d(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The end-to-end demo: synthetic data -> pretrain-2d (tiny diffusion UNet, calibration, 2D scene graphs) ->
-    finetune-4d initialised from the 2D core, with lifted 2D features -> infer -> evaluate-4d -> renders."""
+    finetune-4d initialised from the 2D core (its RGT + scene-graph head), jointly with the SceneLLM -> chained
+    inference (objects, then relations) -> evaluate-4d -> renders."""
     from spade4d.data.synthetic.generate import generate
 
     out = Path(args.out)
@@ -530,7 +531,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 resume=resume,
                 init_from=None,
                 init_from_2d=None if core2d is None else str(core2d),
-                lift_2d=core2d is not None,
+                lift_2d=core2d is not None and args.lift_2d,
+                transfer_parts=("rgt", "head"),
+                llm=None if args.llm == "none" else args.llm,
+                chain=args.chain,
+                llm_lora_r=None,
                 rgb_root=None,
                 quiet=False,
             )
@@ -614,6 +619,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the preset's)")
     s.add_argument("--retrain", action="store_true", help="train again even if a model exists")
     s.add_argument("--no-2d", action="store_true", help="skip 2D pretraining: the 4D model from scratch")
+    s.add_argument("--lift-2d", action="store_true", help="also lift the 2D core's pixel features onto the points")
+    s.add_argument(
+        "--llm",
+        default="tiny",
+        help="the SceneLLM: tiny (default on the quick preset: a small random Llama, trained in full), smollm2 "
+        "(SmolLM2-135M-Instruct + LoRA; about 10 more minutes on 2 cores), a local causal-LM folder, or none",
+    )
+    s.add_argument("--chain", default="two", choices=["two", "single"])
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("make-synthetic", help="generate the synthetic 4D + 2D scene-graph datasets")

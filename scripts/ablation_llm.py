@@ -1,0 +1,152 @@
+"""Ablation of the SceneLLM on the synthetic test split: one table, five rows.
+
+    python scripts/ablation_llm.py --data outputs/demo/synthetic --core-2d outputs/demo/pretrain_2d/model \
+        --out outputs/ablation_llm [--only full] [--threads 1]
+
+Rows (same preset, seed and number of optimisation steps; every 4D model starts from the same 2D core unless
+the row says otherwise; the 2D transfer moves the RGT + scene-graph head, the setting that did best in
+``experiment_transfer.py``):
+
+- ``full``: 4D model + SceneLLM trained jointly, chained inference (objects, then relations);
+- ``single turn``: the same, trained and run with the whole graph in one answer (``--chain single``);
+- ``no 2D transfer``: the full model, 4D part from scratch;
+- ``no LLM``: the 4D model alone (its relation head names the relations);
+- ``pipeline``: segment, then classify, then relate, each stage trained on its own with the previous frozen (no
+  shared gradients): stage 1 the encoder + query decoder on the mask losses, stage 2 the object/point class heads,
+  stage 3 the RGT + predicate head; the steps split 4:1.5:1.5.
+
+Columns: 4D R@20/50/100 and mR@20/50/100 (PROTOCOLS.md §3.2, default options) and R@K over the out-of-vocabulary
+relations (a class or predicate never in 4D training). Each row's run folder keeps its ``result.json``, so rows
+can run in parallel processes (``--only``) and an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiment_transfer import oov_graph  # noqa: E402
+
+from spade4d.data.psg4d import PSG4DPointCloud  # noqa: E402
+from spade4d.evaluation import Evaluator4D, Options4D  # noqa: E402
+from spade4d.inference.chained import chained_predict  # noqa: E402
+from spade4d.inference.infer_4d import predict_sequence  # noqa: E402
+from spade4d.io import write_json  # noqa: E402
+from spade4d.models.model4d import Model4D  # noqa: E402
+from spade4d.training.finetune_4d import finetune_4d, preset  # noqa: E402
+
+COLS = ["R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "OOV R@20", "OOV R@50", "OOV R@100"]
+LLM = {"llm": "tiny", "train_base": True}
+ROWS = {
+    "full": dict(core=True, llm={**LLM, "chain": "two"}),
+    "single turn": dict(core=True, llm={**LLM, "chain": "single"}),
+    "no 2D transfer": dict(core=False, llm={**LLM, "chain": "two"}),
+    "no LLM": dict(core=True, llm=None),
+    "pipeline": dict(core=False, llm=None, stages=True),
+}
+PIPELINE = [  # (name, share of the steps, trained parameter prefixes, loss weights)
+    ("segment", 4, ("encoder", "decoder"), {"cls": 0.0, "relation": 0.0, "semantic": 0.0}),
+    (
+        "classify",
+        1.5,
+        ("head.class_proj", "head.pool_proj", "head.no_object", "head.class_scale", "point_proj"),
+        {"bce": 0.0, "dice": 0.0, "relation": 0.0},
+    ),
+    (
+        "relate",
+        1.5,
+        ("rgt", "rel_temporal", "head.predicate"),
+        {"cls": 0.0, "bce": 0.0, "dice": 0.0, "semantic": 0.0},
+    ),
+]
+
+
+def score(model: Model4D, test: PSG4DPointCloud, oov_c: set[str], oov_p: set[str], use_llm: bool) -> dict:
+    ev = Evaluator4D(Options4D(), predicates=test.predicates)
+    ev_oov = Evaluator4D(Options4D(), predicates=test.predicates)
+    t0 = time.time()
+    for i in range(len(test)):
+        seq, gt = test[i]
+        if use_llm:
+            pred = chained_predict(model, seq, gt.video_id)
+        else:
+            pred = predict_sequence(model, seq, gt.video_id)
+        ev.process(gt, pred)
+        ev_oov.process(oov_graph(gt, oov_c, oov_p), pred)
+    m, mo = ev.evaluate(), ev_oov.evaluate()
+    out = {k: m[k] for k in COLS[:6]}
+    out.update({f"OOV R@{k}": mo[f"R@{k}"] for k in (20, 50, 100)})
+    out["OOV relations"] = mo["num_gt_relations"]
+    out["infer_seconds"] = time.time() - t0
+    return out
+
+
+def train_row(name: str, row: dict, data: Path, run: Path, core: Path, args) -> Path:
+    root = data / "psg4d_pc"
+    base = dict(steps=args.steps, seed=args.seed)
+    if not row.get("stages"):
+        cfg = preset(args.preset, **base, llm=row["llm"], transfer_parts=("rgt", "head") if row["core"] else None)
+        if not (run / "model" / "config.json").is_file():
+            finetune_4d(root, run, cfg, resume=True, init_from_2d=core if row["core"] else None)
+        return run / "model"
+    steps = preset(args.preset, **base).steps
+    total = sum(s for _, s, _, _ in PIPELINE)
+    prev = None
+    for stage, share, only, weights in PIPELINE:
+        cfg = preset(args.preset, **base, weights=weights, train_only=only)
+        cfg.steps = max(1, round(steps * share / total))
+        sub = run / stage
+        if not (sub / "model" / "config.json").is_file():
+            finetune_4d(root, sub, cfg, resume=True, init_from=prev)
+        prev = sub / "model"
+    return prev
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="a synthetic dataset folder (spade4d make-synthetic)")
+    p.add_argument("--core-2d", required=True, help="a 2D core folder (spade4d pretrain-2d's <out>/model)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--steps", type=int, default=None, help="4D steps per row (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", action="append", choices=list(ROWS), default=None, help="run these rows only")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (for rows run in parallel)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data, out, core = Path(args.data), Path(args.out), Path(args.core_2d)
+    meta = json.loads((data / "dataset.json").read_text())
+    oov_c, oov_p = set(meta["oov_classes"]), set(meta["oov_predicates"])
+    test = PSG4DPointCloud(data / "psg4d_pc", "test")
+    for name in args.only or list(ROWS):
+        row = ROWS[name]
+        run = out / name.replace(" ", "_")
+        if (run / "result.json").is_file():
+            continue
+        t0 = time.time()
+        model_dir = train_row(name, row, data, run, core, args)
+        train_s = time.time() - t0
+        res = score(Model4D.from_pretrained(model_dir), test, oov_c, oov_p, use_llm=row["llm"] is not None)
+        res["train_seconds"] = train_s
+        write_json(run / "result.json", res, indent=1)
+    results = {}
+    for name in ROWS:
+        f = out / name.replace(" ", "_") / "result.json"
+        if f.is_file():
+            results[name] = json.loads(f.read_text())
+    write_json(out / "results.json", results, indent=1)
+    print(f"\n4D scene graphs, synthetic test split ({len(test)} sequences), {args.preset} preset, seed {args.seed}")
+    print(f"{'':16}" + "".join(f"{c:>10}" for c in COLS))
+    for name, r in results.items():
+        print(f"{name:16}" + "".join(f"{r[c]:10.2f}" for c in COLS))
+
+
+if __name__ == "__main__":
+    main()
