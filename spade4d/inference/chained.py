@@ -15,6 +15,9 @@
    attend to most (``llm^(1-w) x head^w``), times the geometric mean of the two object scores.
 4. With ``closed_vocabulary`` the free-text names are mapped to the model's class / predicate names by text
    embedding similarity (evaluation against a fixed label set); otherwise they are written as the LLM said them.
+   With ``rescore > 0`` an object's label and score also weigh in the 4D class head of the tube its ``<obj>``
+   query attends to most: label = argmax over names of ``said^(1-w) x head^w`` (``said``: a softmax over the
+   name's text similarities), score = ``llm^(1-w) x (head x objectness)^w``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from spade4d.inference.grammar import (
 )
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, merge_spans
 from spade4d.training.clips import load_frames, sequence_center
+
+
+NAME_TEMPERATURE = 0.05  # cosine similarity of a said name to the vocabulary -> a distribution over names
 
 
 @dataclass
@@ -116,11 +122,15 @@ def _segments(tokens: list[int], sep: int) -> list[list[int]]:
     return out
 
 
-def _nearest(names: list[str], embed: torch.Tensor, text_model) -> list[int]:
+def _similarity(names: list[str], embed: torch.Tensor, text_model) -> torch.Tensor:
+    """(len(names), V) cosine similarities of the names to the vocabulary's text embeddings."""
     from spade4d.models.text import encode_texts
 
-    e = encode_texts(names, text_model)
-    return (e @ embed.T).argmax(1).tolist()
+    return encode_texts(names, text_model) @ embed.T
+
+
+def _nearest(names: list[str], embed: torch.Tensor, text_model) -> list[int]:
+    return _similarity(names, embed, text_model).argmax(1).tolist()
 
 
 @torch.no_grad()
@@ -284,7 +294,21 @@ def chained_predict(
     pred_names = sorted({k[1] for k in cands})
     pred_map = {p: p for p in pred_names}
     if closed_vocabulary:
-        if names:
+        if names and w_head > 0:  # the LLM's name and the class head of the tube its <obj> attends to
+            C = len(cfg.classes)
+            prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0)  # (Q, C + 1)
+            tube = prob[tube_of]  # (K, C + 1)
+            said = torch.softmax(_similarity(names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
+            head_p = tube[:, :C] / tube[:, :C].sum(1, keepdim=True).clamp_min(1e-9)
+            joint = said ** (1 - w_head) * head_p**w_head
+            best = joint.argmax(1)
+            labels = [cfg.classes[i] for i in best.tolist()]
+            objectness = 1 - tube[:, C]
+            obj_scores = [
+                float(sc ** (1 - w_head) * (head_p[k, best[k]] * objectness[k]) ** w_head)
+                for k, sc in enumerate(obj_scores)
+            ]
+        elif names:
             labels = [cfg.classes[i] for i in _nearest(names, model.class_embed, cfg.text_model)]
         if pred_names:
             idx = _nearest(pred_names, model.predicate_embed, cfg.text_model)
