@@ -541,38 +541,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
         )
     pred = out / "predictions_test.json"
-    print("[demo] running the model on the test split")
-    cmd_infer(
-        argparse.Namespace(
-            model=str(model_dir),
-            format="synthetic",
-            root=str(data),
-            split="test",
-            video=None,
-            window=None,
-            classes=None,
-            predicates=None,
-            rgb_root=None,
-            out=str(pred),
-            quiet=False,
+    has_llm = (model_dir / "scene_llm").is_dir()
+    runs = [("", True)] + ([("_llm", False)] if has_llm else [])
+    for suffix, no_llm in runs:
+        p = out / f"predictions_test{suffix}.json"
+        how = "the SceneLLM chain (objects, then relations)" if not no_llm else "the 4D model's relation head"
+        print(f"[demo] running the model on the test split: {how}")
+        cmd_infer(
+            argparse.Namespace(
+                model=str(model_dir),
+                format="synthetic",
+                root=str(data),
+                split="test",
+                video=None,
+                window=None,
+                classes=None,
+                predicates=None,
+                rgb_root=None,
+                no_llm=no_llm,
+                out=str(p),
+                quiet=False,
+            )
         )
-    )
-    print("[demo] scoring the predictions (4D R@K / mR@K)")
-    cmd_evaluate_4d(
-        argparse.Namespace(
-            format="synthetic",
-            root=str(data),
-            split="test",
-            pred=str(pred),
-            out=str(out / "metrics_test.json"),
-            graph_constraint=False,
-            penalize_extra_frames=False,
-            viou_threshold=0.5,
-            top_pairs=100,
-            ks=(20, 50, 100),
-            quiet=False,
+        print(f"[demo] scoring {p.name} (4D R@K / mR@K)")
+        cmd_evaluate_4d(
+            argparse.Namespace(
+                format="synthetic",
+                root=str(data),
+                split="test",
+                pred=str(p),
+                out=str(out / f"metrics_test{suffix}.json"),
+                graph_constraint=False,
+                penalize_extra_frames=False,
+                viou_threshold=0.5,
+                top_pairs=100,
+                ks=(20, 50, 100),
+                quiet=False,
+            )
         )
-    )
     print("[demo] rendering a test sequence: prediction and ground truth")
     for name, p in (("render_pred", str(pred)), ("render_gt", None)):
         cmd_render(

@@ -43,7 +43,6 @@ from spade4d.inference.grammar import (
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, merge_spans
 from spade4d.training.clips import load_frames, sequence_center
 
-
 NAME_TEMPERATURE = 0.05  # cosine similarity of a said name to the vocabulary -> a distribution over names
 
 
