@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from spade4d.data.psg4d import PSG4DPointCloud
-from spade4d.inference.chained import ChainStats, chained_predict
+from spade4d.inference.chained import ChainStats, chained_predict, decode, run_4d
+from spade4d.inference.grammar import RelationGrammar
 from spade4d.io import write_json
 from spade4d.models.model4d import Model4D, Model4DConfig
 from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
@@ -68,76 +69,57 @@ def run(model, seqs, reuse: bool, samples: int) -> dict:
     }
 
 
+def _after_turn1(model, seq, gt, names: list[str]):
+    """The conversation up to the end of a turn-1 answer fixed to ``names``: its KV cache and the pieces."""
+    llm = model.llm
+    _, tube = run_4d(model, seq, gt.video_id)
+    ans1, name_ids = llm.object_answer(names)
+    prompt = llm.prompt_ids(len(tube), seq.num_frames)
+    bridge = llm.bridge_ids(seq.num_frames, [llm.ref_text(n, i) for i, n in enumerate(names)])
+    _, cache = llm.run(llm.embed(prompt + ans1, llm.scene_tokens(tube)))
+    return tube, prompt + ans1, name_ids, bridge, cache
+
+
+def _turn2_prompt(llm, tube, head, bridge, cache, reuse: bool):
+    """Encode turn 2's question: continuing ``cache``, or re-encoding the whole conversation."""
+    if reuse:
+        return llm.run(llm.embed(bridge), cache)
+    return llm.run(llm.embed(head + bridge, llm.scene_tokens(tube)))
+
+
+@torch.no_grad()
 def prefill(model, seqs) -> dict:
     """Turn 2's first token: continuing the cache vs re-encoding the conversation (median over sequences)."""
-    from spade4d.training.clips import load_frames, sequence_center
-
     llm = model.llm
     out = {"reuse": [], "re-encode": []}
-    with torch.no_grad():
-        for seq, gt in seqs:
-            T = seq.num_frames
-            memory, states = model.init_memory(), []
-            for a in range(0, T, model.config.window):
-                fr = load_frames(seq, list(range(a, min(a + model.config.window, T))), gt.video_id)
-                o = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, sequence_center(seq), memory)
-                memory = o.memory
-                states.append(o.states)
-            tube = torch.cat(states).mean(0)
-            names = ["person", "chair", "table", "cup", "floor", "wall"]
-            ans1, _ = llm.object_answer(names)
-            prompt = llm.prompt_ids(len(tube), T)
-            bridge = llm.bridge_ids(T, [llm.ref_text(n, i) for i, n in enumerate(names)])
-            _, cache = llm.run(llm.embed(prompt + ans1, llm.scene_tokens(tube)))
+    for seq, gt in seqs:
+        tube, head, _, bridge, cache = _after_turn1(model, seq, gt, ["person", "chair", "table", "cup", "floor"])
+        for key, reuse in (("reuse", True), ("re-encode", False)):
             t0 = time.perf_counter()
-            h, _ = llm.run(llm.embed(bridge), cache)
+            h, _ = _turn2_prompt(llm, tube, head, bridge, cache, reuse)
             llm.logits(h[-1])
-            out["reuse"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            h, _ = llm.run(llm.embed(prompt + ans1 + bridge, llm.scene_tokens(tube)))
-            llm.logits(h[-1])
-            out["re-encode"].append(time.perf_counter() - t0)
+            out[key].append(time.perf_counter() - t0)
+            cache.crop(-(cache.get_seq_length() - len(head)))  # back to the end of turn 1
     return {k: sorted(v)[len(v) // 2] for k, v in out.items()}
 
 
+@torch.no_grad()
 def forced_turn2(model, seqs, reuse: bool) -> dict:
     """Turn 2 after a turn-1 answer fixed to the sequence's GT object names (so turn 2 always runs, with a
     realistic object list even for an untrained LLM): greedy grammar-constrained decoding."""
-    from spade4d.inference.chained import decode
-    from spade4d.inference.grammar import RelationGrammar
-    from spade4d.training.clips import load_frames, sequence_center
-
     llm = model.llm
     secs, toks, prompt_toks = 0.0, 0, 0
-    with torch.no_grad():
-        for seq, gt in seqs:
-            T = seq.num_frames
-            memory, states = model.init_memory(), []
-            for a in range(0, T, model.config.window):
-                fr = load_frames(seq, list(range(a, min(a + model.config.window, T))), gt.video_id)
-                o = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, sequence_center(seq), memory)
-                memory = o.memory
-                states.append(o.states)
-            tube = torch.cat(states).mean(0)
-            names = [o.label for o in gt.objects][: llm.config.max_objects]
-            ans1, name_ids = llm.object_answer(names)
-            prompt = llm.prompt_ids(len(tube), T)
-            refs = [llm.ref_text(n, i) for i, n in enumerate(names)]
-            bridge = llm.bridge_ids(T, refs)
-            _, cache = llm.run(llm.embed(prompt + ans1, llm.scene_tokens(tube)))
-            t0 = time.perf_counter()
-            if reuse:
-                h, cache = llm.run(llm.embed(bridge), cache)
-                prompt_toks += len(bridge)
-            else:
-                h, cache = llm.run(llm.embed(prompt + ans1 + bridge, llm.scene_tokens(tube)))
-                prompt_toks += len(prompt + ans1 + bridge)
-            g = RelationGrammar(
-                llm.tokens, [llm.ref_tokens(n, i) for i, n in enumerate(name_ids)], T, llm.config.max_relations
-            )
-            d, _ = decode(llm, g, llm.logits(h[-1]), cache, 768)
-            secs += time.perf_counter() - t0
-            toks += len(d.tokens)
+    for seq, gt in seqs:
+        names = [o.label for o in gt.objects][: llm.config.max_objects]
+        tube, head, name_ids, bridge, cache = _after_turn1(model, seq, gt, names)
+        t0 = time.perf_counter()
+        h, cache = _turn2_prompt(llm, tube, head, bridge, cache, reuse)
+        prompt_toks += len(bridge) if reuse else len(head + bridge)
+        refs = [llm.ref_tokens(n, i) for i, n in enumerate(name_ids)]
+        g = RelationGrammar(llm.tokens, refs, seq.num_frames, llm.config.max_relations)
+        d, _ = decode(llm, g, llm.logits(h[-1]), cache, 768)
+        secs += time.perf_counter() - t0
+        toks += len(d.tokens)
     n = len(seqs)
     return {
         "turn2 s/seq": secs / n,

@@ -133,6 +133,29 @@ def _nearest(names: list[str], embed: torch.Tensor, text_model) -> list[int]:
 
 
 @torch.no_grad()
+def run_4d(model, seq: PointSequence, video_id: str, window: int | None = None, rgb_source=None):
+    """The 4D model over a sequence, window by window (memory carried). Returns the windows as
+    ``(frame indices, kept point indices per frame, WindowOutput)`` and the (Q, D) tube states: each query's
+    states averaged over all frames (the SceneLLM's scene tokens)."""
+    W = window or model.config.window
+    T = seq.num_frames
+    center = sequence_center(seq)
+    memory = model.init_memory()
+    wins = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*dropped.*")
+        for a in range(0, T, W):
+            times = list(range(a, min(a + W, T)))
+            fr = load_frames(seq, times, video_id, rgb_source if model.lift is not None else None)
+            out = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, memory, fr.images, fr.uv)
+            memory = out.memory
+            wins.append((times, fr.keep, out))
+    nf = torch.tensor([len(t) for t, _, _ in wins], dtype=torch.float32)
+    tube_states = sum(o.states.mean(0) * n for (_, _, o), n in zip(wins, nf)) / nf.sum()
+    return wins, tube_states
+
+
+@torch.no_grad()
 def chained_predict(
     model,
     seq: PointSequence,
@@ -159,22 +182,10 @@ def chained_predict(
     W = window or cfg.window
     T = seq.num_frames
     counts = [int(c) for c in seq.counts]
-    center = sequence_center(seq)
 
     # 1. the 4D model over the sequence
     t0 = time.perf_counter()
-    memory = model.init_memory()
-    wins = []
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*dropped.*")
-        for a in range(0, T, W):
-            times = list(range(a, min(a + W, T)))
-            fr = load_frames(seq, times, video_id, rgb_source if model.lift is not None else None)
-            out = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, memory, fr.images, fr.uv)
-            memory = out.memory
-            wins.append((times, fr.keep, out))
-    nf = torch.tensor([len(t) for t, _, _ in wins], dtype=torch.float32)
-    tube_states = sum(o.states.mean(0) * n for (_, _, o), n in zip(wins, nf)) / nf.sum()
+    wins, tube_states = run_4d(model, seq, video_id, W, rgb_source)
     stats.model4d_s += time.perf_counter() - t0
 
     # 2. turn 1 (or the single turn)
