@@ -203,7 +203,7 @@ def chained_predict(
     if chain == "single":
         grammar = SingleTurnGrammar(
             tok,
-            lambda ns: refs_of(ns),
+            refs_of,
             T,
             lcfg.max_objects,
             max_name_tokens=lcfg.max_name_tokens,
