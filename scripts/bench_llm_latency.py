@@ -34,7 +34,7 @@ def build(args) -> Model4D:
     if args.model:
         model = Model4D.from_pretrained(args.model)
         if args.llm and (model.llm is None or model.llm.config.llm != args.llm):
-            model.llm = SceneLLM(SceneLLMConfig(llm=args.llm), model.config.dim)
+            model.llm = SceneLLM(SceneLLMConfig(llm=args.llm), model.config.dim, num_tubes=model.config.num_queries)
         return model
     meta = json.loads((Path(args.data) / "dataset.json").read_text())
     torch.manual_seed(0)
@@ -73,8 +73,9 @@ def _after_turn1(model, seq, gt, names: list[str]):
     """The conversation up to the end of a turn-1 answer fixed to ``names``: its KV cache and the pieces."""
     llm = model.llm
     _, tube = run_4d(model, seq, gt.video_id)
-    ans1, name_ids = llm.object_answer(names)
-    prompt = llm.prompt_ids(len(tube), seq.num_frames)
+    tubes = list(range(len(names)))
+    ans1, name_ids = llm.object_answer(names, tubes)
+    prompt = llm.prompt_ids(seq.num_frames)
     bridge = llm.bridge_ids(seq.num_frames, [llm.ref_text(n, i) for i, n in enumerate(names)])
     _, cache = llm.run(llm.embed(prompt + ans1, llm.scene_tokens(tube)))
     return tube, prompt + ans1, name_ids, bridge, cache
@@ -97,7 +98,7 @@ def prefill(model, seqs) -> dict:
         for key, reuse in (("reuse", True), ("re-encode", False)):
             t0 = time.perf_counter()
             h, _ = _turn2_prompt(llm, tube, head, bridge, cache, reuse)
-            llm.logits(h[-1])
+            llm.logits(h[-1], llm.scene_tokens(tube))
             out[key].append(time.perf_counter() - t0)
             cache.crop(-(cache.get_seq_length() - len(head)))  # back to the end of turn 1
     return {k: sorted(v)[len(v) // 2] for k, v in out.items()}
@@ -110,14 +111,15 @@ def forced_turn2(model, seqs, reuse: bool) -> dict:
     llm = model.llm
     secs, toks, prompt_toks = 0.0, 0, 0
     for seq, gt in seqs:
-        names = [o.label for o in gt.objects][: llm.config.max_objects]
+        names = [o.label for o in gt.objects][: min(llm.config.max_objects, llm.config.num_tubes)]
         tube, head, name_ids, bridge, cache = _after_turn1(model, seq, gt, names)
         t0 = time.perf_counter()
         h, cache = _turn2_prompt(llm, tube, head, bridge, cache, reuse)
         prompt_toks += len(bridge) if reuse else len(head + bridge)
-        refs = [llm.ref_tokens(n, i) for i, n in enumerate(name_ids)]
+        refs = [llm.ref_tokens(n, i, i) for i, n in enumerate(name_ids)]
         g = RelationGrammar(llm.tokens, refs, seq.num_frames, llm.config.max_relations)
-        d, _ = decode(llm, g, llm.logits(h[-1]), cache, 768)
+        scene = llm.scene_tokens(tube)
+        d, _ = decode(llm, g, llm.logits(h[-1], scene), cache, 768, scene=scene)
         secs += time.perf_counter() - t0
         toks += len(d.tokens)
     n = len(seqs)

@@ -44,7 +44,7 @@ TINY_LLM = {
 @pytest.fixture(scope="module")
 def llm():
     torch.manual_seed(0)
-    return SceneLLM(SceneLLMConfig.from_dict(TINY_LLM), 16)
+    return SceneLLM(SceneLLMConfig.from_dict(TINY_LLM), 16, num_tubes=6)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def _decode_random(grammar, seed, limit=2000):
 @given(seed=st.integers(0, 10**6), n_obj=st.integers(2, 5), T=st.integers(1, 30))
 def test_grammar_output_always_parses_and_stays_in_range(llm, toks, seed, n_obj, T):
     names = ["person", "chair", "cup", "traffic light", "dog"][:n_obj]
-    refs = [llm.ref_tokens(toks.encode_name(llm.tokenizer, n), i) for i, n in enumerate(names)]
+    refs = [llm.ref_tokens(toks.encode_name(llm.tokenizer, n), i, 5 - i) for i, n in enumerate(names)]
     ref_text = [llm.ref_text(n, i) for i, n in enumerate(names)]
     out = _decode_random(RelationGrammar(toks, refs, T, max_relations=3, max_pred_tokens=3), seed)
     rels = parse_relations(render(llm.tokenizer, out, llm.obj_id), ref_text, T)
@@ -80,15 +80,23 @@ def test_grammar_output_always_parses_and_stays_in_range(llm, toks, seed, n_obj,
         assert r.subject != r.object and 0 <= r.subject < n_obj and 0 <= r.object < n_obj
         assert all(0 <= a <= b < T for a, b in r.spans)
         assert all(r.spans[i][0] > r.spans[i - 1][1] for i in range(1, len(r.spans)))
-    objs = parse_objects(render(llm.tokenizer, _decode_random(ObjectListGrammar(toks, 4, 3), seed), llm.obj_id))
+    g1 = ObjectListGrammar(toks, 4, 3)
+    objs = parse_objects(render(llm.tokenizer, _decode_random(g1, seed), llm.obj_id))
     assert len(objs) <= 4 and all(1 <= len(n.split()) for n in objs)
+    # one pointer per object, at an existing tube, in increasing order
+    assert len(g1.tubes) == len(objs) and all(0 <= q < 6 for q in g1.tubes) and g1.tubes == sorted(set(g1.tubes))
 
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10**6), T=st.integers(1, 12))
 def test_single_turn_grammar_parses_both_parts(llm, toks, seed, T):
     g = SingleTurnGrammar(
-        toks, lambda ns: [llm.ref_tokens(n, i) for i, n in enumerate(ns)], T, 3, max_name_tokens=2, max_relations=2
+        toks,
+        lambda ns, ts: [llm.ref_tokens(n, i, q) for i, (n, q) in enumerate(zip(ns, ts))],
+        T,
+        3,
+        max_name_tokens=2,
+        max_relations=2,
     )
     out = _decode_random(g, seed)
     split = out.index(toks.period) + 1
@@ -101,14 +109,15 @@ def test_single_turn_grammar_parses_both_parts(llm, toks, seed, T):
 def test_teacher_forced_answers_are_in_the_grammar_and_parse_back(llm, toks):
     names = ["person", "chair", "traffic light"]
     rels = [(0, "sitting on", 1, [(2, 5), (7, 9)]), (2, "in front of", 0, [(0, 11)])]
-    ans1, name_ids = llm.object_answer(names)
-    ans2 = llm.relation_answer(name_ids, rels)
+    tubes = [0, 2, 5]
+    ans1, name_ids = llm.object_answer(names, tubes)
+    ans2 = llm.relation_answer(name_ids, tubes, rels)
     g1 = ObjectListGrammar(toks, 4, 4)
     for t in ans1:
         assert g1.allowed()[t]
         g1.advance(t)
-    assert g1.done
-    g2 = RelationGrammar(toks, [llm.ref_tokens(n, i) for i, n in enumerate(name_ids)], 12)
+    assert g1.done and g1.tubes == tubes
+    g2 = RelationGrammar(toks, [llm.ref_tokens(n, i, q) for i, (n, q) in enumerate(zip(name_ids, tubes))], 12)
     for t in ans2:
         assert g2.allowed()[t]
         g2.advance(t)
@@ -118,13 +127,40 @@ def test_teacher_forced_answers_are_in_the_grammar_and_parse_back(llm, toks):
     assert [(r.subject, r.predicate, r.object, r.spans) for r in back] == rels
 
 
+def test_turn_one_learns_to_read_the_scene_through_tube_pointers():
+    """Two scenes with different tubes and different objects: after a short teacher-forced fit, greedy turn 1
+    names each scene's own objects at its own tubes (the LLM reads the scene tokens, not a memorised list)."""
+    from spade4d.inference.chained import decode
+
+    torch.manual_seed(0)
+    llm = SceneLLM(SceneLLMConfig.from_dict({**TINY_LLM, "train_base": True}), 16, num_tubes=6)
+    scenes = [
+        (torch.randn(6, 16), ["person", "chair"], [1, 3]),
+        (torch.randn(6, 16), ["cup", "table", "dog"], [0, 4, 5]),
+    ]
+    opt = torch.optim.Adam([p for p in llm.parameters() if p.requires_grad], lr=3e-3)
+    for _ in range(120):
+        loss = sum(llm.teacher_forced(x, n, q, [], 4)[0] for x, n, q in scenes)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        for x, names, tubes in scenes:
+            scene = llm.scene_tokens(x)
+            hidden, cache = llm.run(llm.embed(llm.prompt_ids(4), scene))
+            g = ObjectListGrammar(llm.tokens, 4, 4)
+            d, _ = decode(llm, g, llm.logits(hidden[-1], scene), cache, 64, scene=scene)
+            assert parse_objects(render(llm.tokenizer, d.tokens, llm.obj_id)) == names and g.tubes == tubes
+            # a pointer, fed back, is its tube's scene token
+            torch.testing.assert_close(llm.embed([llm.pointer(tubes[0])], scene)[0, 0], scene[tubes[0]])
+
+
 def test_grammar_refuses_out_of_range_and_self_relations(llm, toks):
-    refs = [llm.ref_tokens(toks.encode_name(llm.tokenizer, n), i) for i, n in enumerate(["cup", "table"])]
+    refs = [llm.ref_tokens(toks.encode_name(llm.tokenizer, n), i, i) for i, n in enumerate(["cup", "table"])]
     g = RelationGrammar(toks, refs, 5)
     for t in refs[0] + toks.encode_name(llm.tokenizer, "on"):
         g.advance(t)
-    g.advance(refs[0][0])  # " cup" can only be another predicate word: cup#0 cannot be its own object
-    assert not g.allowed()[toks.hash]
+    assert not g.allowed()[refs[0][0]] and g.allowed()[refs[1][0]]  # cup#0 cannot be its own object
     for t in refs[1] + [toks.lbracket]:
         g.advance(t)
     assert g.allowed()[toks.digits[4]] and not g.allowed()[toks.digits[5]]  # frames 0..4
@@ -212,7 +248,7 @@ def test_lora_and_model_save_load_round_trip(clip, tmp_path):
     saved = model.save_pretrained(tmp_path / "m")
     assert (saved / "scene_llm" / "lora" / "adapter_config.json").is_file()
     back = Model4D.from_pretrained(saved)
-    ids = back.llm.prompt_ids(5, 6)
+    ids = back.llm.prompt_ids(6)
     x = torch.randn(5, 16)
     with torch.no_grad():
         h1, _ = model.llm.run(model.llm.embed(ids, model.llm.scene_tokens(x)))

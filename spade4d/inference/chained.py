@@ -2,21 +2,22 @@
 
 1. The 4D model runs over the sequence window by window (memory carried); each query's states are averaged
    into a tube state, and the tube states become the LLM's scene tokens.
-2. Turn 1 — "which objects are in this scene?" — is decoded under :class:`ObjectListGrammar`; the LLM's hidden
-   state at each ``<obj>`` becomes a query for the mask decoder (:class:`ObjectMaskQuery`), which gives that
-   object's mask in every frame. Points go to the object maximising ``score x mask probability`` where that
-   probability is >= 0.5. An object's score is the geometric mean probability of its name tokens and ``<obj>``.
+2. Turn 1 — "which objects are in this scene?" — is decoded under :class:`ObjectListGrammar`: each object is a
+   tube pointer, a name and ``<obj>``. The LLM's hidden state at each ``<obj>`` becomes a query for the mask
+   decoder (:class:`ObjectMaskQuery`, which favours the pointed tube), giving that object's mask in every frame.
+   Points go to the object maximising ``score x mask probability`` where that probability is >= 0.5. An object's
+   score is the geometric mean probability of its pointer, name tokens and ``<obj>``.
 3. Turn 2 — "which relations hold, and when?", with turn 1's objects listed as ``name#i`` — continues the same
    KV cache (only the new question is encoded; ``reuse_cache=False`` re-encodes everything, for comparison) and
    is decoded under :class:`RelationGrammar`: greedily, then ``samples`` more times by sampling (the cache is
    cropped back to the question between answers), so a pair can get several predicates. A relation's LLM score
    is the geometric mean probability of its subject, predicate and object tokens; with ``rescore > 0`` it is
    combined with the 4D relation head's probability for that predicate between the tubes the two objects' queries
-   attend to most (``llm^(1-w) x head^w``), times the geometric mean of the two object scores.
+   point at (``llm^(1-w) x head^w``), times the geometric mean of the two object scores.
 4. With ``closed_vocabulary`` the free-text names are mapped to the model's class / predicate names by text
    embedding similarity (evaluation against a fixed label set); otherwise they are written as the LLM said them.
-   With ``rescore > 0`` an object's label and score also weigh in the 4D class head of the tube its ``<obj>``
-   query attends to most: label = argmax over names of ``said^(1-w) x head^w`` (``said``: a softmax over the
+   With ``rescore > 0`` an object's label and score also weigh in the 4D class head of the tube it points at:
+   label = argmax over names of ``said^(1-w) x head^w`` (``said``: a softmax over the
    name's text similarities), score = ``llm^(1-w) x (head x objectness)^w``.
 """
 
@@ -77,9 +78,11 @@ def decode(
     max_new_tokens: int,
     generator=None,
     temperature: float = 0.0,
+    scene: torch.Tensor | None = None,
 ) -> tuple[Decoded, object]:
-    """Grammar-constrained decoding from the next-token ``logits`` (V + 1,) on ``cache``; every chosen token is
-    fed, so the cache ends holding the whole answer. ``temperature`` 0: greedy."""
+    """Grammar-constrained decoding from the next-token ``logits`` (tokens.size,) on ``cache``; every chosen token
+    is fed, so the cache ends holding the whole answer. ``temperature`` 0: greedy. ``scene``: the scene tokens
+    (tube pointers' logits and embeddings)."""
     proc = GrammarLogitsProcessor(grammar)
     toks, lps, obj_h = [], [], []
     for _ in range(max_new_tokens):
@@ -92,10 +95,10 @@ def decode(
         grammar.advance(tok)
         toks.append(tok)
         lps.append(float(logp[tok]))
-        hidden, cache = llm.run(llm.embed([tok]), cache)
+        hidden, cache = llm.run(llm.embed([tok], scene), cache)
         if tok == llm.obj_id:
             obj_h.append(hidden[-1])
-        logits = llm.logits(hidden[-1])
+        logits = llm.logits(hidden[-1], scene)
         if grammar.done:
             return Decoded(toks, lps, obj_h, True), cache
     return Decoded(toks, lps, obj_h, False), cache
@@ -191,14 +194,15 @@ def chained_predict(
     # 2. turn 1 (or the single turn)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(lcfg.seed)
-    prompt = llm.prompt_ids(len(tube_states), T, chain)
+    prompt = llm.prompt_ids(T, chain)
     stats.prompt1_tokens += len(prompt)
-    hidden, cache = llm.run(llm.embed(prompt, llm.scene_tokens(tube_states)))
-    logits = llm.logits(hidden[-1])
+    scene = llm.scene_tokens(tube_states)
+    hidden, cache = llm.run(llm.embed(prompt, scene))
+    logits = llm.logits(hidden[-1], scene)
     tok = llm.tokens
 
-    def refs_of(names_ids):
-        return [llm.ref_tokens(n, i) for i, n in enumerate(names_ids)]
+    def refs_of(names_ids, tubes):
+        return [llm.ref_tokens(n, i, q) for i, (n, q) in enumerate(zip(names_ids, tubes))]
 
     if chain == "single":
         grammar = SingleTurnGrammar(
@@ -211,7 +215,8 @@ def chained_predict(
         )
     else:
         grammar = ObjectListGrammar(tok, lcfg.max_objects, lcfg.max_name_tokens)
-    ans1, cache = decode(llm, grammar, logits, cache, max_new_tokens)
+    ans1, cache = decode(llm, grammar, logits, cache, max_new_tokens, scene=scene)
+    obj_grammar = grammar.objects if chain == "single" else grammar
     if chain == "single":
         split = ans1.tokens.index(tok.period) + 1 if tok.period in ans1.tokens else len(ans1.tokens)
         obj_dec = Decoded(ans1.tokens[:split], ans1.logprobs[:split], ans1.obj_hidden, True)
@@ -220,9 +225,11 @@ def chained_predict(
         obj_dec = _truncate(ans1, tok.comma, tok.period)
         rel_decs = []
     text1 = render(llm.tokenizer, obj_dec.tokens, llm.obj_id)
-    stats.answers.append(text1)
+    stats.answers.append(render(llm.tokenizer, obj_dec.tokens, llm.obj_id, pointers=True))
     names = parse_objects(text1)
     K = len(names)
+    tubes = obj_grammar.tubes[:K]
+    tubes_t = torch.tensor(tubes, dtype=torch.long)
     obj_h = torch.stack(obj_dec.obj_hidden[:K]) if K else torch.zeros((0, llm.hidden_size))
     # object scores: geometric mean probability of each name's tokens and its <obj>
     obj_scores, cur = [], []
@@ -240,12 +247,10 @@ def chained_predict(
     # 3. masks of the objects
     t0 = time.perf_counter()
     assign = [np.full(n, -1, dtype=np.int16) for n in counts]
-    attn_sum = torch.zeros((K, cfg.num_queries))
     score_t = torch.tensor(obj_scores, dtype=torch.float32)
     if K:
         for times, keep, out in wins:
-            emb = llm.mask_query(obj_h, out.states, out.mask_embed)  # (Tw, K, D)
-            attn_sum += llm.mask_query.attention(obj_h, out.states).sum(0)
+            emb = llm.mask_query(obj_h, out.states, out.mask_embed, tubes_t)  # (Tw, K, D)
             for i, t in enumerate(times):
                 if len(keep[i]) == 0:
                     continue
@@ -254,7 +259,7 @@ def chained_predict(
                 _, k = (mp * score_t[:, None]).max(0)
                 ok = mp.gather(0, k[None]).squeeze(0) >= 0.5
                 assign[t][keep[i][ok.numpy()]] = k[ok].numpy().astype(np.int16)
-    tube_of = attn_sum.argmax(1).tolist()  # the query tube each object attends to most
+    tube_of = tubes  # the query tube each object is read from
     stats.masks_s += time.perf_counter() - t0
 
     # 4. turn 2: relations, greedy then sampled
@@ -268,16 +273,17 @@ def chained_predict(
             stats.prompt2_tokens += len(bridge)
         else:
             full = prompt + ans1.tokens + bridge
-            hidden, cache = llm.run(llm.embed(full, llm.scene_tokens(tube_states)))
+            hidden, cache = llm.run(llm.embed(full, scene))
             stats.prompt2_tokens += len(full)
             base_len = len(prompt) + len(ans1.tokens)
         q_len = base_len + len(bridge)
-        first = llm.logits(hidden[-1])
+        first = llm.logits(hidden[-1], scene)
         for j in range(1 + samples):
             if j:  # back to the end of the question (a negative count removes tokens in every version)
                 cache.crop(-(cache.get_seq_length() - q_len))
-            g2 = RelationGrammar(tok, refs_of(name_ids), T, lcfg.max_relations, lcfg.max_name_tokens)
-            d, cache = decode(llm, g2, first, cache, max_new_tokens, gen, 0.0 if j == 0 else lcfg.temperature)
+            g2 = RelationGrammar(tok, refs_of(name_ids, tubes), T, lcfg.max_relations, lcfg.max_name_tokens)
+            temp = 0.0 if j == 0 else lcfg.temperature
+            d, cache = decode(llm, g2, first, cache, max_new_tokens, gen, temp, scene)
             rel_decs.append(_truncate(d, tok.semicolon, tok.period))
             stats.turn2_tokens += len(d.tokens)
     stats.turn2_s += time.perf_counter() - t0
@@ -285,7 +291,7 @@ def chained_predict(
     cands: dict[tuple[int, str, int], tuple[float, list]] = {}
     for d in rel_decs:
         text = render(llm.tokenizer, d.tokens, llm.obj_id)
-        stats.answers.append(text)
+        stats.answers.append(render(llm.tokenizer, d.tokens, llm.obj_id, pointers=True))
         try:
             parsed = parse_relations(text, refs, T) if K >= 2 else []
         except ParseError as e:  # the grammar makes this unreachable; never guess if it happens

@@ -2,11 +2,17 @@
 
 Turn 1 (objects)::
 
-    person <obj>, chair <obj>, cup <obj>.          or  "."  (no objects)
+    <t2> person <obj>, <t5> chair <obj>, <t9> cup <obj>.          or  "."  (no objects)
 
 Turn 2 (relations; objects are named ``<name>#<index in turn 1>``, spans are inclusive frame ranges)::
 
-    person#0 sitting on chair#1 [12-30]; cup#2 on table#3 [0-5,9-14].      or  "."  (none)
+    <t2> person#0 sitting on <t5> chair#1 [12-30]; <t9> cup#2 on <t11> table#3 [0-5,9-14].   or  "."  (none)
+
+``<tq>`` is a *tube pointer*: a token outside the LLM's vocabulary that points at the 4D model's query tube ``q``
+(its logit is a learned match between the LLM's state and that tube's scene token; fed back, its input embedding
+is that scene token). Every object starts with the tube it is read from, in increasing tube order; every object
+reference in turn 2 starts with its object's pointer. Pointers render as no text, so the text the parsers read is
+``person <obj>, chair <obj>.`` and ``person#0 sitting on chair#1 [12-30].``; the tubes are taken from the tokens.
 
 Names (of objects and predicates) are free text made of lowercase word tokens: the vocabulary is open. The
 automata decide, token by token, which tokens may come next so that the answer always parses: object
@@ -51,7 +57,8 @@ def normalise_name(name: str) -> str:
 
 @dataclass
 class GrammarTokens:
-    """Token ids the automata use. ``size`` is the number of logits (the LM's vocabulary plus ``<obj>``)."""
+    """Token ids the automata use. ``size`` is the number of logits (the LM's vocabulary, ``<obj>``, the tube
+    pointers and the never-chosen scene-summary slot); ``pointers[q]`` points at tube ``q`` (none: no pointers)."""
 
     size: int
     obj: int
@@ -65,6 +72,7 @@ class GrammarTokens:
     digits: tuple[int, ...]
     word_start: torch.Tensor  # (size,) bool: " word" tokens (a name's first token)
     word_cont: torch.Tensor  # (size,) bool: " word" or "word" tokens (the rest of a name)
+    pointers: tuple[int, ...] = ()
 
     def encode_name(self, tokenizer, name: str) -> list[int]:
         ids = tokenizer.encode(" " + normalise_name(name), add_special_tokens=False)
@@ -98,7 +106,7 @@ def _word_masks(tokenizer, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return start, cont
 
 
-def grammar_tokens(tokenizer, obj_id: int, size: int) -> GrammarTokens:
+def grammar_tokens(tokenizer, obj_id: int, size: int, pointers: tuple[int, ...] = ()) -> GrammarTokens:
     start, cont = _word_masks(tokenizer, size)
     lb = tokenizer.encode(" [", add_special_tokens=False)
     return GrammarTokens(
@@ -114,6 +122,7 @@ def grammar_tokens(tokenizer, obj_id: int, size: int) -> GrammarTokens:
         digits=tuple(_single(tokenizer, str(d)) for d in range(10)),
         word_start=start,
         word_cont=cont,
+        pointers=tuple(pointers),
     )
 
 
@@ -144,7 +153,8 @@ class TokenGrammar:
 
 
 class ObjectListGrammar(TokenGrammar):
-    """Turn 1: ``name <obj> (, name <obj>)* .`` or ``.``; names of 1..``max_name_tokens`` word tokens."""
+    """Turn 1: ``item (, item)* .`` or ``.``; ``item = <tq> name <obj>`` with tube pointers in increasing order
+    (``item = name <obj>`` when the tokens have no pointers); names of 1..``max_name_tokens`` word tokens."""
 
     def __init__(self, tokens: GrammarTokens, max_objects: int, max_name_tokens: int = 4):
         if max_objects < 1 or max_name_tokens < 1:
@@ -152,27 +162,42 @@ class ObjectListGrammar(TokenGrammar):
         self.tokens, self.max_objects, self.max_name = tokens, max_objects, max_name_tokens
         self.mode, self.k, self.n = "start", 0, 0
         self.names: list[list[int]] = []  # the token ids of every finished name
+        self.tubes: list[int] = []  # the tube each object points at
+        self._ptr = {p: q for q, p in enumerate(tokens.pointers)}
 
     @property
     def done(self) -> bool:
         return self.mode == "done"
 
+    def _free_pointers(self) -> list[int]:
+        last = self.tubes[-1] if self.tubes else -1
+        return list(self.tokens.pointers[last + 1 :])
+
     def allowed(self) -> torch.Tensor:
         t = self.tokens
+        end = [t.period] if self.n == 0 else []
         if self.mode == "start":
-            return self._mask([t.period] if self.n == 0 else [], start=True)
+            if t.pointers:
+                return self._mask(end + self._free_pointers())
+            return self._mask(end, start=True)
+        if self.mode == "pointed":
+            return self._mask(start=True)
         if self.mode == "name":
             return self._mask([t.obj], cont=self.k < self.max_name)
         if self.mode == "after_obj":
-            return self._mask([t.period] + ([t.comma] if self.n < self.max_objects else []))
+            more = self.n < self.max_objects and (not t.pointers or bool(self._free_pointers()))
+            return self._mask([t.period] + ([t.comma] if more else []))
         return self._mask()
 
     def advance(self, token: int) -> None:
         if not self.allowed()[token]:
             raise GrammarError(f"token {token} is not allowed in state {self.mode!r}")
         t = self.tokens
-        if self.mode in ("start", "name") and token not in (t.obj, t.period):
-            if self.mode == "start":
+        if token in self._ptr:
+            self.tubes.append(self._ptr[token])
+            self.mode = "pointed"
+        elif self.mode in ("start", "pointed", "name") and token not in (t.obj, t.period):
+            if self.mode != "name":
                 self.names.append([])
             self.mode, self.k = "name", self.k + 1
             self.names[-1].append(token)
@@ -207,8 +232,8 @@ class _Trie:
 class RelationGrammar(TokenGrammar):
     """Turn 2: ``rel (; rel)* .`` or ``.``; ``rel = REF PRED REF [a-b(,a-b)*]``.
 
-    ``refs``: the token ids of every object reference (``" person#0"``), in object order; ``num_frames``: spans
-    lie in ``[0, num_frames - 1]``."""
+    ``refs``: the token ids of every object reference (``<t2> " person#0"``), in object order; ``num_frames``:
+    spans lie in ``[0, num_frames - 1]``."""
 
     def __init__(
         self,
@@ -360,7 +385,8 @@ class RelationGrammar(TokenGrammar):
 
 
 class SingleTurnGrammar(TokenGrammar):
-    """The single-turn variant: the turn-1 list, then (after its ``.``) the turn-2 list over those objects."""
+    """The single-turn variant: the turn-1 list, then (after its ``.``) the turn-2 list over those objects.
+    ``make_refs(names, tubes)`` gives the reference tokens of the listed objects."""
 
     def __init__(self, tokens: GrammarTokens, make_refs, num_frames: int, max_objects: int, **kw):
         self.tokens = tokens
@@ -381,7 +407,7 @@ class SingleTurnGrammar(TokenGrammar):
             return
         self.objects.advance(token)
         if self.objects.done:
-            self.relations = RelationGrammar(self.tokens, self.make_refs(self.objects.names), self.T, **self.kw)
+            self.relations = RelationGrammar(self.tokens, self.make_refs(self.objects.names, self.objects.tubes), self.T, **self.kw)
 
 
 class GrammarLogitsProcessor:
@@ -467,13 +493,17 @@ def parse_relations(text: str, refs: list[str], num_frames: int) -> list[ParsedR
     return out
 
 
-def render(tokenizer, ids: list[int], obj_id: int) -> str:
-    """Decode answer tokens; ``<obj>`` (not in the tokenizer) is written as the text ``" <obj>"``."""
+def render(tokenizer, ids: list[int], obj_id: int, pointers: bool = False) -> str:
+    """Decode answer tokens; ``<obj>`` (not in the tokenizer) is written as the text ``" <obj>"``; tube pointers
+    (the ids after it) as nothing, or with ``pointers`` as ``"<tq>"`` (for people; the parsers do not read it)."""
     parts, run = [], []
     for i in ids:
-        if i == obj_id:
+        if i >= obj_id:
             parts.append(tokenizer.decode(run) if run else "")
-            parts.append(" " + OBJ)
+            if i == obj_id:
+                parts.append(" " + OBJ)
+            elif pointers:
+                parts.append(f" <t{i - obj_id - 1}>")
             run = []
         else:
             run.append(i)

@@ -219,7 +219,7 @@ class Model4D(OpenVocabulary, nn.Module):
         if cfg.llm is not None and llm is None:
             from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
 
-            self.llm = SceneLLM(SceneLLMConfig.from_dict(cfg.llm), cfg.dim)
+            self.llm = SceneLLM(SceneLLMConfig.from_dict(cfg.llm), cfg.dim, num_tubes=cfg.num_queries)
 
     # --- forward ----------------------------------------------------------------------------------------------
     def init_memory(self) -> torch.Tensor:

@@ -2,11 +2,17 @@
 
 The 4D model's tube states (one per object query, averaged over the frames it has seen, plus their mean as a
 scene summary) are projected into the LLM's embedding space and placed in the prompt as *scene tokens*. The LLM
-answers in two turns (:mod:`spade4d.inference.chained`): first the objects (``person <obj>, chair <obj>.``), then
-the relations among them (``person#0 sitting on chair#1 [3-9].``). ``<obj>`` is a token added beside the LLM's
-vocabulary (its input embedding and its output logit are trained here; the LLM's own tables stay frozen); the
-LLM's hidden state at each ``<obj>`` becomes that object's query for the 4D model's mask decoder
-(:class:`ObjectMaskQuery`), so the mask losses train the LLM's adapters too.
+answers in two turns (:mod:`spade4d.inference.chained`): first the objects (``<t2> person <obj>, <t5> chair
+<obj>.``), then the relations among them (``<t2> person#0 sitting on <t5> chair#1 [3-9].``). Two kinds of tokens
+are added beside the LLM's vocabulary (their input embeddings and output logits are trained here; the LLM's own
+tables stay frozen):
+
+- ``<obj>``: the LLM's hidden state there becomes that object's query for the 4D model's mask decoder
+  (:class:`ObjectMaskQuery`), so the mask losses train the LLM's adapters too;
+- tube pointers ``<tq>``, one per query tube: the LLM says which tube an object is read from (a pointer logit:
+  the match of its hidden state with the tube's scene token), and the pointer, fed back, puts that tube's scene
+  token right before the name. Naming a tube then needs no search over the prompt, which a small LLM trained on
+  a few hundred scenes does not learn (without pointers the tiny LLM wrote the same object list for every scene).
 
 LLMs:
 
@@ -70,6 +76,7 @@ class SceneLLMConfig:
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     chain: str = "two"  # "two": objects, then relations; "single": the whole graph in one answer
+    num_tubes: int = 0  # the 4D model's query count (set by the 4D model; one pointer token per tube)
     max_objects: int = 16
     max_name_tokens: int = 4
     max_relations: int = 24
@@ -176,30 +183,38 @@ def load_base(cfg: SceneLLMConfig, tokenizer):
 # --- modules --------------------------------------------------------------------------------------------------
 class ObjectMaskQuery(nn.Module):
     """An ``<obj>`` hidden state -> per-frame mask embeddings in the 4D mask decoder's space: the query attends
-    over the frame's tube states and mixes their mask embeddings, plus its own correction."""
+    over the frame's tube states (with a learned bonus for the tube the object's pointer names) and mixes their
+    mask embeddings, plus its own correction."""
 
-    def __init__(self, hidden: int, dim: int):
+    def __init__(self, hidden: int, dim: int, prior: float = 4.0):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(hidden, dim), nn.ReLU(), nn.Linear(dim, dim))
         self.key = nn.Linear(dim, dim)
         self.delta = nn.Linear(dim, dim)
+        self.prior = nn.Parameter(torch.tensor(float(prior)))
         nn.init.zeros_(self.delta.weight)
         nn.init.zeros_(self.delta.bias)
 
-    def attention(self, h: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """h (K, H), states (T, Q, D) -> (T, K, Q) weights over the tubes."""
+    def attention(self, h: torch.Tensor, states: torch.Tensor, tubes: torch.Tensor | None = None) -> torch.Tensor:
+        """h (K, H), states (T, Q, D), tubes (K,) pointed tubes or None -> (T, K, Q) weights over the tubes."""
         q = self.proj(h)
-        return torch.softmax(torch.einsum("kd,tqd->tkq", q, self.key(states)) / math.sqrt(q.shape[-1]), -1)
+        logits = torch.einsum("kd,tqd->tkq", q, self.key(states)) / math.sqrt(q.shape[-1])
+        if tubes is not None:
+            logits = logits + self.prior * F.one_hot(tubes.long(), states.shape[1]).to(logits.dtype)[None]
+        return torch.softmax(logits, -1)
 
-    def forward(self, h: torch.Tensor, states: torch.Tensor, mask_embed: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, h: torch.Tensor, states: torch.Tensor, mask_embed: torch.Tensor, tubes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """-> (T, K, D) mask embeddings (dot them with point features for mask logits)."""
-        a = self.attention(h, states)
+        a = self.attention(h, states, tubes)
         return torch.einsum("tkq,tqd->tkd", a, mask_embed) + self.delta(self.proj(h))[None]
 
 
 @dataclass
 class Serialised:
-    """A teacher-forced sequence: token ids (scene placeholders at ``tube_id``), loss labels, ``<obj>`` positions."""
+    """A teacher-forced sequence: token ids (scene slots and pointers above ``obj_id``), loss labels, ``<obj>``
+    positions."""
 
     ids: list[int]
     labels: list[int]  # -100 where no loss
@@ -207,11 +222,15 @@ class Serialised:
 
 
 class SceneLLM(nn.Module):
-    def __init__(self, config: SceneLLMConfig, scene_dim: int, base=None, tokenizer=None):
+    def __init__(self, config: SceneLLMConfig, scene_dim: int, base=None, tokenizer=None, num_tubes: int = 0):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
         self.config = cfg = config
+        if num_tubes:
+            cfg.num_tubes = num_tubes
+        if cfg.num_tubes < 1:
+            raise SceneLLMError("num_tubes (the 4D model's query count) must be set")
         self.tokenizer = tokenizer or load_tokenizer(cfg.llm)
         base = base if base is not None else load_base(cfg, self.tokenizer)
         # the tiny LM is random: its frozen weights go into checkpoints (shared with the live module)
@@ -228,7 +247,9 @@ class SceneLLM(nn.Module):
         H = base.config.hidden_size
         out_emb = base.get_output_embeddings().weight
         self.vocab = out_emb.shape[0]
-        self.obj_id, self.tube_id = self.vocab, self.vocab + 1  # <obj> (in and out), scene slot (input only)
+        # <obj> (in and out); tube pointers (in and out) = the scene slots of the prompt; then the summary slot
+        self.obj_id, self.tube_base = self.vocab, self.vocab + 1
+        self.summary_id = self.tube_base + cfg.num_tubes
         self.hidden_size = H
         emb = base.get_input_embeddings().weight
         self.scene_proj = nn.Sequential(nn.Linear(scene_dim, H), nn.GELU(), nn.Linear(H, H))
@@ -238,8 +259,14 @@ class SceneLLM(nn.Module):
         with torch.no_grad():
             self.obj_out.weight.copy_(out_emb.detach().mean(0, keepdim=True))
             self.obj_out.bias.zero_()
+        self.ptr_q = nn.Linear(H, H)
+        self.ptr_k = nn.Linear(H, H)
         self.mask_query = ObjectMaskQuery(H, scene_dim)
-        self.tokens: GrammarTokens = grammar_tokens(self.tokenizer, self.obj_id, self.vocab + 1)
+        pointers = tuple(range(self.tube_base, self.summary_id))
+        self.tokens: GrammarTokens = grammar_tokens(self.tokenizer, self.obj_id, self.summary_id + 1, pointers)
+
+    def pointer(self, tube: int) -> int:
+        return self.tube_base + int(tube)
 
     # --- the LM with the extra tokens ---------------------------------------------------------------------------
     @property
@@ -247,17 +274,18 @@ class SceneLLM(nn.Module):
         return self.lm.get_base_model().get_decoder()
 
     def embed(self, ids: list[int] | torch.Tensor, scene: torch.Tensor | None = None) -> torch.Tensor:
-        """(L,) ids -> (1, L, H): vocabulary tokens from the frozen table, ``<obj>`` learned, scene slots from
-        ``scene`` (S, H) in order."""
+        """(L,) ids -> (1, L, H): vocabulary tokens from the frozen table, ``<obj>`` learned, tube pointers and the
+        summary slot from ``scene`` (num_tubes + 1, H), the scene tokens."""
         ids = torch.as_tensor(ids, dtype=torch.long, device=self.summary.device)
         table = self.lm.get_base_model().get_input_embeddings()
         x = table(ids.clamp_max(self.vocab - 1))
         x = torch.where((ids == self.obj_id)[:, None], self.obj_in.to(x.dtype), x)
-        slots = torch.nonzero(ids == self.tube_id).squeeze(1)
+        slots = torch.nonzero(ids > self.obj_id).squeeze(1)
         if len(slots):
-            if scene is None or len(scene) != len(slots):
-                raise SceneLLMError(f"{len(slots)} scene slots but {0 if scene is None else len(scene)} scene tokens")
-            x = x.index_put((slots,), scene.to(x.dtype))
+            if scene is None or len(scene) != self.config.num_tubes + 1:
+                got = 0 if scene is None else len(scene)
+                raise SceneLLMError(f"scene tokens needed: {self.config.num_tubes + 1} (tubes + summary), got {got}")
+            x = x.index_put((slots,), scene[ids[slots] - self.tube_base].to(x.dtype))
         return x[None]
 
     def run(self, embeds: torch.Tensor, cache=None):
@@ -265,10 +293,17 @@ class SceneLLM(nn.Module):
         out = self.decoder(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
         return out.last_hidden_state[0], out.past_key_values
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(..., H) -> (..., vocab + 1); the last column is ``<obj>``."""
+    def logits(self, hidden: torch.Tensor, scene: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., H) -> (..., tokens.size): the vocabulary, ``<obj>``, a pointer per tube (the match of the state
+        with that tube's scene token; ``-inf`` without ``scene``), the summary slot (never chosen: ``-inf``)."""
         head = self.lm.get_base_model().get_output_embeddings()
-        return torch.cat([head(hidden), self.obj_out(hidden)], -1)
+        Q = self.config.num_tubes
+        if scene is None:
+            ptr = hidden.new_full((*hidden.shape[:-1], Q), float("-inf"))
+        else:
+            ptr = self.ptr_q(hidden) @ self.ptr_k(scene[:Q]).T / math.sqrt(self.hidden_size)
+        never = hidden.new_full((*hidden.shape[:-1], 1), float("-inf"))
+        return torch.cat([head(hidden), self.obj_out(hidden), ptr, never], -1)
 
     def scene_tokens(self, tube_states: torch.Tensor) -> torch.Tensor:
         """(Q, D) tube states -> (Q + 1, H): one token per tube, then the scene summary."""
@@ -288,7 +323,7 @@ class SceneLLM(nn.Module):
         ids: list[int] = []
         for i, p in enumerate(pieces):
             if i:
-                ids += [self.tube_id] * num_slots
+                ids += list(range(self.tube_base, self.tube_base + num_slots))
             ids += self.tokenizer.encode(p, add_special_tokens=False)
         return ids
 
@@ -305,11 +340,11 @@ class SceneLLM(nn.Module):
     def relation_question(refs: list[str]) -> str:
         return f"Objects: {', '.join(refs)}. Which relations hold among them, and when?"
 
-    def prompt_ids(self, num_tubes: int, num_frames, chain: str | None = None) -> list[int]:
-        """Turn 1's (or the single turn's) prompt, with ``num_tubes + 1`` scene slots."""
+    def prompt_ids(self, num_frames, chain: str | None = None) -> list[int]:
+        """Turn 1's (or the single turn's) prompt, with a scene slot per tube and the summary slot."""
         q = self._question(num_frames, chain or self.config.chain)
         msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
-        return self._encode(self._template(msgs, True), num_tubes + 1)
+        return self._encode(self._template(msgs, True), self.config.num_tubes + 1)
 
     def bridge_ids(self, num_frames, refs: list[str]) -> list[int]:
         """What follows turn 1's answer: end of that turn, the relation question, the start of the next answer."""
@@ -339,31 +374,41 @@ class SceneLLM(nn.Module):
         return ids[:1] if ids else []
 
     # --- canonical answers -------------------------------------------------------------------------------------
-    def ref_tokens(self, name_ids: list[int], index: int) -> list[int]:
-        return list(name_ids) + [self.tokens.hash] + self.tokens.encode_number(index)
+    def ref_tokens(self, name_ids: list[int], index: int, tube: int) -> list[int]:
+        """Turn 2's reference to object ``index`` (read from ``tube``): ``<t{tube}> name#index``."""
+        return [self.pointer(tube)] + list(name_ids) + [self.tokens.hash] + self.tokens.encode_number(index)
 
     @staticmethod
     def ref_text(name: str, index: int) -> str:
         return f"{name}#{index}"
 
-    def object_answer(self, names: list[str]) -> tuple[list[int], list[list[int]]]:
+    def object_answer(self, names: list[str], tubes: list[int]) -> tuple[list[int], list[list[int]]]:
+        """Turn 1's answer for objects ``names`` read from ``tubes`` (increasing)."""
+        if len(tubes) != len(names) or any(b <= a for a, b in zip(tubes, tubes[1:])):
+            raise SceneLLMError(f"one tube per object, in increasing order: {len(names)} names, tubes {tubes}")
         t = self.tokens
         ids: list[int] = []
         name_ids = []
-        for i, n in enumerate(names):
+        for i, (n, q) in enumerate(zip(names, tubes)):
             nid = t.encode_name(self.tokenizer, n)
             name_ids.append(nid)
-            ids += nid + [t.obj] + ([t.comma] if i + 1 < len(names) else [])
+            ids += [self.pointer(q)] + nid + [t.obj] + ([t.comma] if i + 1 < len(names) else [])
         return ids + [t.period], name_ids
 
-    def relation_answer(self, name_ids: list[list[int]], relations: list[tuple[int, str, int, list]]) -> list[int]:
+    def relation_answer(
+        self, name_ids: list[list[int]], tubes: list[int], relations: list[tuple[int, str, int, list]]
+    ) -> list[int]:
         """``relations``: (subject index, predicate, object index, spans), already in canonical order."""
         t = self.tokens
         ids: list[int] = []
         for i, (s, p, o, spans) in enumerate(relations[: self.config.max_relations]):
             if i:
                 ids.append(t.semicolon)
-            ids += self.ref_tokens(name_ids[s], s) + t.encode_name(self.tokenizer, p) + self.ref_tokens(name_ids[o], o)
+            ids += (
+                self.ref_tokens(name_ids[s], s, tubes[s])
+                + t.encode_name(self.tokenizer, p)
+                + self.ref_tokens(name_ids[o], o, tubes[o])
+            )
             ids.append(t.lbracket)
             for j, (a, b) in enumerate(spans[: self.config.max_spans]):
                 if j:
@@ -372,19 +417,20 @@ class SceneLLM(nn.Module):
             ids.append(t.rbracket)
         return ids + [t.period]
 
-    def serialise(self, num_tubes: int, num_frames, names: list[str], relations, chain: str | None = None):
-        """The teacher-forced sequence of a scene graph (objects in the given order, relations sorted).
-        ``num_frames``: a frame count, or the (first, last) frame numbers of a training clip (spans in
-        ``relations`` are then in those numbers)."""
+    def serialise(self, num_frames, names: list[str], tubes: list[int], relations, chain: str | None = None):
+        """The teacher-forced sequence of a scene graph (objects in the given order, read from ``tubes``,
+        increasing; relations sorted). ``num_frames``: a frame count, or the (first, last) frame numbers of a
+        training clip (spans in ``relations`` are then in those numbers)."""
         chain = chain or self.config.chain
         names = [normalise_name(n) for n in names][: self.config.max_objects]
+        tubes = [int(q) for q in tubes][: len(names)]
         rels = sorted(
             [(s, normalise_name(p), o, sp) for s, p, o, sp in relations if s < len(names) and o < len(names)],
             key=lambda r: (r[0], r[2], r[1]),
         )
-        prompt = self.prompt_ids(num_tubes, num_frames, chain)
-        ans1, name_ids = self.object_answer(names)
-        ans2 = self.relation_answer(name_ids, rels)
+        prompt = self.prompt_ids(num_frames, chain)
+        ans1, name_ids = self.object_answer(names, tubes)
+        ans2 = self.relation_answer(name_ids, tubes, rels)
         end = self.end_ids()
         if chain == "single":
             ids = prompt + ans1 + ans2 + end
@@ -397,13 +443,15 @@ class SceneLLM(nn.Module):
         obj_pos = [len(prompt) + i for i, t in enumerate(ans1) if t == self.obj_id]
         return Serialised(ids, labels, obj_pos)
 
-    def teacher_forced(self, tube_states: torch.Tensor, names: list[str], relations, num_frames):
-        """LM loss (mean over answer tokens) and the ``<obj>`` hidden states (K, H) of a scene graph."""
-        s = self.serialise(len(tube_states), num_frames, names, relations)
-        hidden, _ = self.run(self.embed(s.ids, self.scene_tokens(tube_states)))
+    def teacher_forced(self, tube_states: torch.Tensor, names: list[str], tubes: list[int], relations, num_frames):
+        """LM loss (mean over answer tokens) and the ``<obj>`` hidden states (K, H) of a scene graph whose
+        objects are read from ``tubes``."""
+        s = self.serialise(num_frames, names, tubes, relations)
+        scene = self.scene_tokens(tube_states)
+        hidden, _ = self.run(self.embed(s.ids, scene))
         labels = torch.tensor(s.labels[1:], device=hidden.device)
         pos = torch.nonzero(labels != -100).squeeze(1)
-        loss = F.cross_entropy(self.logits(hidden[pos]), labels[pos])
+        loss = F.cross_entropy(self.logits(hidden[pos], scene), labels[pos])
         return loss, hidden[s.obj_positions]
 
     # --- persistence ------------------------------------------------------------------------------------------

@@ -280,18 +280,20 @@ def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int]
     cfg = model.config
     order, names, rels = clip_graph(targets, qi, gi, cfg.classes, cfg.predicates, times)
     order, names = order[: llm.config.max_objects], names[: llm.config.max_objects]
+    tubes = np.sort(qi)[: len(order)]  # the query tube each object is read from (its pointer)
     tube_states = torch.cat([o.states for _, _, o in outs]).mean(0)  # (Q, D) over the clip's frames
-    loss_lm, obj_h = llm.teacher_forced(tube_states, names, rels, (times[0], times[-1]))
+    loss_lm, obj_h = llm.teacher_forced(tube_states, names, tubes.tolist(), rels, (times[0], times[-1]))
     if len(order) == 0:
         return loss_lm, torch.zeros(())
     emb = {}
     bce, dice = [], []
     gt = torch.from_numpy(np.asarray(order))
+    tubes_t = torch.from_numpy(tubes)
     for (out, t, fidx), tg in zip(sampled, tgt_t):
         if len(fidx) == 0:
             continue
         if id(out) not in emb:
-            emb[id(out)] = llm.mask_query(obj_h, out.states, out.mask_embed)  # (Tw, K, D)
+            emb[id(out)] = llm.mask_query(obj_h, out.states, out.mask_embed, tubes_t)  # (Tw, K, D)
         lg = emb[id(out)][t] @ out.point_feats[fidx].T  # (K, S)
         bce.append(F.binary_cross_entropy_with_logits(lg, tg[gt]))
         dice.append(dice_loss(lg, tg[gt]).mean())

@@ -145,7 +145,9 @@ def finetune_4d(
         if cfg.llm is not None and model.llm is None:  # a trained 4D model gets a SceneLLM
             from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
 
-            model.llm = SceneLLM(SceneLLMConfig.from_dict(cfg.llm), model.config.dim)
+            model.llm = SceneLLM(
+                SceneLLMConfig.from_dict(cfg.llm), model.config.dim, num_tubes=model.config.num_queries
+            )
             model.config.llm = model.llm.config.to_dict()
     elif init_from_2d is not None:
         from spade4d.models.lift import LiftedFeatures
