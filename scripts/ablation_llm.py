@@ -67,14 +67,14 @@ PIPELINE = [  # (name, share of the steps, trained parameter prefixes, loss weig
 ]
 
 
-def score(model: Model4D, test: PSG4DPointCloud, oov_c: set[str], oov_p: set[str], use_llm: bool) -> dict:
+def score(model: Model4D, test: PSG4DPointCloud, oov_c: set[str], oov_p: set[str], use_llm: bool, args) -> dict:
     ev = Evaluator4D(Options4D(), predicates=test.predicates)
     ev_oov = Evaluator4D(Options4D(), predicates=test.predicates)
     t0 = time.time()
     for i in range(len(test)):
         seq, gt = test[i]
         if use_llm:
-            pred = chained_predict(model, seq, gt.video_id)
+            pred = chained_predict(model, seq, gt.video_id, samples=args.samples, spans=args.spans)
         else:
             pred = predict_sequence(model, seq, gt.video_id)
         ev.process(gt, pred)
@@ -118,6 +118,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", action="append", choices=list(ROWS), default=None, help="run these rows only")
     p.add_argument("--threads", type=int, default=None, help="torch threads (for rows run in parallel)")
+    p.add_argument("--samples", type=int, default=6, help="SceneLLM rows: sampled turn-2 answers")
+    p.add_argument("--spans", choices=["llm", "head"], default="head", help="SceneLLM rows: relation frames from")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,7 +135,7 @@ def main(argv=None) -> None:
         t0 = time.time()
         model_dir = train_row(name, row, data, run, core, args)
         train_s = time.time() - t0
-        res = score(Model4D.from_pretrained(model_dir), test, oov_c, oov_p, use_llm=row["llm"] is not None)
+        res = score(Model4D.from_pretrained(model_dir), test, oov_c, oov_p, row["llm"] is not None, args)
         res["train_seconds"] = train_s
         write_json(run / "result.json", res, indent=1)
     results = {}

@@ -386,6 +386,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                     closed_vocabulary=not getattr(args, "open_vocabulary", False),
                     samples=getattr(args, "samples", None),
                     rescore=getattr(args, "rescore", None),
+                    spans=getattr(args, "spans", None),
                     rgb_source=rgb_source,
                 )
             else:
@@ -760,6 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-llm", action="store_true", help="a model with a SceneLLM: use the relation head instead")
     s.add_argument("--samples", type=_non_negative_int, default=None, help="SceneLLM: sampled turn-2 answers")
     s.add_argument("--rescore", type=float, default=None, help="SceneLLM: relation-head weight in relation scores")
+    s.add_argument(
+        "--spans", choices=["llm", "head"], default=None, help="SceneLLM: relation frames as written, or from the head"
+    )
     s.add_argument(
         "--open-vocabulary",
         action="store_true",

@@ -19,6 +19,10 @@
    With ``rescore > 0`` an object's label and score also weigh in the 4D class head of the tube it points at:
    label = argmax over names of ``said^(1-w) x head^w`` (``said``: a softmax over the
    name's text similarities), score = ``llm^(1-w) x (head x objectness)^w``.
+5. ``spans="head"`` (closed vocabulary): a relation the LLM chose keeps its score but takes its frames from the 4D
+   relation head — the frames where the head's probability of that predicate between the two pointed tubes reaches
+   ``relation_threshold`` (runs shorter than ``min_span`` dropped; else the frames within half of its maximum), as
+   :func:`spade4d.inference.infer_4d.predict_sequence` does. ``"llm"``: the spans as written.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from spade4d.inference.grammar import (
     parse_relations,
     render,
 )
-from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, merge_spans
+from spade4d.inference.infer_4d import runs_at_least
+from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans, merge_spans
 from spade4d.training.clips import load_frames, sequence_center
 
 NAME_TEMPERATURE = 0.05  # cosine similarity of a said name to the vocabulary -> a distribution over names
@@ -172,6 +177,7 @@ def chained_predict(
     max_new_tokens: int = 768,
     chain: str | None = None,
     stats: ChainStats | None = None,
+    spans: str | None = None,
 ) -> SceneGraph4D:
     llm = model.llm
     if llm is None:
@@ -180,6 +186,9 @@ def chained_predict(
     chain = chain or lcfg.chain
     samples = lcfg.samples if samples is None else samples
     w_head = lcfg.rescore if rescore is None else rescore
+    span_source = spans or lcfg.spans
+    if span_source not in ("llm", "head"):
+        raise ValueError(f"spans must be 'llm' or 'head', got {span_source!r}")
     stats = stats if stats is not None else ChainStats()
     model.eval()
     W = window or cfg.window
@@ -330,16 +339,22 @@ def chained_predict(
             idx = _nearest(pred_names, model.predicate_embed, cfg.text_model)
             pred_map = {p: cfg.predicates[i] for p, i in zip(pred_names, idx)}
 
-    # relation head probabilities for re-scoring (closed predicates only)
-    head = {}
-    if w_head > 0 and cands and closed_vocabulary:
+    # relation head probabilities for re-scoring and head spans (closed predicates only)
+    head, head_on = {}, {}
+    if (w_head > 0 or span_source == "head") and cands and closed_vocabulary:
         pairs = sorted({(s, o) for s, _, o in cands})
         qp = torch.tensor([(tube_of[s], tube_of[o]) for s, o in pairs], dtype=torch.long)
         prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1)  # (R, T, P)
         best = prob.max(1).values
         pidx = {p: i for i, p in enumerate(cfg.predicates)}
         for (s, p, o), _ in cands.items():
-            head[(s, p, o)] = float(best[pairs.index((s, o)), pidx[pred_map[p]]])
+            r, j = pairs.index((s, o)), pidx[pred_map[p]]
+            if w_head > 0:
+                head[(s, p, o)] = float(best[r, j])
+            if span_source == "head":
+                pr = prob[r, :, j].numpy()
+                on = runs_at_least(pr >= cfg.relation_threshold, cfg.min_span)
+                head_on[(s, p, o)] = on if on.any() else pr >= 0.5 * pr.max()
 
     objects = []
     for k in range(K):
@@ -351,6 +366,8 @@ def chained_predict(
     for (s, p, o), (sc, spans) in cands.items():
         if s not in kept or o not in kept:
             continue
+        if (s, p, o) in head_on:
+            spans = frames_to_spans(head_on[(s, p, o)])
         if (s, p, o) in head:
             sc = sc ** (1 - w_head) * max(head[(s, p, o)], 1e-6) ** w_head
         sc *= float(np.sqrt(obj_scores[s] * obj_scores[o]))

@@ -27,7 +27,7 @@ from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph
 from spade4d.training.clips import load_frames, sequence_center
 
 
-def _runs_at_least(on: np.ndarray, min_len: int) -> np.ndarray:
+def runs_at_least(on: np.ndarray, min_len: int) -> np.ndarray:
     if min_len <= 1 or not on.any():
         return on
     out = on.copy()
@@ -123,7 +123,7 @@ def predict_sequence(
     cands.sort(key=lambda c: -c[0])
     relations = []
     for sc, s, o, p, pr in cands[:max_rel]:
-        on = _runs_at_least(pr >= cfg.relation_threshold, cfg.min_span)
+        on = runs_at_least(pr >= cfg.relation_threshold, cfg.min_span)
         if not on.any():
             on = pr >= 0.5 * pr.max()
         relations.append(Relation4D(s + 1, o + 1, cfg.predicates[p], frames_to_spans(on), sc))

@@ -81,15 +81,18 @@ class SceneLLMConfig:
     max_name_tokens: int = 4
     max_relations: int = 24
     max_spans: int = 4
-    samples: int = 2  # sampled turn-2 answers beside the greedy one (more candidates per pair for R@K)
+    samples: int = 6  # sampled turn-2 answers beside the greedy one (more candidate relations for R@K)
     temperature: float = 1.0
     rescore: float = 0.5  # weight of the 4D relation head in a relation's score (0: the LLM's alone)
+    spans: str = "head"  # a relation's frames: where the 4D relation head fires ("head"), or as written ("llm")
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.lora_targets = tuple(self.lora_targets)
         if self.chain not in ("two", "single"):
             raise SceneLLMError(f"chain must be 'two' or 'single', got {self.chain!r}")
+        if self.spans not in ("llm", "head"):
+            raise SceneLLMError(f"spans must be 'llm' or 'head', got {self.spans!r}")
         if self.train_base and self.llm != "tiny":
             raise SceneLLMError("train_base is for the tiny random LLM; a pretrained LLM trains through LoRA only")
 
