@@ -407,7 +407,9 @@ class SingleTurnGrammar(TokenGrammar):
             return
         self.objects.advance(token)
         if self.objects.done:
-            self.relations = RelationGrammar(self.tokens, self.make_refs(self.objects.names, self.objects.tubes), self.T, **self.kw)
+            self.relations = RelationGrammar(
+                self.tokens, self.make_refs(self.objects.names, self.objects.tubes), self.T, **self.kw
+            )
 
 
 class GrammarLogitsProcessor:
