@@ -50,20 +50,14 @@ ROWS = {
     "no LLM": dict(core=True, llm=None),
     "pipeline": dict(core=False, llm=None, stages=True),
 }
-PIPELINE = [  # (name, share of the steps, trained parameter prefixes, loss weights)
+# (name, share of the steps, trained parameter prefixes, loss weights). Later stages keep every loss weight:
+# their frozen parameters stay put anyway, and zeroing the mask weights would also drop the mask cost from the
+# Hungarian matching, so the class head would learn on queries matched by class alone, not on the tubes whose
+# masks stage 1 trained (which is what an earlier version did: its pipeline row scored 0).
+PIPELINE = [
     ("segment", 4, ("encoder", "decoder"), {"cls": 0.0, "relation": 0.0, "semantic": 0.0}),
-    (
-        "classify",
-        1.5,
-        ("head.class_proj", "head.pool_proj", "head.no_object", "head.class_scale", "point_proj"),
-        {"bce": 0.0, "dice": 0.0, "relation": 0.0},
-    ),
-    (
-        "relate",
-        1.5,
-        ("rgt", "rel_temporal", "head.predicate"),
-        {"cls": 0.0, "bce": 0.0, "dice": 0.0, "semantic": 0.0},
-    ),
+    ("classify", 1.5, ("head.class_proj", "head.pool_proj", "head.no_object", "head.class_scale", "point_proj"), {}),
+    ("relate", 1.5, ("rgt", "rel_temporal", "head.predicate"), {}),
 ]
 
 
