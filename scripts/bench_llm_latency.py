@@ -98,7 +98,7 @@ def prefill(model, seqs) -> dict:
         for key, reuse in (("reuse", True), ("re-encode", False)):
             t0 = time.perf_counter()
             h, _ = _turn2_prompt(llm, tube, head, bridge, cache, reuse)
-            llm.logits(h[-1], llm.scene_tokens(tube))
+            llm.logits(h[-1], llm.pointer_keys(llm.scene_tokens(tube)))
             out[key].append(time.perf_counter() - t0)
             cache.crop(-(cache.get_seq_length() - len(head)))  # back to the end of turn 1
     return {k: sorted(v)[len(v) // 2] for k, v in out.items()}
@@ -119,7 +119,7 @@ def forced_turn2(model, seqs, reuse: bool) -> dict:
         refs = [llm.ref_tokens(n, i, i) for i, n in enumerate(name_ids)]
         g = RelationGrammar(llm.tokens, refs, seq.num_frames, llm.config.max_relations)
         scene = llm.scene_tokens(tube)
-        d, _ = decode(llm, g, llm.logits(h[-1], scene), cache, 768, scene=scene)
+        d, _ = decode(llm, g, llm.logits(h[-1], llm.pointer_keys(scene)), cache, 768, scene=scene)
         secs += time.perf_counter() - t0
         toks += len(d.tokens)
     n = len(seqs)

@@ -149,7 +149,7 @@ def test_turn_one_learns_to_read_the_scene_through_tube_pointers():
             scene = llm.scene_tokens(x)
             hidden, cache = llm.run(llm.embed(llm.prompt_ids(4), scene))
             g = ObjectListGrammar(llm.tokens, 4, 4)
-            d, _ = decode(llm, g, llm.logits(hidden[-1], scene), cache, 64, scene=scene)
+            d, _ = decode(llm, g, llm.logits(hidden[-1], llm.pointer_keys(scene)), cache, 64, scene=scene)
             assert parse_objects(render(llm.tokenizer, d.tokens, llm.obj_id)) == names and g.tubes == tubes
             # a pointer, fed back, is its tube's scene token
             torch.testing.assert_close(llm.embed([llm.pointer(tubes[0])], scene)[0, 0], scene[tubes[0]])

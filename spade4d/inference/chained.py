@@ -45,7 +45,7 @@ from spade4d.inference.grammar import (
     parse_relations,
     render,
 )
-from spade4d.inference.infer_4d import runs_at_least
+from spade4d.inference.infer_4d import relation_frames
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans, merge_spans
 from spade4d.training.clips import load_frames, sequence_center
 
@@ -89,6 +89,7 @@ def decode(
     is fed, so the cache ends holding the whole answer. ``temperature`` 0: greedy. ``scene``: the scene tokens
     (tube pointers' logits and embeddings)."""
     proc = GrammarLogitsProcessor(grammar)
+    keys = None if scene is None else llm.pointer_keys(scene)  # once per answer, not per token
     toks, lps, obj_h = [], [], []
     for _ in range(max_new_tokens):
         masked = proc(None, logits.float()[None])[0]
@@ -103,7 +104,7 @@ def decode(
         hidden, cache = llm.run(llm.embed([tok], scene), cache)
         if tok == llm.obj_id:
             obj_h.append(hidden[-1])
-        logits = llm.logits(hidden[-1], scene)
+        logits = llm.logits(hidden[-1], keys)
         if grammar.done:
             return Decoded(toks, lps, obj_h, True), cache
     return Decoded(toks, lps, obj_h, False), cache
@@ -207,7 +208,7 @@ def chained_predict(
     stats.prompt1_tokens += len(prompt)
     scene = llm.scene_tokens(tube_states)
     hidden, cache = llm.run(llm.embed(prompt, scene))
-    logits = llm.logits(hidden[-1], scene)
+    logits = llm.logits(hidden[-1], llm.pointer_keys(scene))
     tok = llm.tokens
 
     def refs_of(names_ids, tubes):
@@ -268,7 +269,6 @@ def chained_predict(
                 _, k = (mp * score_t[:, None]).max(0)
                 ok = mp.gather(0, k[None]).squeeze(0) >= 0.5
                 assign[t][keep[i][ok.numpy()]] = k[ok].numpy().astype(np.int16)
-    tube_of = tubes  # the query tube each object is read from
     stats.masks_s += time.perf_counter() - t0
 
     # 4. turn 2: relations, greedy then sampled
@@ -286,7 +286,7 @@ def chained_predict(
             stats.prompt2_tokens += len(full)
             base_len = len(prompt) + len(ans1.tokens)
         q_len = base_len + len(bridge)
-        first = llm.logits(hidden[-1], scene)
+        first = llm.logits(hidden[-1], llm.pointer_keys(scene))
         for j in range(1 + samples):
             if j:  # back to the end of the question (a negative count removes tokens in every version)
                 cache.crop(-(cache.get_seq_length() - q_len))
@@ -322,7 +322,7 @@ def chained_predict(
         if names and w_head > 0:  # the LLM's name and the class head of the tube its <obj> attends to
             C = len(cfg.classes)
             prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0)  # (Q, C + 1)
-            tube = prob[tube_of]  # (K, C + 1)
+            tube = prob[tubes]  # (K, C + 1)
             said = torch.softmax(_similarity(names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
             head_p = tube[:, :C] / tube[:, :C].sum(1, keepdim=True).clamp_min(1e-9)
             joint = said ** (1 - w_head) * head_p**w_head
@@ -343,7 +343,7 @@ def chained_predict(
     head, head_on = {}, {}
     if (w_head > 0 or span_source == "head") and cands and closed_vocabulary:
         pairs = sorted({(s, o) for s, _, o in cands})
-        qp = torch.tensor([(tube_of[s], tube_of[o]) for s, o in pairs], dtype=torch.long)
+        qp = torch.tensor([(tubes[s], tubes[o]) for s, o in pairs], dtype=torch.long)
         prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1)  # (R, T, P)
         best = prob.max(1).values
         pidx = {p: i for i, p in enumerate(cfg.predicates)}
@@ -352,9 +352,7 @@ def chained_predict(
             if w_head > 0:
                 head[(s, p, o)] = float(best[r, j])
             if span_source == "head":
-                pr = prob[r, :, j].numpy()
-                on = runs_at_least(pr >= cfg.relation_threshold, cfg.min_span)
-                head_on[(s, p, o)] = on if on.any() else pr >= 0.5 * pr.max()
+                head_on[(s, p, o)] = relation_frames(prob[r, :, j].numpy(), cfg.relation_threshold, cfg.min_span)
 
     objects = []
     for k in range(K):

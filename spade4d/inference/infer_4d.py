@@ -27,7 +27,7 @@ from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph
 from spade4d.training.clips import load_frames, sequence_center
 
 
-def runs_at_least(on: np.ndarray, min_len: int) -> np.ndarray:
+def _runs_at_least(on: np.ndarray, min_len: int) -> np.ndarray:
     if min_len <= 1 or not on.any():
         return on
     out = on.copy()
@@ -123,11 +123,17 @@ def predict_sequence(
     cands.sort(key=lambda c: -c[0])
     relations = []
     for sc, s, o, p, pr in cands[:max_rel]:
-        on = runs_at_least(pr >= cfg.relation_threshold, cfg.min_span)
-        if not on.any():
-            on = pr >= 0.5 * pr.max()
+        on = relation_frames(pr, cfg.relation_threshold, cfg.min_span)
         relations.append(Relation4D(s + 1, o + 1, cfg.predicates[p], frames_to_spans(on), sc))
     return SceneGraph4D(video_id, T, list(objects.values()), relations, counts)
+
+
+def relation_frames(prob: np.ndarray, threshold: float, min_span: int) -> np.ndarray:
+    """(T,) per-frame probabilities of one relation -> (T,) bool: the frames where it holds (reaching
+    ``threshold``, runs shorter than ``min_span`` dropped; when none survive, the frames within half of the
+    maximum)."""
+    on = _runs_at_least(prob >= threshold, min_span)
+    return on if on.any() else prob >= 0.5 * prob.max()
 
 
 def predict_dataset(model: Model4D, dataset, window: int | None = None, rgb_source=None) -> Iterator[SceneGraph4D]:

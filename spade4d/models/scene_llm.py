@@ -296,15 +296,19 @@ class SceneLLM(nn.Module):
         out = self.decoder(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
         return out.last_hidden_state[0], out.past_key_values
 
-    def logits(self, hidden: torch.Tensor, scene: torch.Tensor | None = None) -> torch.Tensor:
+    def pointer_keys(self, scene: torch.Tensor) -> torch.Tensor:
+        """Scene tokens (num_tubes + 1, H) -> the tubes' pointer keys (num_tubes, H), for :meth:`logits`."""
+        return self.ptr_k(scene[: self.config.num_tubes])
+
+    def logits(self, hidden: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
         """(..., H) -> (..., tokens.size): the vocabulary, ``<obj>``, a pointer per tube (the match of the state
-        with that tube's scene token; ``-inf`` without ``scene``), the summary slot (never chosen: ``-inf``)."""
+        with that tube's key, :meth:`pointer_keys`; ``-inf`` without ``keys``), the summary slot (never chosen:
+        ``-inf``)."""
         head = self.lm.get_base_model().get_output_embeddings()
-        Q = self.config.num_tubes
-        if scene is None:
-            ptr = hidden.new_full((*hidden.shape[:-1], Q), float("-inf"))
+        if keys is None:
+            ptr = hidden.new_full((*hidden.shape[:-1], self.config.num_tubes), float("-inf"))
         else:
-            ptr = self.ptr_q(hidden) @ self.ptr_k(scene[:Q]).T / math.sqrt(self.hidden_size)
+            ptr = self.ptr_q(hidden) @ keys.T / math.sqrt(self.hidden_size)
         never = hidden.new_full((*hidden.shape[:-1], 1), float("-inf"))
         return torch.cat([head(hidden), self.obj_out(hidden), ptr, never], -1)
 
@@ -454,7 +458,7 @@ class SceneLLM(nn.Module):
         hidden, _ = self.run(self.embed(s.ids, scene))
         labels = torch.tensor(s.labels[1:], device=hidden.device)
         pos = torch.nonzero(labels != -100).squeeze(1)
-        loss = F.cross_entropy(self.logits(hidden[pos], scene), labels[pos])
+        loss = F.cross_entropy(self.logits(hidden[pos], self.pointer_keys(scene)), labels[pos])
         return loss, hidden[s.obj_positions]
 
     # --- persistence ------------------------------------------------------------------------------------------
