@@ -137,11 +137,9 @@ def random_case(draw):
         out = []
         for _ in range(n):
             s, o = rng.choice(ids, 2, replace=len(ids) < 2)
-            a, b = sorted(rng.integers(0, T, 2))
+            spans = [tuple(int(x) for x in sorted(rng.integers(0, T, 2))) for _ in range(rng.integers(1, 3))]
             out.append(
-                Relation4D(
-                    int(s), int(o), str(rng.choice(preds)), [(int(a), int(b))], float(rng.random()) if scored else 1.0
-                )
+                Relation4D(int(s), int(o), str(rng.choice(preds)), spans, float(rng.random()) if scored else 1.0)
             )
         return out
 
@@ -152,11 +150,25 @@ def random_case(draw):
     return gt, pred
 
 
-@given(random_case(), st.booleans(), st.booleans(), st.sampled_from([None, 2, 100]))
-@settings(max_examples=150, deadline=None)
-def test_fast_path_equals_the_reference_loop(case, gc, pen, top):
+@given(
+    random_case(),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([None, 2, 100]),
+    st.sampled_from([(0.5, 0.1, 0.5), (0.3, 0.6, 0.5), (1.0, 1.0, 0.3), (0.5, 0.1, 1.0)]),
+)
+@settings(max_examples=200, deadline=None)
+def test_fast_path_equals_the_reference_loop(case, gc, pen, top, thresholds):
     gt, pred = case
-    opts = Options4D(graph_constraint=gc, penalize_extra_frames=pen, top_pairs=top)
+    viou, weak, iou = thresholds  # including a weak threshold above the strong one (the fast path's pruning)
+    opts = Options4D(
+        graph_constraint=gc,
+        penalize_extra_frames=pen,
+        top_pairs=top,
+        viou_threshold=viou,
+        weak_viou_threshold=weak,
+        mask_iou_threshold=iou,
+    )
     fast, ref = match_sequence(gt, pred, opts), match_sequence_reference(gt, pred, opts)
     assert [(o.rank, o.weak_rank, o.pair_rank) for o in fast] == [(o.rank, o.weak_rank, o.pair_rank) for o in ref]
 

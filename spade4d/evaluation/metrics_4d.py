@@ -21,9 +21,13 @@ Choices (documented options): a GT relation whose ``gt_frames`` is empty (its ob
 its span) still counts in the denominator and can never be recalled; predicted frames and GT frames are
 intersected over the sequence's frames only.
 
-The fast path below packs only the (object, frame) masks that some class-matching candidate can test into one
-bitset table (popcounting each row once), computes the per-frame IoU of exactly the (predicted, GT) object pairs
-those candidates need with one batched AND + popcount, and then scores all candidates of a GT relation at once.
+The fast path below works on flat arrays: every GT relation's candidates (the ranked entries with its class
+pair) as one (relation, candidate) table. A candidate whose predicted frames cannot cover enough of the GT
+relation's frames to reach the lower vIoU threshold even with perfect masks is dropped before any mask is read.
+Mask IoUs are computed per distinct (predicted, GT) object pair, subjects first: objects are then tested only for
+the candidates whose subject can still reach that bound, on the frames where the subject matched. Each boolean mask
+that some test needs is read once, packed into a bitset table (:class:`PackedMasks`), and every (pair, frame) item
+is one AND + popcount. The first qualifying candidate of every GT relation is found for all relations at once.
 :mod:`spade4d.evaluation.reference` keeps the plain loop it must equal.
 """
 
@@ -36,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from spade4d.structures import Relation4D, SceneGraph4D, spans_to_frames
+from spade4d.structures import Relation4D, SceneGraph4D
 
 
 @dataclass(frozen=True)
@@ -98,37 +102,54 @@ def rank_relations(pred: SceneGraph4D, options: Options4D) -> list[Relation4D]:
 
 
 class PackedMasks:
-    """The point masks of chosen (object, frame) items packed into one ``(M + 1, W)`` uint64 bitset table.
+    """Point masks of (object, frame) items packed on demand into one growing ``(M + 1, W)`` uint64 bitset table.
 
-    Row 0 is all zeros and stands for every item that was not packed (absent mask, or a frame that cannot
-    matter). ``rows(key)`` gives an object's ``(T,)`` row indices; ``counts`` holds each row's popcount, computed
-    once and reused by every pair that reads the row.
+    ``masks`` maps an object key to its masks by frame. ``pack({key: frames})`` packs the frames not yet packed
+    (each boolean mask is read once, whatever the number of stages that ask for it); ``rows(key)`` gives the
+    object's ``(T,)`` row indices, 0 for an item not packed (absent mask, or a frame that cannot matter); row 0 is
+    all zeros. ``words`` and ``counts`` (each row's popcount, computed once) cover every row packed so far.
     """
 
-    def __init__(self, items: dict[Any, tuple[dict[int, np.ndarray], np.ndarray]], num_frames: int, width: int):
-        # items: key -> (masks by frame, boolean (T,) frames to pack)
+    def __init__(self, masks: dict[Any, dict[int, np.ndarray]], num_frames: int, width: int):
+        self.masks = masks
+        self.num_frames = num_frames
         self.index: dict[Any, np.ndarray] = {}
-        chosen: list[np.ndarray] = []
-        for key, (masks, frames) in items.items():
-            idx = np.zeros(num_frames, dtype=np.int64)
-            for t in np.flatnonzero(frames).tolist():
+        self.words = np.zeros((1, width), dtype=np.uint64)
+        self.counts = np.zeros(1, dtype=np.int64)
+
+    def pack(self, frames: dict[Any, np.ndarray]) -> None:
+        """Pack, for each object key, the mask of every frame in its ``(T,)`` boolean ``frames`` not yet packed."""
+        todo = []
+        for key, f in frames.items():
+            idx = self.index.get(key)
+            if idx is None:
+                idx = self.index[key] = np.zeros(self.num_frames, dtype=np.int64)
+            masks = self.masks[key]
+            for t in np.flatnonzero(f & (idx == 0)).tolist():
                 m = masks.get(t)
                 if m is not None:
-                    chosen.append(m)
-                    idx[t] = len(chosen)
-            self.index[key] = idx
-        packed = np.zeros((len(chosen) + 1, width * 8), dtype=np.uint8)
-        for r, m in enumerate(chosen, start=1):  # packing row by row reads each bool mask once, without a copy
-            b = np.packbits(m)
-            packed[r, : len(b)] = b
-        self.words = packed.view(np.uint64)  # (M + 1, W)
-        self.counts = np.bitwise_count(self.words).sum(-1, dtype=np.int64)
+                    todo.append((idx, t, m))
+        if not todo:
+            return
+        new = np.zeros((len(todo), self.words.shape[1] * 8), dtype=np.uint8)
+        n = len(self.words)
+        for r, (idx, t, m) in enumerate(todo):
+            b = np.packbits(m)  # the one read of the boolean mask
+            new[r, : len(b)] = b
+            idx[t] = n + r
+        new_words = new.view(np.uint64)
+        self.words = np.concatenate([self.words, new_words])
+        self.counts = np.concatenate([self.counts, np.bitwise_count(new_words).sum(-1, dtype=np.int64)])
 
     def rows(self, key: Any) -> np.ndarray:
-        return self.index[key]
+        idx = self.index.get(key)
+        return np.zeros(self.num_frames, dtype=np.int64) if idx is None else idx
 
-    def nonempty(self, key: Any) -> np.ndarray:
-        return self.counts[self.index[key]] > 0
+    def rows_for(self, keys: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """``(K, T)`` row indices of K object keys (repeats allowed), packing first what ``frames`` (K, T) asks."""
+        uniq, need, inverse = _union_by(keys, frames)
+        self.pack(dict(zip(uniq.tolist(), need)))
+        return np.stack([self.rows(k) for k in uniq.tolist()])[inverse]
 
 
 def pair_ious(
@@ -159,126 +180,168 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     """Outcomes of every GT relation of one sequence (fast path).
 
     Only the (predicted object, GT object) pairs that some class-matching candidate needs are intersected, on
-    only the frames where it can matter; the masks are packed once into a bitset table and all pairs are scored
-    in one batched AND + popcount.
+    only the frames where they can still matter; see the module docstring.
     """
     if gt.num_points is None:
         raise ValueError(f"sequence {gt.video_id!r}: ground truth needs num_points to be evaluated")
     T = gt.num_frames
-    if pred is None or not pred.relations:
+    if pred is None or not pred.relations or not gt.relations:
         return [GTOutcome(gt.video_id, r.subject, r.object, r.predicate, None, None, None) for r in gt.relations]
     if pred.num_frames != T:
         raise ValueError(f"sequence {gt.video_id!r}: prediction has {pred.num_frames} frames, ground truth {T}")
-    ranked = rank_relations(pred, options)
     gobj, pobj = gt.object_by_id(), pred.object_by_id()
-    pred_on = _frames_matrix([r.spans for r in ranked], T)  # (R, T)
-    by_pair: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for k, r in enumerate(ranked):
-        by_pair[(pobj[r.subject].label, pobj[r.object].label)].append(k)
+    G = len(gt.relations)
+    rels = pred.relations
+    subj = np.fromiter((r.subject for r in rels), dtype=np.int64, count=len(rels))
+    obj = np.fromiter((r.object for r in rels), dtype=np.int64, count=len(rels))
+    ranked = _rank_order(np.fromiter((r.score for r in rels), dtype=np.float64, count=len(rels)), subj, obj, options)
+    subj, obj = subj[ranked], obj[ranked]
+    pred_on = _frames_matrix([rels[i].spans for i in ranked.tolist()], T)  # (R, T)
+    # class pairs and predicates as integer codes shared by the predictions and the GT
+    labels: dict[str, int] = {}
+    label_of = {i: labels.setdefault(o.label, len(labels)) for i, o in pobj.items()}
+    pc_raw = np.fromiter((label_of[i] for i in subj.tolist()), dtype=np.int64, count=len(subj)) * (len(labels) + 1)
+    pc_raw += np.fromiter((label_of[i] for i in obj.tolist()), dtype=np.int64, count=len(obj))
+    pair_values, pc = np.unique(pc_raw, return_inverse=True)  # dense class-pair codes
+    pair_code = {
+        (a, b): k
+        for k, (a, b) in enumerate(
+            zip((pair_values // (len(labels) + 1)).tolist(), (pair_values % (len(labels) + 1)).tolist())
+        )
+    }
     codes: dict[str, int] = {}
-    pred_code = np.array([codes.setdefault(r.predicate, len(codes)) for r in ranked])
+    pred_code = np.array([codes.setdefault(rels[i].predicate, len(codes)) for i in ranked.tolist()])
+    g_subj = np.array([r.subject for r in gt.relations], dtype=np.int64)
+    g_obj = np.array([r.object for r in gt.relations], dtype=np.int64)
+    g_pc = np.array(
+        [
+            pair_code.get((labels.get(gobj[r.subject].label, -1), labels.get(gobj[r.object].label, -1)), -1)
+            for r in gt.relations
+        ]
+    )
+    g_code = np.array([codes.get(r.predicate, -1) for r in gt.relations])
 
-    # the candidates of every GT relation, the object pairs they need, and the frames on which each object can
-    # matter (inside a GT span and, for predicted objects, inside a candidate's predicted span): only those
-    # frames are read and packed
-    subj = np.array([r.subject for r in ranked])
-    obj = np.array([r.object for r in ranked])
-    plan = []
-    needed: set[tuple[int, int]] = set()
-    gt_frames: dict[int, np.ndarray] = {}
-    use_p, use_g, use_rows = [], [], []  # (predicted id, GT id) -> the frames a candidate may test the pair on
-    for r in gt.relations:
-        cs, co = gobj[r.subject].label, gobj[r.object].label
-        pair = by_pair.get((cs, co), [])  # the triplet candidates are those of these with the GT predicate
-        span = spans_to_frames(r.spans, T)
-        plan.append((r, pair, span))
-        for g in (r.subject, r.object):
-            gt_frames[g] = gt_frames.get(g, np.zeros(T, dtype=bool)) | span
-        if pair:
-            c = np.asarray(pair)
-            needed.update(zip(subj[c].tolist(), [r.subject] * len(c)))
-            needed.update(zip(obj[c].tolist(), [r.object] * len(c)))
-            rows = span[None, :] & pred_on[c]
-            use_p += [subj[c], obj[c]]
-            use_g += [np.full(len(c), r.subject), np.full(len(c), r.object)]
-            use_rows += [rows, rows]
-    pair_frames: dict[tuple[int, int], np.ndarray] = {}
-    pred_frames: dict[int, np.ndarray] = {}
-    gt_tested: dict[int, np.ndarray] = {}
-    if use_p:
-        ps_, gs_, rows = np.concatenate(use_p), np.concatenate(use_g), np.concatenate(use_rows)
-        key = ps_.astype(np.int64) * (max(gobj) + 1) + gs_  # one key per (predicted, GT) pair
-        order = np.argsort(key, kind="stable")
-        _, first = np.unique(key[order], return_index=True)
-        merged = np.logical_or.reduceat(rows[order], first, axis=0)
-        for k, f in zip(first, merged):
-            pg = (int(ps_[order[k]]), int(gs_[order[k]]))
-            pair_frames[pg] = f
-            pred_frames[pg[0]] = pred_frames.get(pg[0], np.zeros(T, dtype=bool)) | f
-            gt_tested[pg[1]] = gt_tested.get(pg[1], np.zeros(T, dtype=bool)) | f
-    width = (max(gt.num_points) + 63) // 64 if gt.num_points else 1
-    # GT masks are packed only where some candidate tests them; elsewhere in a span only emptiness matters
-    gt_packed = PackedMasks({i: (gobj[i].masks, gt_tested[i]) for i in gt_tested}, T, width)
-    pred_packed = PackedMasks({i: (pobj[i].masks, pred_frames[i]) for i in {p for p, _ in needed}}, T, width)
-    pairs = sorted(needed)
-    if pairs:
-        active = np.stack([pair_frames[pg] for pg in pairs])  # (K, T)
-        p_rows = np.stack([pred_packed.rows(p) for p, _ in pairs])
-        g_rows = np.stack([gt_packed.rows(g) for _, g in pairs])
-        good = pair_ious(p_rows, g_rows, pred_packed, gt_packed, active) >= options.mask_iou_threshold  # (K, T)
-    else:
-        good = np.zeros((0, T), dtype=bool)
+    # 1. where each GT relation can be recalled at all: the frames of its spans on which both GT masks are
+    #    non-empty (a short-circuiting ``any`` per GT object and span frame, cheap next to packing; only for the
+    #    relations whose class pair some prediction has)
+    spans = _frames_matrix([r.spans for r in gt.relations], T) & (g_pc >= 0)[:, None]  # (G, T)
+    gt_ids, gt_frames, _ = _union_by(np.concatenate([g_subj, g_obj]), np.concatenate([spans, spans]))
+    gt_nonempty = {i: _nonempty(gobj[i].masks, f) for i, f in zip(gt_ids.tolist(), gt_frames)}
+    gt_on = (
+        spans & np.stack([gt_nonempty[g] for g in g_subj.tolist()]) & np.stack([gt_nonempty[g] for g in g_obj.tolist()])
+    )
+    n_on = gt_on.sum(1)
+
+    # 2. the candidates of every GT relation: the ranked entries with its class pair (in rank order), flattened
+    #    into (relation J, candidate C) rows; a candidate whose predicted frames cannot cover enough of the GT
+    #    frames to reach the lower vIoU threshold even with perfect masks is dropped (it can be no hit of any kind)
+    by_code = np.argsort(pc, kind="stable")
+    seg_start = np.searchsorted(pc[by_code], np.arange(len(pair_code)))
+    seg_len = np.bincount(pc, minlength=len(pair_code))
+    n_cand = np.where((g_pc >= 0) & (n_on > 0), seg_len[np.maximum(g_pc, 0)], 0)
+    J = np.repeat(np.arange(G), n_cand)
+    offset = np.arange(len(J)) - np.repeat(np.cumsum(n_cand) - n_cand, n_cand)
+    C = by_code[seg_start[g_pc[J]] + offset]
+    rows = gt_on[J] & pred_on[C]  # (N, T) the frames on which a candidate can score
+    bound = min(options.viou_threshold, options.weak_viou_threshold)
+    keep = rows.sum(1) / n_on[J] >= bound  # an upper bound of the vIoU, computed as the vIoU is
+    J, C, rows = J[keep], C[keep], rows[keep]
+
+    # 3. per-frame mask IoUs of the (predicted, GT) object pairs those candidates test, subjects first: the
+    #    objects are then tested only for the candidates whose subject can still reach the vIoU bound, and only
+    #    on the frames where their subject is good. Masks are packed once, on the frames where they can matter.
     base = max(gobj) + 1
-    pair_keys = np.array([p * base + g for p, g in pairs], dtype=np.int64)  # sorted, as ``pairs`` is
-    gt_nonempty = {}  # (T,) each, on the frames of the GT object's spans
-    for i, f in gt_frames.items():
-        tested = gt_tested.get(i)
-        ne = gt_packed.nonempty(i) if tested is not None else np.zeros(T, dtype=bool)
-        masks = gobj[i].masks
-        for t in np.flatnonzero(f if tested is None else f & ~tested).tolist():
-            m = masks.get(t)
-            ne[t] = m is not None and bool(m.any())
-        gt_nonempty[i] = ne
+    width = (max(gt.num_points) + 63) // 64 if gt.num_points else 1
+    gt_packed = PackedMasks({i: o.masks for i, o in gobj.items()}, T, width)
+    pred_packed = PackedMasks({i: o.masks for i, o in pobj.items()}, T, width)
+    hit_s = _side_hits(subj[C] * base + g_subj[J], rows, base, pred_packed, gt_packed, options.mask_iou_threshold)
+    keep = hit_s.sum(1) / n_on[J] >= bound
+    J, C, hit_s = J[keep], C[keep], hit_s[keep]
+    hit = hit_s & _side_hits(obj[C] * base + g_obj[J], hit_s, base, pred_packed, gt_packed, options.mask_iou_threshold)
 
-    outcomes = []
-    for r, pair, span in plan:
-        gt_on = span & gt_nonempty[r.subject] & gt_nonempty[r.object]
-        rank = weak = pair_rank = None
-        if pair and gt_on.any():
-            c = np.asarray(pair)
-            ks = np.searchsorted(pair_keys, subj[c] * base + r.subject)
-            ko = np.searchsorted(pair_keys, obj[c] * base + r.object)
-            hit = gt_on[None, :] & pred_on[c] & good[ks] & good[ko]  # (C, T)
-            if options.penalize_extra_frames:
-                denom = (gt_on[None, :] | pred_on[c]).sum(1)
-            else:
-                denom = np.full(len(c), gt_on.sum())
-            viou = hit.sum(1) / np.maximum(denom, 1)
-            same = pred_code[c] == codes.get(r.predicate, -1)
-            rank = _first(c, same & (viou >= options.viou_threshold))
-            weak = _first(c, same & (viou >= options.weak_viou_threshold))
-            pair_rank = _first(c, viou >= options.viou_threshold)
-        outcomes.append(GTOutcome(gt.video_id, r.subject, r.object, r.predicate, rank, weak, pair_rank))
-    return outcomes
+    # 4. every candidate's vIoU at once, then the first qualifying candidate of each GT relation
+    if options.penalize_extra_frames:
+        denom = (gt_on[J] | pred_on[C]).sum(1)
+    else:
+        denom = n_on[J]
+    viou = hit.sum(1) / np.maximum(denom, 1)
+    same = pred_code[C] == g_code[J]
+    strong = viou >= options.viou_threshold
+    rank = _first_per(J, C, same & strong, G)
+    weak = _first_per(J, C, same & (viou >= options.weak_viou_threshold), G)
+    pair_rank = _first_per(J, C, strong, G)
+    return [
+        GTOutcome(gt.video_id, r.subject, r.object, r.predicate, a, b, c)
+        for r, a, b, c in zip(gt.relations, rank, weak, pair_rank)
+    ]
 
 
-def _first(cands: np.ndarray, ok: np.ndarray) -> int | None:
-    i = np.flatnonzero(ok)
-    return int(cands[i[0]]) if i.size else None
+def _rank_order(scores: np.ndarray, subj: np.ndarray, obj: np.ndarray, options: Options4D) -> np.ndarray:
+    """Indices of the relations in the ranked list of step 1 (:func:`rank_relations`, vectorised)."""
+    order = np.argsort(-scores, kind="stable")
+    if not (options.graph_constraint or options.top_pairs is not None):
+        return order
+    s, o = subj[order], obj[order]
+    key = (s - s.min()) * (int(o.max() - o.min()) + 1) + (o - o.min())
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)  # first: a pair's first position
+    if options.graph_constraint:  # each pair once, at its best-scored entry
+        order = order[np.sort(first)]
+        return order if options.top_pairs is None else order[: options.top_pairs]
+    pair_rank = np.empty(len(first), dtype=np.int64)
+    pair_rank[np.argsort(first, kind="stable")] = np.arange(len(first))  # pairs by first appearance
+    return order[pair_rank[inverse] < options.top_pairs]
+
+
+def _side_hits(
+    keys: np.ndarray, frames: np.ndarray, base: int, pred: PackedMasks, gt: PackedMasks, iou_threshold: float
+) -> np.ndarray:
+    """``(N, T)``: for N candidates, each testing the (predicted, GT) object pair ``key = predicted * base + GT``
+    on ``frames`` (N, T), the frames on which that pair's mask IoU reaches the threshold. Each distinct pair is
+    intersected once, on the union of the frames its candidates test."""
+    if not len(keys):
+        return np.zeros(frames.shape, dtype=bool)
+    pair_keys, active, inverse = _union_by(keys, frames)  # (K,), (K, T) frames each distinct pair is tested on
+    good = pair_ious(pred.rows_for(pair_keys // base, active), gt.rows_for(pair_keys % base, active), pred, gt, active)
+    return frames & (good >= iou_threshold)[inverse]
+
+
+def _union_by(keys: np.ndarray, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct ``keys``, the union of the ``frames`` rows (N, T) of each, and each row's distinct-key index."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    first = np.searchsorted(inverse[order], np.arange(len(uniq)))
+    return uniq, np.logical_or.reduceat(frames[order], first, axis=0), inverse
+
+
+def _first_per(J: np.ndarray, C: np.ndarray, ok: np.ndarray, n: int) -> list[int | None]:
+    """For each of ``n`` groups, the smallest candidate ``C`` of group ``J`` with ``ok`` (None when none)."""
+    best = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(best, J[ok], C[ok])
+    return [None if b == np.iinfo(np.int64).max else b for b in best.tolist()]
+
+
+def _nonempty(masks: dict[int, np.ndarray], frames: np.ndarray) -> np.ndarray:
+    """``(T,)``: the frames among ``frames`` on which the mask exists and has a point."""
+    ne = np.zeros(len(frames), dtype=bool)
+    for t in np.flatnonzero(frames).tolist():
+        m = masks.get(t)
+        ne[t] = m is not None and len(m) > 0 and bool(m[m.argmax()])  # argmax stops at the first point
+    return ne
 
 
 def _frames_matrix(span_lists: Sequence[Sequence[tuple[int, int]]], num_frames: int) -> np.ndarray:
     """``(R, T)`` boolean frame indicators of R span lists (inclusive spans, clipped to the sequence)."""
-    rows = [k for k, spans in enumerate(span_lists) for _ in spans]
+    n = np.fromiter((len(spans) for spans in span_lists), dtype=np.int64, count=len(span_lists))
     flat = np.array([se for spans in span_lists for se in spans], dtype=np.int64).reshape(-1, 2)
-    edges = np.zeros((len(span_lists), num_frames + 1), dtype=np.int32)
-    if len(flat):
-        s = np.clip(flat[:, 0], 0, num_frames)
-        e = np.clip(flat[:, 1] + 1, 0, num_frames)
-        keep = e > s
-        np.add.at(edges, (np.asarray(rows)[keep], s[keep]), 1)
-        np.add.at(edges, (np.asarray(rows)[keep], e[keep]), -1)
-    return np.cumsum(edges, axis=1)[:, :num_frames] > 0
+    t = np.arange(num_frames)
+    on = (t >= flat[:, :1]) & (t <= flat[:, 1:])  # (S, T), one row per span
+    if len(flat) == len(span_lists) and (n == 1).all():
+        return on
+    out = np.zeros((len(span_lists), num_frames), dtype=bool)
+    has = n > 0
+    if has.any():
+        out[has] = np.logical_or.reduceat(on, (np.cumsum(n) - n)[has], axis=0)
+    return out
 
 
 @dataclass
