@@ -68,7 +68,15 @@ def score(model: Model4D, test: PSG4DPointCloud, oov_c: set[str], oov_p: set[str
     for i in range(len(test)):
         seq, gt = test[i]
         if use_llm:
-            pred = chained_predict(model, seq, gt.video_id, samples=args.samples, spans=args.spans)
+            pred = chained_predict(
+                model,
+                seq,
+                gt.video_id,
+                samples=args.samples,
+                spans=args.spans,
+                complete=args.complete,
+                rescore=args.rescore,
+            )
         else:
             pred = predict_sequence(model, seq, gt.video_id)
         ev.process(gt, pred)
@@ -114,6 +122,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (for rows run in parallel)")
     p.add_argument("--samples", type=int, default=6, help="SceneLLM rows: sampled turn-2 answers")
     p.add_argument("--spans", choices=["llm", "head"], default="head", help="SceneLLM rows: relation frames from")
+    p.add_argument(
+        "--complete", choices=["none", "after", "joint"], default="none", help="SceneLLM rows: head completion"
+    )
+    p.add_argument("--rescore", type=float, default=None, help="SceneLLM rows: relation-head weight (default: config)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -387,6 +387,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                     samples=getattr(args, "samples", None),
                     rescore=getattr(args, "rescore", None),
                     spans=getattr(args, "spans", None),
+                    complete=getattr(args, "complete", None),
                     rgb_source=rgb_source,
                 )
             else:
@@ -763,6 +764,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rescore", type=float, default=None, help="SceneLLM: relation-head weight in relation scores")
     s.add_argument(
         "--spans", choices=["llm", "head"], default=None, help="SceneLLM: relation frames as written, or from the head"
+    )
+    s.add_argument(
+        "--complete",
+        choices=["none", "after", "joint"],
+        default=None,
+        help="SceneLLM: add the relation head's relations among the LLM's objects (below the LLM's, or scored alike)",
     )
     s.add_argument(
         "--open-vocabulary",

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spade4d.data.psg4d import PSG4DPointCloud
-from spade4d.inference.chained import ChainStats, chained_predict
+from spade4d.inference.chained import ChainStats, chained_predict, complete_relations
 from spade4d.inference.grammar import (
     GrammarLogitsProcessor,
     ObjectListGrammar,
@@ -301,6 +301,8 @@ def test_training_with_the_llm_then_cli_inference(synthetic_root, tmp_path):
                 "--quiet",
                 "--samples",
                 "0",
+                "--complete",
+                "joint",
             ]
         )
         == 0
@@ -312,3 +314,27 @@ def test_training_with_the_llm_then_cli_inference(synthetic_root, tmp_path):
         seq, gt = ds[i]
         ev.process(gt, preds[gt.video_id])
     assert set(ev.evaluate()) >= {"R@20", "mR@50"}
+
+
+def test_head_completion_keeps_the_llm_relations_and_adds_the_heads_among_its_objects():
+    T, preds = 6, ["on", "near", "holding"]
+    llm_rels = {(0, "near", 1): (0.6, [(0, 5)]), (1, "on", 2): (0.3, [(2, 3)])}
+    prob = np.zeros((T, 3), dtype=np.float32)
+    prob[1:4, 2] = 0.9  # the head: 1 holds 0 on frames 1-3
+    prob[:, 0] = 0.2
+    head = {(1, 0): prob, (0, 1): prob.copy(), (0, 3): prob.copy()}  # object 3 is not one of the LLM's objects
+    kept, scores = {0, 1, 2}, [1.0, 0.81, 1.0, 1.0]
+    args = (head, kept, scores, preds)
+    after = complete_relations(llm_rels, *args, "after", 0.5, 0.05, 0.5, 2, per_pair=2)
+    joint = complete_relations(llm_rels, *args, "joint", 0.5, 0.05, 0.5, 2, per_pair=2)
+    # the LLM's relations are kept as they were; the head adds its two best predicates per pair among kept objects
+    for out in (after, joint):
+        assert {k: out[k] for k in llm_rels} == llm_rels
+        assert set(out) - set(llm_rels) == {(1, "holding", 0), (1, "on", 0), (0, "holding", 1), (0, "on", 1)}
+        assert out[(1, "holding", 0)][1] == [(1, 3)]  # frames where the head fires
+    # "after": every added relation ranks below the LLM's lowest (0.3 x head x sqrt(object scores))
+    assert after[(1, "holding", 0)][0] == pytest.approx(0.3 * 0.9 * 0.9)
+    assert max(sc for k, (sc, _) in after.items() if k not in llm_rels) < min(sc for sc, _ in llm_rels.values())
+    # "joint": floor^(1-w) x head^w x sqrt(object scores)
+    assert joint[(1, "holding", 0)][0] == pytest.approx(0.05**0.5 * 0.9**0.5 * 0.9)
+    assert joint[(1, "holding", 0)][0] > joint[(1, "on", 0)][0]

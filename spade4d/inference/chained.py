@@ -23,6 +23,8 @@
    relation head — the frames where the head's probability of that predicate between the two pointed tubes reaches
    ``relation_threshold`` (runs shorter than ``min_span`` dropped; else the frames within half of its maximum), as
    :func:`spade4d.inference.infer_4d.predict_sequence` does. ``"llm"``: the spans as written.
+6. ``complete="after"|"joint"`` (closed vocabulary): the 4D relation head's relations among the LLM's objects join
+   the LLM's (:func:`complete_relations`), so the ranked list is not limited to what the LLM wrote.
 """
 
 from __future__ import annotations
@@ -142,6 +144,46 @@ def _nearest(names: list[str], embed: torch.Tensor, text_model) -> list[int]:
 
 
 @torch.no_grad()
+def complete_relations(
+    merged: dict[tuple[int, str, int], tuple[float, list]],
+    head_prob: dict[tuple[int, int], np.ndarray],
+    kept: set[int],
+    obj_scores: list[float],
+    predicates: list[str],
+    mode: str,
+    w: float,
+    floor: float,
+    threshold: float,
+    min_span: int,
+    per_pair: int = 5,
+) -> dict[tuple[int, str, int], tuple[float, list]]:
+    """The LLM's relations ``merged`` ((subject, predicate, object) -> (score, spans)) plus the 4D relation head's
+    among the LLM's objects: for every ordered pair of kept objects with head probabilities ``(T, P)``, its
+    ``per_pair`` most likely predicates that the LLM did not write, with the frames where the head fires.
+
+    ``mode="after"``: a head relation scores ``lowest LLM score x head x sqrt(object scores)``, so it ranks below
+    every relation the LLM chose. ``mode="joint"``: it scores like an LLM relation re-scored by the head, with
+    the LLM probability ``floor`` for a relation the LLM did not write: ``floor^(1-w) x head^w x sqrt(...)``.
+    """
+    out = dict(merged)
+    lowest = min((sc for sc, _ in merged.values()), default=1.0)
+    for (s, o), pr in head_prob.items():
+        if s not in kept or o not in kept or s == o:
+            continue
+        top = pr.max(0)  # (P,)
+        for j in np.argsort(-top, kind="stable")[:per_pair].tolist():
+            key = (s, predicates[j], o)
+            if key in out:
+                continue
+            if mode == "after":
+                sc = lowest * float(top[j])
+            else:
+                sc = floor ** (1 - w) * max(float(top[j]), 1e-6) ** w
+            sc *= float(np.sqrt(obj_scores[s] * obj_scores[o]))
+            out[key] = (sc, frames_to_spans(relation_frames(pr[:, j], threshold, min_span)))
+    return out
+
+
 def run_4d(model, seq: PointSequence, video_id: str, window: int | None = None, rgb_source=None):
     """The 4D model over a sequence, window by window (memory carried). Returns the windows as
     ``(frame indices, kept point indices per frame, WindowOutput)`` and the (Q, D) tube states: each query's
@@ -179,6 +221,7 @@ def chained_predict(
     chain: str | None = None,
     stats: ChainStats | None = None,
     spans: str | None = None,
+    complete: str | None = None,
 ) -> SceneGraph4D:
     llm = model.llm
     if llm is None:
@@ -190,6 +233,9 @@ def chained_predict(
     span_source = spans or lcfg.spans
     if span_source not in ("llm", "head"):
         raise ValueError(f"spans must be 'llm' or 'head', got {span_source!r}")
+    complete = complete or lcfg.complete
+    if complete not in ("none", "after", "joint"):
+        raise ValueError(f"complete must be 'none', 'after' or 'joint', got {complete!r}")
     stats = stats if stats is not None else ChainStats()
     model.eval()
     W = window or cfg.window
@@ -339,12 +385,16 @@ def chained_predict(
             idx = _nearest(pred_names, model.predicate_embed, cfg.text_model)
             pred_map = {p: cfg.predicates[i] for p, i in zip(pred_names, idx)}
 
-    # relation head probabilities for re-scoring and head spans (closed predicates only)
-    head, head_on = {}, {}
-    if (w_head > 0 or span_source == "head") and cands and closed_vocabulary:
-        pairs = sorted({(s, o) for s, _, o in cands})
+    # relation head probabilities for re-scoring, head spans and completion (closed predicates only)
+    head, head_on, head_prob = {}, {}, {}
+    fill = complete != "none" and closed_vocabulary and K >= 2
+    if ((w_head > 0 or span_source == "head") and cands and closed_vocabulary) or fill:
+        pairs = sorted(
+            {(s, o) for s, _, o in cands} | ({(s, o) for s in range(K) for o in range(K) if s != o} if fill else set())
+        )
         qp = torch.tensor([(tubes[s], tubes[o]) for s, o in pairs], dtype=torch.long)
         prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1)  # (R, T, P)
+        head_prob = {pair: prob[r] for r, pair in enumerate(pairs)}  # (T, P) each
         best = prob.max(1).values
         pidx = {p: i for i, p in enumerate(cfg.predicates)}
         for (s, p, o), _ in cands.items():
@@ -372,6 +422,19 @@ def chained_predict(
         key = (s, pred_map[p], o)
         if key not in merged or merged[key][0] < sc:
             merged[key] = (sc, spans)
+    if fill:
+        merged = complete_relations(
+            merged,
+            {pair: pr.numpy() for pair, pr in head_prob.items()},
+            kept,
+            obj_scores,
+            cfg.predicates,
+            complete,
+            w_head if w_head > 0 else 0.5,
+            lcfg.floor,
+            cfg.relation_threshold,
+            cfg.min_span,
+        )
     rels = sorted(merged.items(), key=lambda kv: -kv[1][0])[: cfg.max_relations]
     relations = [Relation4D(s + 1, o + 1, p, merge_spans(sp), sc) for (s, p, o), (sc, sp) in rels]
     return SceneGraph4D(video_id, T, objects, relations, counts)
