@@ -105,9 +105,9 @@ class PackedMasks:
     """Point masks of (object, frame) items packed on demand into one growing ``(M + 1, W)`` uint64 bitset table.
 
     ``masks`` maps an object key to its masks by frame. ``pack({key: frames})`` packs the frames not yet packed
-    (each boolean mask is read once, whatever the number of stages that ask for it); ``rows(key)`` gives the
-    object's ``(T,)`` row indices, 0 for an item not packed (absent mask, or a frame that cannot matter); row 0 is
-    all zeros. ``words`` and ``counts`` (each row's popcount, computed once) cover every row packed so far.
+    (each boolean mask is read once, whatever the number of stages that ask for it); ``rows_for`` gives objects'
+    ``(T,)`` row indices, 0 for an item not packed (absent mask, or a frame that cannot matter); row 0 is all
+    zeros. ``words`` and ``counts`` (each row's popcount, computed once) cover every row packed so far.
     """
 
     def __init__(self, masks: dict[Any, dict[int, np.ndarray]], num_frames: int, width: int):
@@ -141,15 +141,11 @@ class PackedMasks:
         self.words = np.concatenate([self.words, new_words])
         self.counts = np.concatenate([self.counts, np.bitwise_count(new_words).sum(-1, dtype=np.int64)])
 
-    def rows(self, key: Any) -> np.ndarray:
-        idx = self.index.get(key)
-        return np.zeros(self.num_frames, dtype=np.int64) if idx is None else idx
-
     def rows_for(self, keys: np.ndarray, frames: np.ndarray) -> np.ndarray:
         """``(K, T)`` row indices of K object keys (repeats allowed), packing first what ``frames`` (K, T) asks."""
         uniq, need, inverse = _union_by(keys, frames)
         self.pack(dict(zip(uniq.tolist(), need)))
-        return np.stack([self.rows(k) for k in uniq.tolist()])[inverse]
+        return np.stack([self.index[k] for k in uniq.tolist()])[inverse]
 
 
 def pair_ious(
@@ -197,28 +193,21 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     ranked = _rank_order(np.fromiter((r.score for r in rels), dtype=np.float64, count=len(rels)), subj, obj, options)
     subj, obj = subj[ranked], obj[ranked]
     pred_on = _frames_matrix([rels[i].spans for i in ranked.tolist()], T)  # (R, T)
-    # class pairs and predicates as integer codes shared by the predictions and the GT
+    # class pairs and predicates as integer codes shared by the predictions and the GT (-1: no prediction has it)
     labels: dict[str, int] = {}
     label_of = {i: labels.setdefault(o.label, len(labels)) for i, o in pobj.items()}
-    pc_raw = np.fromiter((label_of[i] for i in subj.tolist()), dtype=np.int64, count=len(subj)) * (len(labels) + 1)
+    L = len(labels)
+    pc_raw = np.fromiter((label_of[i] for i in subj.tolist()), dtype=np.int64, count=len(subj)) * L
     pc_raw += np.fromiter((label_of[i] for i in obj.tolist()), dtype=np.int64, count=len(obj))
     pair_values, pc = np.unique(pc_raw, return_inverse=True)  # dense class-pair codes
-    pair_code = {
-        (a, b): k
-        for k, (a, b) in enumerate(
-            zip((pair_values // (len(labels) + 1)).tolist(), (pair_values % (len(labels) + 1)).tolist())
-        )
-    }
     codes: dict[str, int] = {}
     pred_code = np.array([codes.setdefault(rels[i].predicate, len(codes)) for i in ranked.tolist()])
     g_subj = np.array([r.subject for r in gt.relations], dtype=np.int64)
     g_obj = np.array([r.object for r in gt.relations], dtype=np.int64)
-    g_pc = np.array(
-        [
-            pair_code.get((labels.get(gobj[r.subject].label, -1), labels.get(gobj[r.object].label, -1)), -1)
-            for r in gt.relations
-        ]
-    )
+    gl_s = np.array([labels.get(gobj[r.subject].label, -1) for r in gt.relations])
+    gl_o = np.array([labels.get(gobj[r.object].label, -1) for r in gt.relations])
+    pos = np.searchsorted(pair_values, gl_s * L + gl_o).clip(max=len(pair_values) - 1)
+    g_pc = np.where((gl_s >= 0) & (gl_o >= 0) & (pair_values[pos] == gl_s * L + gl_o), pos, -1)
     g_code = np.array([codes.get(r.predicate, -1) for r in gt.relations])
 
     # 1. where each GT relation can be recalled at all: the frames of its spans on which both GT masks are
@@ -236,8 +225,8 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     #    into (relation J, candidate C) rows; a candidate whose predicted frames cannot cover enough of the GT
     #    frames to reach the lower vIoU threshold even with perfect masks is dropped (it can be no hit of any kind)
     by_code = np.argsort(pc, kind="stable")
-    seg_start = np.searchsorted(pc[by_code], np.arange(len(pair_code)))
-    seg_len = np.bincount(pc, minlength=len(pair_code))
+    seg_start = np.searchsorted(pc[by_code], np.arange(len(pair_values)))
+    seg_len = np.bincount(pc, minlength=len(pair_values))
     n_cand = np.where((g_pc >= 0) & (n_on > 0), seg_len[np.maximum(g_pc, 0)], 0)
     J = np.repeat(np.arange(G), n_cand)
     offset = np.arange(len(J)) - np.repeat(np.cumsum(n_cand) - n_cand, n_cand)

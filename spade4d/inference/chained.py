@@ -143,7 +143,6 @@ def _nearest(names: list[str], embed: torch.Tensor, text_model) -> list[int]:
     return _similarity(names, embed, text_model).argmax(1).tolist()
 
 
-@torch.no_grad()
 def complete_relations(
     merged: dict[tuple[int, str, int], tuple[float, list]],
     head_prob: dict[tuple[int, int], np.ndarray],
@@ -184,6 +183,7 @@ def complete_relations(
     return out
 
 
+@torch.no_grad()
 def run_4d(model, seq: PointSequence, video_id: str, window: int | None = None, rgb_source=None):
     """The 4D model over a sequence, window by window (memory carried). Returns the windows as
     ``(frame indices, kept point indices per frame, WindowOutput)`` and the (Q, D) tube states: each query's
@@ -394,11 +394,12 @@ def chained_predict(
         )
         qp = torch.tensor([(tubes[s], tubes[o]) for s, o in pairs], dtype=torch.long)
         prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1)  # (R, T, P)
-        head_prob = {pair: prob[r] for r, pair in enumerate(pairs)}  # (T, P) each
+        row = {pair: r for r, pair in enumerate(pairs)}
+        head_prob = {pair: prob[r].numpy() for pair, r in row.items()}  # (T, P) each
         best = prob.max(1).values
         pidx = {p: i for i, p in enumerate(cfg.predicates)}
         for (s, p, o), _ in cands.items():
-            r, j = pairs.index((s, o)), pidx[pred_map[p]]
+            r, j = row[(s, o)], pidx[pred_map[p]]
             if w_head > 0:
                 head[(s, p, o)] = float(best[r, j])
             if span_source == "head":
@@ -425,7 +426,7 @@ def chained_predict(
     if fill:
         merged = complete_relations(
             merged,
-            {pair: pr.numpy() for pair, pr in head_prob.items()},
+            head_prob,
             kept,
             obj_scores,
             cfg.predicates,
