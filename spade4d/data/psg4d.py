@@ -190,6 +190,17 @@ class PSG4DPointCloud:
     def video_ids(self) -> list[str]:
         return [e["video_id"] for e in self.entries]
 
+    def names_used(self) -> tuple[set[str], set[str]]:
+        """The object categories and predicates this split's annotations use (no frame is read)."""
+        classes, predicates = set(), set()
+        for e in self.entries:
+            classes.update(str(o.get("category")) for o in e.get("object", []) if isinstance(o, dict))
+            for rel in e.get("relations", []):
+                parts = _unpack_relation(rel, "gta")
+                if parts is not None:
+                    predicates.add(str(parts[1]))
+        return classes, predicates
+
     def __iter__(self) -> Iterator[tuple[PointSequence, SceneGraph4D]]:
         for i in range(len(self)):
             yield self[i]
@@ -335,6 +346,17 @@ class _RGBDDataset:
 
     def video_ids(self) -> list[str]:
         return [e["video_id"] for e in self.entries]
+
+    def names_used(self) -> tuple[set[str], set[str]]:
+        """The object categories and predicates this split's annotations use (no frame is read)."""
+        classes, predicates = set(), set()
+        for e in self.entries:
+            classes.update(str(o.get("category")) for o in e.get("object", []) if isinstance(o, dict))
+            for rel in e.get("relations", []):
+                parts = _unpack_relation(rel, "gta")
+                if parts is not None:
+                    predicates.add(str(parts[1]))
+        return classes, predicates
 
     def annotation(self, i: int) -> VideoAnnotation:
         e = self.entries[i]

@@ -48,6 +48,9 @@ class Train4DConfig:
     transfer_parts: tuple[str, ...] = ("decoder", "rgt", "head")  # what --init-from-2d moves
     llm: dict | None = None  # a SceneLLMConfig (e.g. {"llm": "tiny"}): train the SceneLLM jointly
     train_only: tuple[str, ...] | None = None  # parameter-name prefixes to train (the rest frozen); None: all
+    # "seen": class/predicate losses over the names that occur in the training split only; the saved model
+    # scores the full vocabulary. "all": every name of the vocabulary, unseen ones as constant negatives.
+    train_vocabulary: str = "seen"
     model: dict = field(default_factory=dict)  # Model4DConfig overrides
     weights: dict = field(default_factory=dict)  # LossWeights overrides
 
@@ -111,6 +114,15 @@ def _vocabulary(root: Path, ds: PSG4DPointCloud) -> tuple[list[str], list[str]]:
     return classes, list(ds.predicates)
 
 
+def seen_vocabulary(ds: PSG4DPointCloud, classes: list[str], predicates: list[str]) -> tuple[list[str], list[str]]:
+    """The names of ``classes`` / ``predicates`` (in their order) that occur in the split's graphs.
+
+    Open-vocabulary training: a name never seen in training must not be trained as a negative on every
+    example, or the model learns never to predict it, which no text embedding can undo at test time."""
+    seen_c, seen_p = ds.names_used()
+    return [c for c in classes if c in seen_c], [p for p in predicates if p in seen_p]
+
+
 def finetune_4d(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -171,6 +183,15 @@ def finetune_4d(
         if cfg.lift:
             raise TrainError("lifting 2D features needs a 2D core: pass --init-from-2d")
         model = Model4D(Model4DConfig(classes=classes, predicates=predicates, **{"llm": cfg.llm, **cfg.model}))
+    if cfg.train_vocabulary not in ("seen", "all"):
+        raise TrainError(f"train_vocabulary must be 'seen' or 'all', got {cfg.train_vocabulary!r}")
+    if cfg.train_vocabulary == "seen":
+        seen_c, seen_p = seen_vocabulary(ds, classes, predicates)
+        unseen = sorted(set(classes) - set(seen_c)) + sorted(set(predicates) - set(seen_p))
+        if unseen:
+            acc.print(f"open-vocabulary training: {len(unseen)} names never occur in {split} ({', '.join(unseen)}); "
+                      "they are scored at test time, not trained as negatives")  # fmt: skip
+        model.set_vocabulary(seen_c, seen_p)
     if cfg.train_only is not None:  # e.g. one stage of a pipeline; frozen stays frozen (the LLM's base)
         for name, p in model.named_parameters():
             p.requires_grad_(p.requires_grad and name.startswith(tuple(cfg.train_only)))
@@ -222,6 +243,7 @@ def finetune_4d(
     step, history = train_loop(acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress)
     final = out / "model"
     if acc.is_main_process:
+        core.set_vocabulary(classes, predicates)  # the saved model scores every name
         core.save_pretrained(final)
         plot_losses(history, out / "loss.png", "4D fine-tuning losses")
     acc.wait_for_everyone()
