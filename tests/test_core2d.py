@@ -222,6 +222,42 @@ def test_spade2d_predicts_valid_graphs_and_round_trips(tmp_path):
     assert has_lora(back.backbone.unet)
 
 
+def test_grounding_losses_reward_attention_inside_the_named_masks():
+    from spade4d.training.images2d import ImageSample
+    from spade4d.training.pretrain_diffusion import grounding_losses, word_masks
+
+    h, w = 4, 6
+    masks = torch.zeros(3, 8, 12)
+    masks[0, :4, :6] = 1  # person, top-left quarter
+    masks[1, 4:, 6:] = 1  # another person, bottom-right quarter
+    masks[2, :4, 6:] = 1  # chair, top-right quarter
+    s = ImageSample("x", torch.zeros(3, 8, 12), (8, 12), ["person", "person", "chair"], masks, [(0, 2, "beside")])
+    words = ["", "person", "beside", "chair", "", "person", ""]
+    wm = word_masks(words, s.labels, s.masks, (h, w))
+    assert [t for t, _ in wm] == [[1, 5], [3]]  # every occurrence of a word, each word once
+    person = wm[0][1]
+    assert person.shape == (h, w) and person.sum() == h * w / 2  # the union of both people
+    assert person[0, 0] == 1 and person[3, 5] == 1 and person[0, 5] == 0
+
+    def maps_for(in_mask: bool):
+        m = torch.full((1, h * w, len(words)), 1e-4)
+        if in_mask:
+            m[0, :, 1] = m[0, :, 5] = person.flatten()
+            m[0, :, 3] = wm[1][1].flatten()
+        else:
+            m[0, :, [1, 3, 5]] = 1.0  # every word everywhere: chance
+        return {"layer": m / m.sum(-1, keepdim=True)}
+
+    good_tok, good_pix = grounding_losses(maps_for(True), [s], [words], (8, 12))
+    flat_tok, flat_pix = grounding_losses(maps_for(False), [s], [words], (8, 12))
+    assert good_tok < 1e-3 and good_pix < flat_pix
+    # a uniform map puts the mask's area share inside: (1 - 1/2)^2 for the people, (1 - 1/4)^2 for the chair
+    assert float(flat_tok) == pytest.approx((0.25 + 0.5625) / 2, rel=1e-3)
+    empty = ImageSample("y", torch.zeros(3, 8, 12), (8, 12), ["cup"], torch.zeros(1, 8, 12), [])
+    zt, zp = grounding_losses(maps_for(True), [empty], [["", "cup", ""]], (8, 12))
+    assert float(zt) == 0 and float(zp) == 0  # nothing to ground: no loss, no NaN
+
+
 def test_transfer_copies_exactly_the_named_tensors():
     m2 = tiny_2d(seed=1)
     torch.manual_seed(2)

@@ -100,3 +100,28 @@ def test_two_cpu_processes_train_in_step(synthetic_root, tmp_path):
     # DDP averaged the gradients: both ranks hold the same parameters after drawing different clips
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6)
     assert ranks[0]["abs"] == pytest.approx(ranks[1]["abs"], rel=1e-6)
+
+
+def test_open_vocabulary_training_leaves_unseen_names_out_of_the_loss(synthetic_root, tmp_path):
+    from spade4d.data.psg4d import PSG4DPointCloud
+    from spade4d.models.model4d import Model4D
+    from spade4d.models.text import encode_texts
+
+    root = synthetic_root / "psg4d_pc"
+    meta = json.loads((synthetic_root / "dataset.json").read_text())
+    oov = set(meta["oov_classes"]) | set(meta["oov_predicates"])
+    used_c, used_p = PSG4DPointCloud(root, "train").names_used()
+    assert not (used_c | used_p) & oov and "person" in used_c  # the OOV scripts are kept out of 4D training
+    res = finetune_4d(root, tmp_path / "seen", tiny_cfg(2), progress=False)
+    trained = json.loads((tmp_path / "seen" / "train_config.json").read_text())["model"]
+    assert set(trained["classes"]) == used_c and set(trained["predicates"]) == used_p
+    full = meta["thing_classes"] + meta["stuff_classes"]
+    back = Model4D.from_pretrained(res.model_dir)  # the saved model scores every name, the unseen ones too
+    assert back.config.classes == full and back.config.predicates == meta["predicates"]
+    i = full.index("bicycle")
+    torch.testing.assert_close(back.class_embed[i], encode_texts(["bicycle"])[0])
+    finetune_4d(root, tmp_path / "all", tiny_cfg(2, train_vocabulary="all"), progress=False)
+    trained = json.loads((tmp_path / "all" / "train_config.json").read_text())["model"]
+    assert trained["classes"] == full
+    with pytest.raises(TrainError, match="train_vocabulary"):
+        finetune_4d(root, tmp_path / "bad", tiny_cfg(2, train_vocabulary="some"), progress=False)

@@ -104,6 +104,7 @@ def pretrain_diffusion(
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", {"train": asdict(cfg), "backbone": bcfg.to_dict()})
     texts: dict[int, tuple] = {}
+    targets: dict = {}  # grounding targets per (image, caption)
 
     def step_fn(step: int, k: int):
         rng = np.random.default_rng([cfg.seed, step, acc.process_index, k])
@@ -128,7 +129,7 @@ def pretrain_diffusion(
         loss, logs = mse, {"loss": float(mse.detach())}
         if ground:
             words = [texts[(i, c)][2] for i, c in zip(idx, captions)]
-            tok_loss, pix_loss = grounding_losses(cap.maps(), samples, words, bcfg.image_size)
+            tok_loss, pix_loss = grounding_losses(cap.maps(), samples, words, bcfg.image_size, targets)
             loss = loss + cfg.grounding_weight * tok_loss + cfg.grounding_pixel_weight * pix_loss
             logs.update(token_loss=float(tok_loss.detach()), pixel_loss=float(pix_loss.detach()))
         return loss, logs
@@ -166,24 +167,44 @@ def word_masks(
 
 
 def grounding_losses(
-    maps: dict[str, torch.Tensor], samples: list[ImageSample], words: list[list[str]], image_hw: tuple[int, int]
+    maps: dict[str, torch.Tensor],
+    samples: list[ImageSample],
+    words: list[list[str]],
+    image_hw: tuple[int, int],
+    cache: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token and pixel grounding losses (module docstring) averaged over every (layer, image, object word)."""
-    tok, pix = [], []
+    """Token and pixel grounding losses (module docstring) averaged over every (layer, image, object word).
+    Layers of one resolution are handled together; ``cache`` keeps each image's word targets across steps."""
+    cache = {} if cache is None else cache
+    by_size: dict[int, list[torch.Tensor]] = {}
     for m in maps.values():
-        h, w = map_hw(m.shape[1], image_hw)
+        by_size.setdefault(m.shape[1], []).append(m)
+    tok, pix = [], []
+    for n, ms in by_size.items():
+        hw = map_hw(n, image_hw)
+        att = torch.stack(ms).float()  # (layers, B, N, L)
         for b, s in enumerate(samples):
-            for toks, target in word_masks(words[b], s.labels, s.masks, (h, w)):
-                a = m[b][:, toks].float()  # (N, tokens): each pixel's attention to this word's tokens
-                t = target.flatten().to(a)
-                spatial = a.mean(1)
-                tok.append((1 - (spatial * t).sum() / spatial.sum().clamp_min(1e-8)) ** 2)
-                share = a.sum(1).clamp(1e-6, 1 - 1e-6)  # the probability that a pixel attends to this word
-                pix.append(F.binary_cross_entropy(share, (t >= 0.5).to(a)))
+            key = (s.image_id, tuple(words[b]), hw)
+            if key not in cache:
+                wm = word_masks(words[b], s.labels, s.masks, hw)
+                sel = torch.zeros(att.shape[-1], len(wm))
+                for j, (toks, _) in enumerate(wm):
+                    sel[toks, j] = 1.0
+                target = torch.stack([t.flatten() for _, t in wm], 1) if wm else torch.zeros(n, 0)
+                cache[key] = (sel, target)
+            sel, target = (x.to(att) for x in cache[key])
+            if sel.shape[1] == 0:
+                continue
+            share = att[:, b] @ sel  # (layers, N, W): each pixel's attention to each object word
+            inside = (share * target).sum(1) / share.sum(1).clamp_min(1e-8)
+            tok.append(((1 - inside) ** 2).flatten())
+            bce = F.binary_cross_entropy(share.clamp(1e-6, 1 - 1e-6), (target >= 0.5).to(att).expand_as(share),
+                                         reduction="none")  # fmt: skip
+            pix.append(bce.mean(1).flatten())
     if not tok:
-        zero = next(iter(maps.values())).sum() * 0 if maps else torch.zeros(())
+        zero = sum(m.sum() for m in maps.values()) * 0 if maps else torch.zeros(())
         return zero, zero
-    return torch.stack(tok).mean(), torch.stack(pix).mean()
+    return torch.cat(tok).mean(), torch.cat(pix).mean()
 
 
 def _word_token(words: list[str], label: str) -> int | None:
