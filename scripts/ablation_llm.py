@@ -123,7 +123,7 @@ def main(argv=None) -> None:
     p.add_argument("--samples", type=int, default=6, help="SceneLLM rows: sampled turn-2 answers")
     p.add_argument("--spans", choices=["llm", "head"], default="head", help="SceneLLM rows: relation frames from")
     p.add_argument(
-        "--complete", choices=["none", "after", "joint"], default="none", help="SceneLLM rows: head completion"
+        "--complete", choices=["none", "after", "joint", "graph"], default="none", help="SceneLLM rows: head completion"
     )
     p.add_argument("--rescore", type=float, default=None, help="SceneLLM rows: relation-head weight (default: config)")
     args = p.parse_args(argv)

@@ -767,9 +767,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--complete",
-        choices=["none", "after", "joint"],
+        choices=["none", "after", "joint", "graph"],
         default=None,
-        help="SceneLLM: add the relation head's relations among the LLM's objects (below the LLM's, or scored alike)",
+        help="SceneLLM: add the relation head's relations among the LLM's objects (below the LLM's, or scored alike); "
+        "graph: the 4D model's own objects join too, and the LLM re-ranks its graph",
     )
     s.add_argument(
         "--open-vocabulary",

@@ -238,6 +238,27 @@ def test_kv_cache_reuse_gives_the_same_tokens(clip):
         assert r.subject != r.object and all(0 <= s <= e < seq.num_frames for s, e in r.spans)
 
 
+def test_graph_completion_adds_the_4d_models_own_objects(clip):
+    model = _model(clip)
+    _, _, seq, graph = clip
+    joint = chained_predict(model, seq, graph.video_id, samples=0, complete="joint")
+    model.config.object_threshold = 2.0  # no tube of the 4D model qualifies: "graph" is "joint"
+    assert chained_predict(model, seq, graph.video_id, samples=0, complete="graph").to_json() == joint.to_json()
+    model.config.object_threshold = 0.0  # every tube no LLM object points at joins
+    full = chained_predict(model, seq, graph.video_id, samples=0, complete="graph")
+    ids = {o.id for o in full.objects}
+    # the 4D model's objects come after the LLM's (ids K+1...); untrained masks are weak, so only some survive
+    assert max(ids) > max((o.id for o in joint.objects), default=0)
+    assert all(o.label in model.config.classes for o in full.objects)
+    # every point belongs to at most one object, and every relation joins two of them
+    for t in range(seq.num_frames):
+        cover = sum(o.masks[t].astype(int) for o in full.objects if t in o.masks)
+        assert np.max(cover, initial=0) <= 1
+    assert all(r.subject in ids and r.object in ids and r.subject != r.object for r in full.relations)
+    with pytest.raises(ValueError, match="complete"):
+        chained_predict(model, seq, graph.video_id, samples=0, complete="everything")
+
+
 def test_lora_and_model_save_load_round_trip(clip, tmp_path):
     model = _model(clip, train_base=False)
     with torch.no_grad():  # non-trivial adapters

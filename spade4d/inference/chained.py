@@ -25,6 +25,10 @@
    :func:`spade4d.inference.infer_4d.predict_sequence` does. ``"llm"``: the spans as written.
 6. ``complete="after"|"joint"`` (closed vocabulary): the 4D relation head's relations among the LLM's objects join
    the LLM's (:func:`complete_relations`), so the ranked list is not limited to what the LLM wrote.
+   ``complete="graph"``: as ``"joint"``, and the tubes the 4D model keeps as objects (its object threshold on
+   name confidence x objectness, as :func:`spade4d.inference.infer_4d.predict_sequence` does) that no LLM object
+   points at join as objects too, with the 4D model's masks and names. The LLM then re-ranks the 4D model's
+   graph (its objects' masks and names, its relations' scores) instead of bounding it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from spade4d.inference.infer_4d import relation_frames
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans, merge_spans
 from spade4d.training.clips import load_frames, sequence_center
 
+COMPLETE_MODES = ("none", "after", "joint", "graph")
 NAME_TEMPERATURE = 0.05  # cosine similarity of a said name to the vocabulary -> a distribution over names
 
 
@@ -234,8 +239,8 @@ def chained_predict(
     if span_source not in ("llm", "head"):
         raise ValueError(f"spans must be 'llm' or 'head', got {span_source!r}")
     complete = complete or lcfg.complete
-    if complete not in ("none", "after", "joint"):
-        raise ValueError(f"complete must be 'none', 'after' or 'joint', got {complete!r}")
+    if complete not in COMPLETE_MODES:
+        raise ValueError(f"complete must be one of {', '.join(COMPLETE_MODES)}, got {complete!r}")
     stats = stats if stats is not None else ChainStats()
     model.eval()
     W = window or cfg.window
@@ -300,18 +305,31 @@ def chained_predict(
     stats.turn1_s += time.perf_counter() - t0
     stats.turn1_tokens += len(ans1.tokens)
 
-    # 3. masks of the objects
+    # 3. masks of the objects (and of the 4D model's own objects no LLM object points at, for "graph")
     t0 = time.perf_counter()
+    C = len(cfg.classes)
+    class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0)  # (Q, C + 1)
+    extra, extra_labels, extra_scores = [], [], []
+    if complete == "graph" and closed_vocabulary:
+        conf, lab = class_prob[:, :C].max(1)
+        own = (conf * (1 - class_prob[:, C])).sqrt()  # the 4D model's object score (name confidence x objectness)
+        extra = [q for q in range(len(own)) if q not in set(tubes) and float(own[q]) >= cfg.object_threshold]
+        extra_labels = [cfg.classes[int(lab[q])] for q in extra]
+        extra_scores = [float(own[q]) for q in extra]
+    all_tubes = list(tubes) + extra
     assign = [np.full(n, -1, dtype=np.int16) for n in counts]
-    score_t = torch.tensor(obj_scores, dtype=torch.float32)
-    if K:
+    score_t = torch.tensor(obj_scores[:K] + extra_scores, dtype=torch.float32)
+    if all_tubes:
         for times, keep, out in wins:
-            emb = llm.mask_query(obj_h, out.states, out.mask_embed, tubes_t)  # (Tw, K, D)
+            emb = llm.mask_query(obj_h, out.states, out.mask_embed, tubes_t) if K else None  # (Tw, K, D)
             for i, t in enumerate(times):
                 if len(keep[i]) == 0:
                     continue
                 idx = torch.nonzero(out.point_frame == i).squeeze(1)
-                mp = (emb[i] @ out.point_feats[idx].T).sigmoid()  # (K, n)
+                parts = [(emb[i] @ out.point_feats[idx].T).sigmoid()] if K else []  # (K, n)
+                if extra:
+                    parts.append(out.mask_logits(i)[extra].sigmoid())  # (E, n)
+                mp = torch.cat(parts)
                 _, k = (mp * score_t[:, None]).max(0)
                 ok = mp.gather(0, k[None]).squeeze(0) >= 0.5
                 assign[t][keep[i][ok.numpy()]] = k[ok].numpy().astype(np.int16)
@@ -366,9 +384,7 @@ def chained_predict(
     pred_map = {p: p for p in pred_names}
     if closed_vocabulary:
         if names and w_head > 0:  # the LLM's name and the class head of the tube its <obj> attends to
-            C = len(cfg.classes)
-            prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0)  # (Q, C + 1)
-            tube = prob[tubes]  # (K, C + 1)
+            tube = class_prob[tubes]  # (K, C + 1)
             said = torch.softmax(_similarity(names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
             head_p = tube[:, :C] / tube[:, :C].sum(1, keepdim=True).clamp_min(1e-9)
             joint = said ** (1 - w_head) * head_p**w_head
@@ -386,13 +402,15 @@ def chained_predict(
             pred_map = {p: cfg.predicates[i] for p, i in zip(pred_names, idx)}
 
     # relation head probabilities for re-scoring, head spans and completion (closed predicates only)
+    labels, obj_scores = labels[:K] + extra_labels, list(obj_scores[:K]) + extra_scores
+    N = K + len(extra)  # objects: the LLM's, then the 4D model's own ("graph")
     head, head_on, head_prob = {}, {}, {}
-    fill = complete != "none" and closed_vocabulary and K >= 2
+    fill = complete != "none" and closed_vocabulary and N >= 2
     if ((w_head > 0 or span_source == "head") and cands and closed_vocabulary) or fill:
         pairs = sorted(
-            {(s, o) for s, _, o in cands} | ({(s, o) for s in range(K) for o in range(K) if s != o} if fill else set())
+            {(s, o) for s, _, o in cands} | ({(s, o) for s in range(N) for o in range(N) if s != o} if fill else set())
         )
-        qp = torch.tensor([(tubes[s], tubes[o]) for s, o in pairs], dtype=torch.long)
+        qp = torch.tensor([(all_tubes[s], all_tubes[o]) for s, o in pairs], dtype=torch.long)
         prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1)  # (R, T, P)
         row = {pair: r for r, pair in enumerate(pairs)}
         head_prob = {pair: prob[r].numpy() for pair, r in row.items()}  # (T, P) each
@@ -406,7 +424,7 @@ def chained_predict(
                 head_on[(s, p, o)] = relation_frames(prob[r, :, j].numpy(), cfg.relation_threshold, cfg.min_span)
 
     objects = []
-    for k in range(K):
+    for k in range(N):
         masks = {t: assign[t] == k for t in range(T) if (assign[t] == k).any()}
         if masks:
             objects.append(ObjectTube(k + 1, labels[k], masks, obj_scores[k]))
@@ -430,7 +448,7 @@ def chained_predict(
             kept,
             obj_scores,
             cfg.predicates,
-            complete,
+            "joint" if complete == "graph" else complete,
             w_head if w_head > 0 else 0.5,
             lcfg.floor,
             cfg.relation_threshold,

@@ -86,7 +86,8 @@ class SceneLLMConfig:
     rescore: float = 0.5  # weight of the 4D relation head in a relation's score (0: the LLM's alone)
     spans: str = "head"  # a relation's frames: where the 4D relation head fires ("head"), or as written ("llm")
     # the 4D relation head's relations among the LLM's objects join the LLM's: ranked below all of them ("after"),
-    # or scored like them with the LLM probability ``floor`` for a relation the LLM did not write ("joint")
+    # or scored like them with the LLM probability ``floor`` for a relation the LLM did not write ("joint");
+    # "graph": "joint", and the 4D model's own objects that no LLM object points at join as objects too
     complete: str = "none"
     floor: float = 0.05
     seed: int = 0
@@ -97,8 +98,8 @@ class SceneLLMConfig:
             raise SceneLLMError(f"chain must be 'two' or 'single', got {self.chain!r}")
         if self.spans not in ("llm", "head"):
             raise SceneLLMError(f"spans must be 'llm' or 'head', got {self.spans!r}")
-        if self.complete not in ("none", "after", "joint"):
-            raise SceneLLMError(f"complete must be 'none', 'after' or 'joint', got {self.complete!r}")
+        if self.complete not in ("none", "after", "joint", "graph"):
+            raise SceneLLMError(f"complete must be none, after, joint or graph, got {self.complete!r}")
         if self.train_base and self.llm != "tiny":
             raise SceneLLMError("train_base is for the tiny random LLM; a pretrained LLM trains through LoRA only")
 
