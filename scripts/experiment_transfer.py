@@ -62,6 +62,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=None, help="4D steps (default: the preset's)")
     p.add_argument("--core-2d", default=None, help="an existing 2D core folder (default: train one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, help="comma-separated variant letters to run, e.g. a,b (default: all)")
     args = p.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     meta = json.loads((data / "dataset.json").read_text())
@@ -86,8 +87,9 @@ def main(argv=None) -> None:
         "(c) transfer + lifted 2D features": dict(init_from_2d=core, lift=True),
         "(d) transfer of RGT + head only": dict(init_from_2d=core, lift=False, transfer_parts=("rgt", "head")),
     }
+    only = set(args.only.split(",")) if args.only else None
     for name, v in variants.items():
-        if name in results:
+        if name in results or (only and name.split()[0].strip("()") not in only):
             continue
         run = out / name.split()[0].strip("()")
         cfg = preset(
