@@ -149,6 +149,18 @@ def parse_relations(
     return [Relation4D(subject=s, object=o, predicate=p, spans=merge_spans(v)) for (s, p, o), v in spans.items()]
 
 
+def names_used(entries: list[dict], style: str) -> tuple[set[str], set[str]]:
+    """The object categories and predicates that annotation ``entries`` (relations in ``style``) use."""
+    classes, predicates = set(), set()
+    for e in entries:
+        classes.update(str(o.get("category")) for o in e.get("object", []) if isinstance(o, dict))
+        for rel in e.get("relations", []):
+            parts = _unpack_relation(rel, style)
+            if parts is not None:
+                predicates.add(str(parts[1]))
+    return classes, predicates
+
+
 class PSG4DPointCloud:
     """The PSG4D point-cloud layout as a sequence dataset of ``(PointSequence, SceneGraph4D)``."""
 
@@ -192,14 +204,7 @@ class PSG4DPointCloud:
 
     def names_used(self) -> tuple[set[str], set[str]]:
         """The object categories and predicates this split's annotations use (no frame is read)."""
-        classes, predicates = set(), set()
-        for e in self.entries:
-            classes.update(str(o.get("category")) for o in e.get("object", []) if isinstance(o, dict))
-            for rel in e.get("relations", []):
-                parts = _unpack_relation(rel, "gta")
-                if parts is not None:
-                    predicates.add(str(parts[1]))
-        return classes, predicates
+        return names_used(self.entries, "gta")
 
     def __iter__(self) -> Iterator[tuple[PointSequence, SceneGraph4D]]:
         for i in range(len(self)):
@@ -349,14 +354,7 @@ class _RGBDDataset:
 
     def names_used(self) -> tuple[set[str], set[str]]:
         """The object categories and predicates this split's annotations use (no frame is read)."""
-        classes, predicates = set(), set()
-        for e in self.entries:
-            classes.update(str(o.get("category")) for o in e.get("object", []) if isinstance(o, dict))
-            for rel in e.get("relations", []):
-                parts = _unpack_relation(rel, "gta")
-                if parts is not None:
-                    predicates.add(str(parts[1]))
-        return classes, predicates
+        return names_used(self.entries, self.relation_style)
 
     def annotation(self, i: int) -> VideoAnnotation:
         e = self.entries[i]

@@ -313,7 +313,8 @@ def chained_predict(
     if complete == "graph" and closed_vocabulary:
         conf, lab = class_prob[:, :C].max(1)
         own = (conf * (1 - class_prob[:, C])).sqrt()  # the 4D model's object score (name confidence x objectness)
-        extra = [q for q in range(len(own)) if q not in set(tubes) and float(own[q]) >= cfg.object_threshold]
+        pointed = set(tubes)
+        extra = [q for q in range(len(own)) if q not in pointed and float(own[q]) >= cfg.object_threshold]
         extra_labels = [cfg.classes[int(lab[q])] for q in extra]
         extra_scores = [float(own[q]) for q in extra]
     all_tubes = list(tubes) + extra

@@ -142,27 +142,25 @@ def pretrain_diffusion(
     return out / "model"
 
 
+def _first_word(label: str) -> str:
+    """The caption word an object is found by: the first word of its class name."""
+    return label.replace("_", " ").split()[0].lower()
+
+
 def word_masks(
     words: list[str], labels: list[str], masks: torch.Tensor, hw: tuple[int, int]
 ) -> list[tuple[list[int], torch.Tensor]]:
     """For each object word of a caption: the token indices of that word (every occurrence) and the union of the
     masks of the objects it names, area-resampled to ``hw`` (coverage fractions)."""
-    out, seen = [], set()
-    for label in labels:
-        first = label.replace("_", " ").split()[0].lower()
-        if first in seen:
-            continue
-        seen.add(first)
-        toks = [i for i, w in enumerate(words) if w == first]
-        if not toks:
-            continue
-        union = torch.zeros(masks.shape[-2:])
-        for g, other in enumerate(labels):
-            if other.replace("_", " ").split()[0].lower() == first:
-                union = torch.maximum(union, masks[g].float())
-        if union.sum() == 0:
-            continue
-        out.append((toks, F.adaptive_avg_pool2d(union[None, None], hw)[0, 0]))
+    groups: dict[str, list[int]] = {}
+    for g, label in enumerate(labels):
+        groups.setdefault(_first_word(label), []).append(g)
+    out = []
+    for word, objs in groups.items():
+        toks = [i for i, w in enumerate(words) if w == word]
+        union = masks[objs].float().amax(0)
+        if toks and union.sum() > 0:
+            out.append((toks, F.adaptive_avg_pool2d(union[None, None], hw)[0, 0]))
     return out
 
 
@@ -208,7 +206,7 @@ def grounding_losses(
 
 
 def _word_token(words: list[str], label: str) -> int | None:
-    first = label.replace("_", " ").split()[0].lower()
+    first = _first_word(label)
     for i, w in enumerate(words):
         if w == first:
             return i
