@@ -125,3 +125,27 @@ def test_open_vocabulary_training_leaves_unseen_names_out_of_the_loss(synthetic_
     assert trained["classes"] == full
     with pytest.raises(TrainError, match="train_vocabulary"):
         finetune_4d(root, tmp_path / "bad", tiny_cfg(2, train_vocabulary="some"), progress=False)
+
+
+def test_checkpoints_leave_frozen_parameters_out_and_resume_exactly(synthetic_root, tmp_path):
+    from safetensors import safe_open
+
+    root = synthetic_root / "psg4d_pc"
+    cfg = tiny_cfg(4, train_only=("head.",))
+    straight = finetune_4d(root, tmp_path / "a", cfg, progress=False)
+    with safe_open(str(tmp_path / "a" / "checkpoints" / "step_000002" / "model.safetensors"), "pt") as st:
+        saved = set(st.keys())
+    trainable = {n for n, p in straight.model.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in straight.model.named_parameters() if not p.requires_grad}
+    assert trainable and frozen
+    assert trainable <= saved and not (frozen & saved)
+    # killed after step 2, resumed: the frozen parameters come from the run's set-up, the rest from the checkpoint
+    finetune_4d(root, tmp_path / "b", cfg, progress=False)
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_000004")
+    resumed = finetune_4d(root, tmp_path / "b", cfg, resume=True, progress=False)
+    a, b = params(straight.model), params(resumed.model)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    # a checkpoint without tensors this configuration trains is refused, naming the file
+    with pytest.raises(TrainError, match=r"step_000004.*model\.safetensors.*lacks"):
+        finetune_4d(root, tmp_path / "b", tiny_cfg(6), resume=True, progress=False)

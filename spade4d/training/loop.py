@@ -5,6 +5,10 @@ data draw must depend only on (seed, step, rank, k), so ``resume`` continues exa
 ``checkpoints/step_XXXXXX/`` (the last ``keep_checkpoints``; each written as ``.partial`` and renamed when
 complete, so a killed run never leaves half a checkpoint), ``trainer_state.json`` (step, loss history),
 ``loss.png`` and TensorBoard logs under ``logs/``.
+
+A checkpoint holds what training changes: trainable parameters, buffers, optimiser, scheduler. Frozen parameters
+(a pretrained LLM's base, a frozen teacher UNet, the stages a pipeline froze) are rebuilt by the run's own set-up
+on resume, so they are left out; a SmolLM2 run's checkpoint is a few MB instead of 540.
 """
 
 from __future__ import annotations
@@ -45,6 +49,36 @@ def cosine_warmup(steps: int, warmup: int):
         return 0.5 * (1 + math.cos(math.pi * min(p, 1.0)))
 
     return f
+
+
+def frozen_names(model) -> set[str]:
+    """State-dict names of the parameters that do not train (tied ones under every name)."""
+    return {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def _drop_frozen(models, weights, _output_dir) -> None:
+    for model, state in zip(models, weights):
+        for name in frozen_names(model):
+            state.pop(name, None)
+
+
+def _check_checkpoint(ckpt: Path, models) -> None:
+    """Every trainable tensor of every prepared model must be in the checkpoint (it is loaded non-strictly, since
+    frozen parameters are left out): a clear error instead of a run resumed half from scratch."""
+    from safetensors import safe_open
+
+    for i, model in enumerate(models):
+        f = ckpt / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
+        if not f.is_file():
+            continue  # another serialisation (pickle): accelerate's own errors apply
+        with safe_open(str(f), "pt") as st:
+            have = set(st.keys())
+        want = set(model.state_dict()) - frozen_names(model)
+        if missing := sorted(want - have):
+            raise TrainError(
+                f"{f}: the checkpoint lacks {len(missing)} trainable tensors of this run's model (first: "
+                f"{missing[0]}); it was written by another configuration: use another --out or retrain"
+            )
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -117,12 +151,16 @@ def train_loop(
         if ckpt is None:
             acc.print(f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
         else:
-            acc.load_state(str(ckpt))
+            _check_checkpoint(ckpt, getattr(acc, "_models", []))
+            acc.load_state(str(ckpt), strict=False)  # frozen parameters are not in it (they were built above)
             st = json.loads((ckpt / "trainer_state.json").read_text())
             step, history = st["step"], st["history"]
             acc.print(f"[{name}] resumed from {ckpt} at step {step}")
     elif acc.is_main_process and (out / "checkpoints").exists():
         raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+    if not getattr(acc, "_spade4d_drop_frozen", False):  # one hook per accelerator (stages share one)
+        acc.register_save_state_pre_hook(_drop_frozen)
+        acc._spade4d_drop_frozen = True
     acc.init_trackers("logs")
     params = list(model.parameters()) if params is None else params
     model.train()
