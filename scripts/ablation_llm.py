@@ -51,9 +51,10 @@ ROWS = {
     "pipeline": dict(core=False, llm=None, stages=True),
 }
 # (name, share of the steps, trained parameter prefixes, loss weights). Later stages keep every loss weight:
-# their frozen parameters stay put anyway, and zeroing the mask weights would also drop the mask cost from the
-# Hungarian matching, so the class head would learn on queries matched by class alone, not on the tubes whose
-# masks stage 1 trained (which is what an earlier version did: its pipeline row scored 0).
+# their frozen parameters stay put anyway. (An earlier version zeroed the mask weights of the later stages, which
+# then also dropped the mask cost from the Hungarian matching, so the class head learned on queries matched by
+# class alone and the pipeline row scored 0; the matching costs are now LossWeights.match_*, apart from the
+# loss weights.)
 PIPELINE = [
     ("segment", 4, ("encoder", "decoder"), {"cls": 0.0, "relation": 0.0, "semantic": 0.0}),
     ("classify", 1.5, ("head.class_proj", "head.pool_proj", "head.no_object", "head.class_scale", "point_proj"), {}),

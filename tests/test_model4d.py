@@ -53,6 +53,14 @@ def test_hungarian_match_finds_the_cheap_assignment():
     mask_cost = torch.tensor([[5.0, 0.1], [0.2, 5.0], [5.0, 5.0], [5.0, 5.0]])
     q, g = hungarian_match(prob, torch.tensor([0, 1]), mask_cost, LossWeights())
     assert dict(zip(g.tolist(), q.tolist())) == {0: 1, 1: 0}
+    # the matching costs are not the loss weights: switching the class and mask losses off changes nothing
+    prob = torch.tensor([[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.3, 0.3, 0.4], [0.3, 0.3, 0.4]])
+    mask_cost = torch.tensor([[0.5, 0.6], [0.6, 0.5], [0.55, 0.55], [0.55, 0.55]])
+    q0, g0 = hungarian_match(prob, torch.tensor([0, 1]), mask_cost, LossWeights())
+    q1, g1 = hungarian_match(prob, torch.tensor([0, 1]), mask_cost, LossWeights(cls=0.0, bce=0.0, dice=0.0))
+    assert dict(zip(g0.tolist(), q0.tolist())) == dict(zip(g1.tolist(), q1.tolist())) == {0: 0, 1: 1}
+    q2, g2 = hungarian_match(prob, torch.tensor([0, 1]), mask_cost, LossWeights(match_cls=0.0))
+    assert len(q2) == 2  # by mask cost alone, still a full assignment
 
 
 def test_losses_decrease_when_overfitting_one_clip(vocab, train_set):

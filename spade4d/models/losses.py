@@ -26,6 +26,11 @@ class LossWeights:
     semantic: float = 1.0  # dense per-point class loss (auxiliary: fast to learn, and it names tubes)
     llm: float = 1.0  # SceneLLM: language-model loss on the serialised scene graph
     llm_mask: float = 5.0  # SceneLLM: mask losses (BCE + Dice) of the <obj> queries
+    # Hungarian matching costs, separate from the loss weights: a stage that switches a loss off (weight 0)
+    # still matches queries by class and mask (Mask2Former's costs: class 2, mask BCE 5, Dice 5)
+    match_cls: float = 2.0
+    match_bce: float = 5.0
+    match_dice: float = 5.0
 
 
 def batch_bce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -42,6 +47,11 @@ def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return 1 - (num + 1) / (den + 1)
 
 
+def mask_match_cost(logits: torch.Tensor, targets: torch.Tensor, w: LossWeights) -> torch.Tensor:
+    """(Q, S) logits, (G, S) targets -> (Q, G) mask part of the matching cost."""
+    return w.match_bce * batch_bce_cost(logits, targets) + w.match_dice * batch_dice_cost(logits, targets)
+
+
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Row-wise Dice loss, (K, S) -> (K,)."""
     p = logits.sigmoid()
@@ -55,6 +65,6 @@ def hungarian_match(
     """``class_prob`` (Q, C+1), ``gt_classes`` (G,), ``mask_costs`` (Q, G) -> matched (query idx, GT idx)."""
     if len(gt_classes) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    cost = -w.cls * class_prob[:, gt_classes] + mask_costs
+    cost = -w.match_cls * class_prob[:, gt_classes] + mask_costs
     q, g = linear_sum_assignment(cost.float().cpu().numpy())
     return q.astype(np.int64), g.astype(np.int64)

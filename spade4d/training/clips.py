@@ -10,13 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spade4d.models.losses import (
-    LossWeights,
-    batch_bce_cost,
-    batch_dice_cost,
-    dice_loss,
-    hungarian_match,
-)
+from spade4d.models.losses import LossWeights, dice_loss, hungarian_match, mask_match_cost
 from spade4d.models.model4d import Model4D
 from spade4d.structures import PointSequence, SceneGraph4D, frames_to_spans, spans_to_frames
 
@@ -187,11 +181,7 @@ def clip_loss(
             tgt_t.append((lab[None, :] == torch.arange(G)[:, None]).float())
     class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in outs]).mean(0)
     with torch.no_grad():
-        mcost = sum(
-            weights.bce * batch_bce_cost(lg, tg) + weights.dice * batch_dice_cost(lg, tg)
-            for lg, tg in zip(logits_t, tgt_t)
-            if lg.shape[1]
-        )
+        mcost = sum(mask_match_cost(lg, tg, weights) for lg, tg in zip(logits_t, tgt_t) if lg.shape[1])
         if not torch.is_tensor(mcost):
             mcost = torch.zeros((Q, G))
         qi, gi = hungarian_match(class_prob, targets.labels, mcost / max(len(logits_t), 1), weights)

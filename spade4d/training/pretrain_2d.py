@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from spade4d.io import write_json
 from spade4d.models.calibration import add_lora, calibration_loss, has_lora, lora_parameters, student_maps, teacher_maps
 from spade4d.models.diffusion_backbone import DiffusionBackbone
-from spade4d.models.losses import LossWeights, batch_bce_cost, batch_dice_cost, dice_loss, hungarian_match
+from spade4d.models.losses import LossWeights, dice_loss, hungarian_match, mask_match_cost
 from spade4d.models.spade2d import Spade2D, Spade2DConfig
 from spade4d.training.images2d import ImageSample, ImageSet
 from spade4d.training.loop import (
@@ -114,7 +114,7 @@ def psg_loss(model: Spade2D, images: torch.Tensor, samples: list[ImageSample], w
         labels = torch.tensor([cidx[x] for x in s.labels], dtype=torch.long, device=images.device)
         tgt = s.masks.flatten(1).to(images.device)
         with torch.no_grad():
-            cost = weights.bce * batch_bce_cost(logits, tgt) + weights.dice * batch_dice_cost(logits, tgt)
+            cost = mask_match_cost(logits, tgt, weights)
             qi, gi = hungarian_match(out.class_logits[b].softmax(-1), labels, cost, weights)
         target = torch.full((Q,), C, dtype=torch.long, device=images.device)
         target[torch.from_numpy(qi)] = labels[torch.from_numpy(gi)]
