@@ -273,6 +273,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune_4d(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from spade4d.training.finetune_4d import finetune_4d, preset
 
     cfg = preset(
@@ -287,6 +289,10 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
         transfer_parts=getattr(args, "transfer_parts", None),
         llm=_llm_config(args),
     )
+    if args.no_augment:
+        cfg = replace(cfg, augment=None)
+    elif args.up_axis is not None:
+        cfg = replace(cfg, augment={**(cfg.augment or {}), "up_axis": args.up_axis})
     root = _point_cloud_root(args.format, args.root)
     res = finetune_4d(
         root,
@@ -707,6 +713,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rgb-root", default=None, help="RGB frames + cameras (GTA layout); synthetic: found itself")
     s.add_argument(
         "--transfer-parts", type=_parts, default=None, help="with --init-from-2d: comma-separated of decoder,rgt,head"
+    )
+    s.add_argument(
+        "--no-augment", action="store_true", help="no per-clip rotation, mirror, scale or colour jitter of the points"
+    )
+    s.add_argument(
+        "--up-axis",
+        type=int,
+        default=None,
+        choices=[0, 1, 2],
+        help="the data's vertical axis (augmentation rotates about it; default 2, +z up as in the synthetic world)",
     )
     s.add_argument(
         "--llm",

@@ -14,7 +14,7 @@ from spade4d.models.encoder import SparseEncoder
 from spade4d.models.losses import LossWeights, hungarian_match
 from spade4d.models.model4d import Model4D, Model4DConfig, ModelError
 from spade4d.structures import PointSequence
-from spade4d.training.clips import ClipError, clip_loss, clip_targets, load_frames, sequence_center
+from spade4d.training.clips import Augment, ClipError, clip_loss, clip_targets, load_frames, sequence_center
 
 TINY = dict(voxel_size=0.15, channels=(8, 16), dim=16, num_queries=6, decoder_layers=1, heads=2, ffn_dim=32, window=3)
 
@@ -152,3 +152,31 @@ def test_unknown_class_name_is_a_clear_error(vocab, train_set):
         clip_targets(graph, frames, ["unicorn"], vocab[1])
     with pytest.raises(ModelError, match="unique"):
         Model4DConfig(classes=["a", "a"], predicates=["on"])
+
+
+def test_augmentation_is_a_similarity_about_the_centre_with_bounded_colour(train_set):
+    seq, graph = train_set[0]
+    frames = load_frames(seq, [0, 1, 2])
+    center = sequence_center(seq)
+    aug = Augment()
+    for seed in range(6):
+        out = aug(frames, center, np.random.default_rng(seed))
+        a, b = frames.xyz - center, out.xyz - center
+        # one map for every frame: pairwise distances scale by one factor within the range, heights only scale
+        d0, d1 = torch.cdist(a[:200], a[:200]), torch.cdist(b[:200], b[:200])
+        ratio = d1[d0 > 0.1] / d0[d0 > 0.1]
+        assert 0.9 - 1e-4 <= ratio.min() and ratio.max() <= 1.1 + 1e-4 and ratio.max() - ratio.min() < 1e-3
+        torch.testing.assert_close(b[:, 2] / ratio.mean(), a[:, 2], atol=1e-3, rtol=1e-3)
+        assert out.rgb.min() >= 0 and out.rgb.max() <= 1 and (out.rgb - frames.rgb).abs().max() < 0.11
+        assert out.frame is frames.frame and out.keep is frames.keep  # labels, frames, kept points untouched
+    # the same draw gives the same clip (exact resume); different draws differ
+    one, two = aug(frames, center, np.random.default_rng(3)), aug(frames, center, np.random.default_rng(3))
+    assert torch.equal(one.xyz, two.xyz) and not torch.equal(one.xyz, aug(frames, center, np.random.default_rng(4)).xyz)
+    # y-up data rotates about y; nothing on and everything off is the identity
+    m = Augment(up_axis=1, flip=False, scale=(1, 1)).matrix(np.random.default_rng(0))
+    assert np.allclose(m[1], [0, 1, 0]) and np.allclose(m @ m.T, np.eye(3))
+    assert np.allclose(Augment(rotate=0, flip=False, scale=(1, 1)).matrix(np.random.default_rng(0)), np.eye(3))
+    mirrored = [np.linalg.det(aug.matrix(np.random.default_rng(s))) < 0 for s in range(40)]
+    assert 5 < sum(mirrored) < 35
+    with pytest.raises(ValueError, match="up_axis"):
+        Augment(up_axis=3)

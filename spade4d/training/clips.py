@@ -4,7 +4,7 @@ and the loss of the 4D model on a clip (windows with carried memory, one tube-le
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,50 @@ class Frames:
             None if self.images is None else self.images[a:b],
             None if self.uv is None else self.uv[sel],
         )
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random geometric and colour changes of a training clip, the same for all its frames.
+
+    The usual ones for indoor/outdoor point clouds (as in Mask3D and OneFormer3D): a rotation about the up axis,
+    a mirror of one horizontal axis, an isotropic scale, a colour jitter. Every relation of the synthetic world
+    is defined relative to the objects (facing directions, distances, contact), so none of them changes meaning
+    under these; a dataset with relations in a fixed world frame ("left of" the room) should turn ``rotate`` and
+    ``flip`` off. ``up_axis`` is the vertical axis of the data (2 for the synthetic world's +z up).
+    """
+
+    rotate: float = 180.0  # degrees: angle drawn uniformly in [-rotate, rotate]
+    flip: bool = True  # mirror x or y (of the two horizontal axes) with probability 1/2
+    scale: tuple[float, float] = (0.9, 1.1)
+    color: float = 0.05  # brightness shift and per-channel gain, both in [-color, color]
+    up_axis: int = 2
+
+    def __post_init__(self):
+        if self.up_axis not in (0, 1, 2):
+            raise ValueError(f"up_axis must be 0, 1 or 2, got {self.up_axis}")
+        lo, hi = self.scale
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale must be a range 0 < lo <= hi, got {self.scale}")
+
+    def matrix(self, rng: np.random.Generator) -> np.ndarray:
+        """A (3, 3) linear map: rotation about the up axis, then an optional mirror, then the scale."""
+        a = np.deg2rad(rng.uniform(-self.rotate, self.rotate))
+        h = [i for i in range(3) if i != self.up_axis]  # the two horizontal axes
+        m = np.eye(3)
+        m[h[0], h[0]] = m[h[1], h[1]] = np.cos(a)
+        m[h[0], h[1]], m[h[1], h[0]] = -np.sin(a), np.sin(a)
+        if self.flip and rng.random() < 0.5:
+            m = np.diag([-1.0 if i == h[0] else 1.0 for i in range(3)]) @ m
+        return m * rng.uniform(*self.scale)
+
+    def __call__(self, frames: Frames, center: torch.Tensor, rng: np.random.Generator) -> Frames:
+        """``frames`` changed about ``center`` (the point the model centres on, which stays put)."""
+        m = torch.from_numpy(self.matrix(rng).astype(np.float32))
+        xyz = (frames.xyz - center) @ m.T + center
+        gain = torch.from_numpy(rng.uniform(1 - self.color, 1 + self.color, 3).astype(np.float32))
+        rgb = (frames.rgb * gain + float(rng.uniform(-self.color, self.color))).clamp(0, 1)
+        return replace(frames, xyz=xyz, rgb=rgb)
 
 
 def sequence_center(seq: PointSequence) -> torch.Tensor:

@@ -23,7 +23,7 @@ from spade4d.data.psg4d import PSG4DPointCloud
 from spade4d.io import write_json
 from spade4d.models.losses import LossWeights
 from spade4d.models.model4d import Model4D, Model4DConfig
-from spade4d.training.clips import clip_targets, load_frames, sequence_center
+from spade4d.training.clips import Augment, clip_targets, load_frames, sequence_center
 from spade4d.training.loop import LoopSettings, TrainError, cosine_warmup, make_accelerator, plot_losses, train_loop
 
 
@@ -51,6 +51,9 @@ class Train4DConfig:
     # "seen": class/predicate losses over the names that occur in the training split only; the saved model
     # scores the full vocabulary. "all": every name of the vocabulary, unseen ones as constant negatives.
     train_vocabulary: str = "seen"
+    # per-clip rotation about the up axis, mirror, scale and colour jitter (clips.Augment overrides, e.g.
+    # {"up_axis": 1} for y-up data, {"rotate": 0, "flip": False} for relations in a fixed world frame); None: off
+    augment: dict | None = field(default_factory=dict)
     model: dict = field(default_factory=dict)  # Model4DConfig overrides
     weights: dict = field(default_factory=dict)  # LossWeights overrides
 
@@ -217,6 +220,7 @@ def finetune_4d(
         if report is not None:
             write_json(out / "transfer.json", report, indent=1)
 
+    augment = None if cfg.augment is None else Augment(**cfg.augment)
     cache: dict[int, tuple] = {}
 
     def get(i: int):
@@ -233,6 +237,8 @@ def finetune_4d(
         start = int(rng.integers(seq.num_frames - span + 1))
         times = list(range(start, start + span, stride))[: cfg.clip_frames]
         frames = load_frames(seq, times, graph.video_id, rgb_source)
+        if augment is not None:  # after load_frames: the points' pixels (lifting) come from the original points
+            frames = augment(frames, center, rng)
         targets = clip_targets(graph, frames, core.config.classes, core.config.predicates)
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         return model(frames, targets, center, weights, cfg.points_per_frame, gen)
