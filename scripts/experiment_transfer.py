@@ -87,8 +87,8 @@ def run_one(data: Path, out: Path, core: Path, letter: str, seed: int, args) -> 
         lift=v["lift"] or None,
         transfer_parts=v.get("transfer_parts"),
     )
-    if args.no_augment:
-        cfg = replace(cfg, augment=None)
+    if args.augment:
+        cfg = replace(cfg, augment={})
     t0 = time.time()
     if not (run / "model" / "config.json").is_file():
         finetune_4d(
@@ -142,7 +142,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=None, help="4D steps (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="4D learning rate (default: the preset's)")
     p.add_argument("--warmup", type=int, default=None, help="4D warm-up steps (default: the preset's)")
-    p.add_argument("--no-augment", action="store_true", help="4D training without point-cloud augmentation")
+    p.add_argument("--augment", action="store_true", help="4D training with point-cloud augmentation (clips.Augment)")
     p.add_argument("--core-2d", default=None, help="an existing 2D core folder (default: train one)")
     p.add_argument("--seeds", default="0", help="comma-separated 4D training seeds, e.g. 0,1,2")
     p.add_argument("--only", default="a,b,c,d", help="comma-separated variant letters to run (default: all)")

@@ -289,10 +289,10 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
         transfer_parts=getattr(args, "transfer_parts", None),
         llm=_llm_config(args),
     )
-    if args.no_augment:
-        cfg = replace(cfg, augment=None)
-    elif args.up_axis is not None:
-        cfg = replace(cfg, augment={**(cfg.augment or {}), "up_axis": args.up_axis})
+    if args.up_axis is not None and not args.augment:
+        raise SystemExit("spade4d finetune-4d: --up-axis is an augmentation setting: pass --augment too")
+    if args.augment:
+        cfg = replace(cfg, augment={} if args.up_axis is None else {"up_axis": args.up_axis})
     root = _point_cloud_root(args.format, args.root)
     res = finetune_4d(
         root,
@@ -715,14 +715,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--transfer-parts", type=_parts, default=None, help="with --init-from-2d: comma-separated of decoder,rgt,head"
     )
     s.add_argument(
-        "--no-augment", action="store_true", help="no per-clip rotation, mirror, scale or colour jitter of the points"
+        "--augment", action="store_true", help="per-clip rotation about the up axis, mirror, scale, colour jitter"
     )
     s.add_argument(
         "--up-axis",
         type=int,
         default=None,
         choices=[0, 1, 2],
-        help="the data's vertical axis (augmentation rotates about it; default 2, +z up as in the synthetic world)",
+        help="with --augment: the data's vertical axis (default 2, +z up as in the synthetic world)",
     )
     s.add_argument(
         "--llm",
