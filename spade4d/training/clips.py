@@ -56,7 +56,7 @@ class Augment:
     """
 
     rotate: float = 180.0  # degrees: angle drawn uniformly in [-rotate, rotate]
-    flip: bool = True  # mirror x or y (of the two horizontal axes) with probability 1/2
+    flip: bool = True  # mirror the first horizontal axis with probability 1/2 (with the rotation: any mirror)
     scale: tuple[float, float] = (0.9, 1.1)
     color: float = 0.05  # brightness shift and per-channel gain, both in [-color, color]
     up_axis: int = 2

@@ -118,7 +118,7 @@ def make_accelerator(out: Path, mixed_precision: str = "no", accumulation: int =
     from accelerate.utils import DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available()
-    return Accelerator(
+    acc = Accelerator(
         cpu=not cuda,
         mixed_precision=mixed_precision if cuda else "no",
         gradient_accumulation_steps=accumulation,
@@ -126,6 +126,8 @@ def make_accelerator(out: Path, mixed_precision: str = "no", accumulation: int =
         project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
     )
+    acc.register_save_state_pre_hook(_drop_frozen)  # checkpoints leave frozen parameters out
+    return acc
 
 
 def train_loop(
@@ -158,9 +160,6 @@ def train_loop(
             acc.print(f"[{name}] resumed from {ckpt} at step {step}")
     elif acc.is_main_process and (out / "checkpoints").exists():
         raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
-    if not getattr(acc, "_spade4d_drop_frozen", False):  # one hook per accelerator (stages share one)
-        acc.register_save_state_pre_hook(_drop_frozen)
-        acc._spade4d_drop_frozen = True
     acc.init_trackers("logs")
     params = list(model.parameters()) if params is None else params
     model.train()
