@@ -77,6 +77,7 @@ def score(model: Model4D, test: PSG4DPointCloud, oov_c: set[str], oov_p: set[str
                 spans=args.spans,
                 complete=args.complete,
                 rescore=args.rescore,
+                scores=args.scores,
             )
         else:
             pred = predict_sequence(model, seq, gt.video_id)
@@ -94,7 +95,8 @@ def train_row(name: str, row: dict, data: Path, run: Path, core: Path, args) -> 
     root = data / "psg4d_pc"
     base = dict(steps=args.steps, seed=args.seed)
     if not row.get("stages"):
-        cfg = preset(args.preset, **base, llm=row["llm"], transfer_parts=("rgt", "head") if row["core"] else None)
+        llm = row["llm"] and {**row["llm"], "relation_order": args.relation_order}
+        cfg = preset(args.preset, **base, llm=llm, transfer_parts=("rgt", "head") if row["core"] else None)
         if not (run / "model" / "config.json").is_file():
             finetune_4d(root, run, cfg, resume=True, init_from_2d=core if row["core"] else None)
         return run / "model"
@@ -125,6 +127,15 @@ def main(argv=None) -> None:
     p.add_argument("--spans", choices=["llm", "head"], default="head", help="SceneLLM rows: relation frames from")
     p.add_argument(
         "--complete", choices=["none", "after", "joint", "graph"], default="none", help="SceneLLM rows: head completion"
+    )
+    p.add_argument(
+        "--scores", choices=["decoded", "dense"], default=None, help="SceneLLM rows: relation scores (default: config)"
+    )
+    p.add_argument(
+        "--relation-order",
+        choices=["canonical", "shuffled"],
+        default="canonical",
+        help="SceneLLM rows: the relations of training answers sorted, or shuffled per clip",
     )
     p.add_argument("--rescore", type=float, default=None, help="SceneLLM rows: relation-head weight (default: config)")
     args = p.parse_args(argv)

@@ -310,13 +310,15 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
 
 
 def _llm_config(args: argparse.Namespace) -> dict | None:
-    """--llm / --chain / --llm-lora-r -> a SceneLLMConfig dict (None: no SceneLLM)."""
+    """--llm / --chain / --llm-lora-r / --relation-order -> a SceneLLMConfig dict (None: no SceneLLM)."""
     if not getattr(args, "llm", None):
         return None
     d = {"llm": args.llm, "chain": getattr(args, "chain", None) or "two", "train_base": args.llm == "tiny"}
     if getattr(args, "llm_lora_r", None):
         d["lora_r"] = args.llm_lora_r
         d["lora_alpha"] = 2 * args.llm_lora_r
+    if getattr(args, "relation_order", None):
+        d["relation_order"] = args.relation_order
     return d
 
 
@@ -394,6 +396,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                     rescore=getattr(args, "rescore", None),
                     spans=getattr(args, "spans", None),
                     complete=getattr(args, "complete", None),
+                    scores=getattr(args, "scores", None),
                     rgb_source=rgb_source,
                 )
             else:
@@ -732,6 +735,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--chain", default=None, choices=["two", "single"], help="SceneLLM answers in two turns or one")
     s.add_argument("--llm-lora-r", type=_positive_int, default=None, help="SceneLLM LoRA rank (default 8)")
+    s.add_argument(
+        "--relation-order",
+        default=None,
+        choices=["canonical", "shuffled"],
+        help="SceneLLM: the relations of a training answer sorted (default), or in a fresh random order per clip",
+    )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_finetune_4d)
 
@@ -787,6 +796,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="SceneLLM: add the relation head's relations among the LLM's objects (below the LLM's, or scored alike); "
         "graph: the 4D model's own objects join too, and the LLM re-ranks its graph",
+    )
+    s.add_argument(
+        "--scores",
+        choices=["decoded", "dense"],
+        default=None,
+        help="SceneLLM: relation scores from the decoded answers, or dense: the LLM scores the head's best "
+        "candidates of every pair of its objects by teacher forcing",
     )
     s.add_argument(
         "--open-vocabulary",

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spade4d.data.psg4d import PSG4DPointCloud
-from spade4d.inference.chained import ChainStats, chained_predict, complete_relations
+from spade4d.inference.chained import ChainStats, chained_predict, complete_relations, score_continuations
 from spade4d.inference.grammar import (
     GrammarLogitsProcessor,
     ObjectListGrammar,
@@ -22,7 +22,7 @@ from spade4d.inference.grammar import (
     render,
 )
 from spade4d.models.model4d import Model4D, Model4DConfig
-from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig, load_tokenizer
+from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig, SceneLLMError, load_tokenizer
 from spade4d.training.clips import clip_loss, clip_targets, load_frames, sequence_center
 
 TINY4D = dict(voxel_size=0.15, channels=(8, 16), dim=16, num_queries=5, decoder_layers=1, heads=2, ffn_dim=32, window=3)
@@ -125,6 +125,72 @@ def test_teacher_forced_answers_are_in_the_grammar_and_parse_back(llm, toks):
     assert parse_objects(render(llm.tokenizer, ans1, llm.obj_id)) == names
     back = parse_relations(render(llm.tokenizer, ans2, llm.obj_id), [f"{n}#{i}" for i, n in enumerate(names)], 12)
     assert [(r.subject, r.predicate, r.object, r.spans) for r in back] == rels
+
+
+def test_shuffled_relation_order_is_a_permutation_drawn_from_the_step():
+    torch.manual_seed(0)
+    shuffled = SceneLLM(
+        SceneLLMConfig.from_dict({**TINY_LLM, "relation_order": "shuffled", "max_relations": 8}), 16, num_tubes=6
+    )
+    torch.manual_seed(0)
+    canonical = SceneLLM(SceneLLMConfig.from_dict({**TINY_LLM, "max_relations": 8}), 16, num_tubes=6)
+    names, tubes = ["person", "chair", "table", "cup"], [0, 1, 3, 4]
+    rels = [
+        (s, p, o, [(0, 3)]) for s, p, o in [(3, "on", 2), (0, "sitting on", 1), (1, "beside", 2), (0, "holding", 3)]
+    ]
+    canon = canonical.serialise(4, names, tubes, rels)
+    draws = [shuffled.serialise(4, names, tubes, rels, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+    again = shuffled.serialise(4, names, tubes, rels, generator=torch.Generator().manual_seed(0))
+    assert again.ids == draws[0].ids  # the order is the step's draw: a resumed run sees the same answers
+    refs = [f"{n}#{i}" for i, n in enumerate(names)]
+
+    def relations(ser):  # turn 2's answer: the second run of labelled tokens, without the end of the turn
+        lab = np.array(ser.labels) != -100
+        start = int(np.flatnonzero(lab[1:] & ~lab[:-1])[-1]) + 1
+        ans = ser.ids[start : start + ser.ids[start:].index(canonical.tokens.period) + 1]
+        text = render(canonical.tokenizer, ans, canonical.obj_id)
+        return [(r.subject, r.predicate, r.object) for r in parse_relations(text, refs, 4)]
+
+    base = relations(canon)
+    assert base == sorted(base, key=lambda r: (r[0], r[2], r[1])) and len(base) == 4
+    orders = [relations(d) for d in draws]
+    assert all(sorted(o) == sorted(base) for o in orders)  # the same relations, every time
+    assert len({tuple(o) for o in orders}) > 1  # in orders that change with the draw
+    assert all(len(d.ids) == len(canon.ids) and d.obj_positions == canon.obj_positions for d in draws)
+    with pytest.raises(SceneLLMError, match="relation_order"):
+        SceneLLMConfig(llm="tiny", relation_order="random")
+    with pytest.raises(SceneLLMError, match="scores"):
+        SceneLLMConfig(llm="tiny", scores="sparse")
+
+
+@torch.no_grad()
+def test_dense_scores_equal_token_by_token_teacher_forcing(llm):
+    torch.manual_seed(1)
+    scene = torch.randn(llm.config.num_tubes + 1, llm.hidden_size)
+    prompt = llm.prompt_ids(8)
+    hidden, cache = llm.run(llm.embed(prompt, scene))
+    keys = llm.pointer_keys(scene)
+    first = llm.logits(hidden[-1], keys)
+    t = llm.tokens
+    name = t.encode_name(llm.tokenizer, "person")
+    conts = [
+        llm.ref_tokens(name, 0, 2) + t.encode_name(llm.tokenizer, "sitting on") + llm.ref_tokens(name, 1, 4),
+        llm.ref_tokens(name, 1, 4) + t.encode_name(llm.tokenizer, "on") + llm.ref_tokens(name, 0, 2),
+        [t.period],
+    ]
+    length = cache.get_seq_length()
+    got = score_continuations(llm, cache, first, scene, conts, chunk=2)
+    assert cache.get_seq_length() == length  # the question's cache is left for the caller
+    import copy
+
+    for c, g in zip(conts, got):
+        lp, logits, cc = [], first, copy.deepcopy(cache)
+        for tok in c:
+            lp.append(float(torch.log_softmax(logits.float(), -1)[tok]))
+            h, cc = llm.run(llm.embed([tok], scene), cc)
+            logits = llm.logits(h[-1], keys)
+        assert g == pytest.approx(float(np.exp(np.mean(lp))), rel=1e-4)
+    assert 0 < got.min() and got.max() <= 1
 
 
 def test_turn_one_learns_to_read_the_scene_through_tube_pointers():
@@ -257,6 +323,29 @@ def test_graph_completion_adds_the_4d_models_own_objects(clip):
     assert all(r.subject in ids and r.object in ids and r.subject != r.object for r in full.relations)
     with pytest.raises(ValueError, match="complete"):
         chained_predict(model, seq, graph.video_id, samples=0, complete="everything")
+
+
+def test_dense_relation_scores_rank_the_heads_candidates_among_the_llms_objects(clip):
+    model = _model(clip)
+    _, _, seq, graph = clip
+    model.config.object_threshold = 0.0
+    stats = ChainStats()
+    dense = chained_predict(model, seq, graph.video_id, samples=0, scores="dense", rescore=0.5, stats=stats)
+    decoded = chained_predict(model, seq, graph.video_id, samples=0, rescore=0.5)
+    names = stats.answers[0].split(",")
+    ids = {o.id for o in dense.objects}
+    assert {o.id for o in decoded.objects} == ids  # turn 1 is the same; only the relations' scores change
+    assert all(r.subject in ids and r.object in ids and r.subject != r.object for r in dense.relations)
+    if len(ids) >= 2:  # every kept pair gets the head's best predicates, scored by the LLM and the head
+        pairs = {(r.subject, r.object) for r in dense.relations}
+        assert len(pairs) == len(ids) * (len(ids) - 1) or len(dense.relations) == model.config.max_relations
+        assert len(dense.relations) >= len(decoded.relations)
+        scores = [r.score for r in dense.relations]
+        assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+        assert all(0 <= a <= b < seq.num_frames for r in dense.relations for a, b in r.spans)
+    assert names
+    with pytest.raises(ValueError, match="scores"):
+        chained_predict(model, seq, graph.video_id, samples=0, scores="sparse")
 
 
 def test_lora_and_model_save_load_round_trip(clip, tmp_path):

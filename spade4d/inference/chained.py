@@ -33,6 +33,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -189,6 +190,77 @@ def complete_relations(
 
 
 @torch.no_grad()
+def score_continuations(
+    llm, cache, first: torch.Tensor, scene: torch.Tensor, conts: list[list[int]], chunk: int = 64
+) -> np.ndarray:
+    """The geometric mean probability of each token list in ``conts`` as the continuation of ``cache`` (whose
+    next-token logits are ``first``), by teacher forcing: the cache is copied and repeated over a batch of
+    candidates, which are right-padded (causal attention keeps the padding out of the real tokens' states).
+    ``cache`` itself is left as it is."""
+    out = np.zeros(len(conts))
+    if not conts:
+        return out
+    keys = llm.pointer_keys(scene)
+    lp0 = torch.log_softmax(first.float(), -1)
+    for a in range(0, len(conts), chunk):
+        batch = conts[a : a + chunk]
+        n = max(len(c) for c in batch)
+        if n == 1:
+            for b, c in enumerate(batch):
+                out[a + b] = float(lp0[c[0]].exp())
+            continue
+        ids = [c[:-1] + [c[0]] * (n - len(c)) for c in batch]  # every token but the last, padded
+        emb = torch.cat([llm.embed(i, scene) for i in ids])  # (B, n - 1, H)
+        c = copy.deepcopy(cache)
+        c.batch_repeat_interleave(len(batch))
+        hidden = llm.decoder(inputs_embeds=emb, past_key_values=c, use_cache=True).last_hidden_state
+        logp = torch.log_softmax(llm.logits(hidden, keys).float(), -1)  # (B, n - 1, V)
+        for b, c in enumerate(batch):
+            lp = [float(lp0[c[0]])] + [float(logp[b, i, t]) for i, t in enumerate(c[1:])]
+            out[a + b] = float(np.exp(np.mean(lp)))
+    return out
+
+
+def dense_relations(llm, cache, first, scene, merged, head_prob, kept, K, obj_scores, cfg, name_ids, tubes, w):
+    """Relations among the LLM's ``K`` objects scored densely: the candidates are the relation head's
+    ``dense_per_pair`` best predicates of each pair of kept objects, cut to the ``dense_top`` best by head score x
+    the objects' scores, plus the relations decoded (``merged``); each gets the LLM probability of being the first
+    relation of turn 2's answer (:func:`score_continuations` after the question), combined with the head as
+    ``llm^(1-w) x head^w x sqrt(object scores)``, and the head's frames. Relations of other objects in ``merged``
+    are kept as they are."""
+    lcfg = llm.config
+    tok = llm.tokens
+    pidx = {p: i for i, p in enumerate(cfg.predicates)}
+    pool: dict[tuple[int, str, int], float] = {}
+    for (s, o), pr in head_prob.items():
+        if s >= K or o >= K or s not in kept or o not in kept:
+            continue
+        top = pr.max(0)
+        for j in np.argsort(-top, kind="stable")[: lcfg.dense_per_pair].tolist():
+            pool[(s, cfg.predicates[j], o)] = float(top[j])
+
+    def rank(key):
+        return pool[key] * np.sqrt(obj_scores[key[0]] * obj_scores[key[2]])
+
+    chosen = sorted(pool, key=lambda k: -rank(k))[: lcfg.dense_top]
+    chosen += [k for k in merged if k[0] < K and k[2] < K and k not in set(chosen)]
+    conts = [
+        llm.ref_tokens(name_ids[s], s, tubes[s])
+        + tok.encode_name(llm.tokenizer, p)
+        + llm.ref_tokens(name_ids[o], o, tubes[o])
+        for s, p, o in chosen
+    ]
+    p_llm = score_continuations(llm, cache, first, scene, conts)
+    out = {k: v for k, v in merged.items() if not (k[0] < K and k[2] < K)}
+    for (s, p, o), q in zip(chosen, p_llm):
+        pr = head_prob[(s, o)][:, pidx[p]]
+        sc = float(q) ** (1 - w) * max(float(pr.max()), 1e-6) ** w * float(np.sqrt(obj_scores[s] * obj_scores[o]))
+        spans = frames_to_spans(relation_frames(pr, cfg.relation_threshold, cfg.min_span))
+        out[(s, p, o)] = (sc, spans)
+    return out
+
+
+@torch.no_grad()
 def run_4d(model, seq: PointSequence, video_id: str, window: int | None = None, rgb_source=None):
     """The 4D model over a sequence, window by window (memory carried). Returns the windows as
     ``(frame indices, kept point indices per frame, WindowOutput)`` and the (Q, D) tube states: each query's
@@ -227,6 +299,7 @@ def chained_predict(
     stats: ChainStats | None = None,
     spans: str | None = None,
     complete: str | None = None,
+    scores: str | None = None,
 ) -> SceneGraph4D:
     llm = model.llm
     if llm is None:
@@ -241,6 +314,9 @@ def chained_predict(
     complete = complete or lcfg.complete
     if complete not in COMPLETE_MODES:
         raise ValueError(f"complete must be one of {', '.join(COMPLETE_MODES)}, got {complete!r}")
+    scores = scores or lcfg.scores
+    if scores not in ("decoded", "dense"):
+        raise ValueError(f"scores must be 'decoded' or 'dense', got {scores!r}")
     stats = stats if stats is not None else ChainStats()
     model.eval()
     W = window or cfg.window
@@ -360,6 +436,7 @@ def chained_predict(
             d, cache = decode(llm, g2, first, cache, max_new_tokens, gen, temp, scene)
             rel_decs.append(_truncate(d, tok.semicolon, tok.period))
             stats.turn2_tokens += len(d.tokens)
+        cache.crop(-(cache.get_seq_length() - q_len))  # back to the question, for dense scoring
     stats.turn2_s += time.perf_counter() - t0
 
     cands: dict[tuple[int, str, int], tuple[float, list]] = {}
@@ -407,10 +484,10 @@ def chained_predict(
     N = K + len(extra)  # objects: the LLM's, then the 4D model's own ("graph")
     head, head_on, head_prob = {}, {}, {}
     fill = complete != "none" and closed_vocabulary and N >= 2
-    if ((w_head > 0 or span_source == "head") and cands and closed_vocabulary) or fill:
-        pairs = sorted(
-            {(s, o) for s, _, o in cands} | ({(s, o) for s in range(N) for o in range(N) if s != o} if fill else set())
-        )
+    dense = scores == "dense" and closed_vocabulary and chain != "single" and K >= 2
+    if ((w_head > 0 or span_source == "head") and cands and closed_vocabulary) or fill or dense:
+        every = {(s, o) for s in range(N) for o in range(N) if s != o} if (fill or dense) else set()
+        pairs = sorted({(s, o) for s, _, o in cands} | every)
         qp = torch.tensor([(all_tubes[s], all_tubes[o]) for s, o in pairs], dtype=torch.long)
         prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1)  # (R, T, P)
         row = {pair: r for r, pair in enumerate(pairs)}
@@ -442,6 +519,12 @@ def chained_predict(
         key = (s, pred_map[p], o)
         if key not in merged or merged[key][0] < sc:
             merged[key] = (sc, spans)
+    if dense:
+        t0 = time.perf_counter()
+        merged = dense_relations(
+            llm, cache, first, scene, merged, head_prob, kept, K, obj_scores, cfg, name_ids, tubes, w_head
+        )
+        stats.turn2_s += time.perf_counter() - t0
     if fill:
         merged = complete_relations(
             merged,

@@ -76,6 +76,10 @@ class SceneLLMConfig:
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     chain: str = "two"  # "two": objects, then relations; "single": the whole graph in one answer
+    # the order of a training answer's relations: sorted by (subject, object, predicate) ("canonical"), or a fresh
+    # random order per clip ("shuffled": the LLM then learns the graph as a set, and the probability of a relation
+    # as the answer's first is a score for it, which ``dense`` scoring at inference reads)
+    relation_order: str = "canonical"
     num_tubes: int = 0  # the 4D model's query count (set by the 4D model; one pointer token per tube)
     max_objects: int = 16
     max_name_tokens: int = 4
@@ -90,12 +94,22 @@ class SceneLLMConfig:
     # "graph": "joint", and the 4D model's own objects that no LLM object points at join as objects too
     complete: str = "none"
     floor: float = 0.05
+    # a relation's LLM score: from the answers decoded ("decoded"), or "dense": the probability, under teacher
+    # forcing, of every candidate (the relation head's ``dense_per_pair`` best predicates of each pair of the LLM's
+    # objects, its ``dense_top`` best overall, and the decoded relations) as the first relation of turn 2's answer
+    scores: str = "decoded"
+    dense_per_pair: int = 5
+    dense_top: int = 100
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.lora_targets = tuple(self.lora_targets)
         if self.chain not in ("two", "single"):
             raise SceneLLMError(f"chain must be 'two' or 'single', got {self.chain!r}")
+        if self.relation_order not in ("canonical", "shuffled"):
+            raise SceneLLMError(f"relation_order must be 'canonical' or 'shuffled', got {self.relation_order!r}")
+        if self.scores not in ("decoded", "dense"):
+            raise SceneLLMError(f"scores must be 'decoded' or 'dense', got {self.scores!r}")
         if self.spans not in ("llm", "head"):
             raise SceneLLMError(f"spans must be 'llm' or 'head', got {self.spans!r}")
         if self.complete not in ("none", "after", "joint", "graph"):
@@ -431,10 +445,19 @@ class SceneLLM(nn.Module):
             ids.append(t.rbracket)
         return ids + [t.period]
 
-    def serialise(self, num_frames, names: list[str], tubes: list[int], relations, chain: str | None = None):
+    def serialise(
+        self,
+        num_frames,
+        names: list[str],
+        tubes: list[int],
+        relations,
+        chain: str | None = None,
+        generator: torch.Generator | None = None,
+    ):
         """The teacher-forced sequence of a scene graph (objects in the given order, read from ``tubes``,
-        increasing; relations sorted). ``num_frames``: a frame count, or the (first, last) frame numbers of a
-        training clip (spans in ``relations`` are then in those numbers)."""
+        increasing; relations sorted, or shuffled with ``generator`` when the config's ``relation_order`` is
+        "shuffled"). ``num_frames``: a frame count, or the (first, last) frame numbers of a training clip (spans in
+        ``relations`` are then in those numbers)."""
         chain = chain or self.config.chain
         names = [normalise_name(n) for n in names][: self.config.max_objects]
         tubes = [int(q) for q in tubes][: len(names)]
@@ -442,6 +465,8 @@ class SceneLLM(nn.Module):
             [(s, normalise_name(p), o, sp) for s, p, o, sp in relations if s < len(names) and o < len(names)],
             key=lambda r: (r[0], r[2], r[1]),
         )
+        if self.config.relation_order == "shuffled" and len(rels) > 1:
+            rels = [rels[i] for i in torch.randperm(len(rels), generator=generator).tolist()]
         prompt = self.prompt_ids(num_frames, chain)
         ans1, name_ids = self.object_answer(names, tubes)
         ans2 = self.relation_answer(name_ids, tubes, rels)
@@ -457,10 +482,12 @@ class SceneLLM(nn.Module):
         obj_pos = [len(prompt) + i for i, t in enumerate(ans1) if t == self.obj_id]
         return Serialised(ids, labels, obj_pos)
 
-    def teacher_forced(self, tube_states: torch.Tensor, names: list[str], tubes: list[int], relations, num_frames):
+    def teacher_forced(
+        self, tube_states: torch.Tensor, names: list[str], tubes: list[int], relations, num_frames, generator=None
+    ):
         """LM loss (mean over answer tokens) and the ``<obj>`` hidden states (K, H) of a scene graph whose
-        objects are read from ``tubes``."""
-        s = self.serialise(num_frames, names, tubes, relations)
+        objects are read from ``tubes`` (``generator``: the relation order's draw, when it is shuffled)."""
+        s = self.serialise(num_frames, names, tubes, relations, generator=generator)
         scene = self.scene_tokens(tube_states)
         hidden, _ = self.run(self.embed(s.ids, scene))
         labels = torch.tensor(s.labels[1:], device=hidden.device)

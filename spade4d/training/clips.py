@@ -260,7 +260,9 @@ def clip_loss(
         loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
     loss_lm = loss_llm_mask = torch.zeros(())
     if model.llm is not None and (weights.llm > 0 or weights.llm_mask > 0):
-        loss_lm, loss_llm_mask = llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, frames.times.tolist())
+        loss_lm, loss_llm_mask = llm_clip_loss(
+            model, outs, sampled, tgt_t, targets, qi, gi, frames.times.tolist(), generator
+        )
     sem_l = torch.cat(sem_logits) if sem_logits else torch.zeros((0, C))
     loss_sem = F.cross_entropy(sem_l, torch.cat(sem_tgt)) if len(sem_l) else torch.zeros(())
     total = (
@@ -307,16 +309,17 @@ def clip_graph(
     return order, names, rels
 
 
-def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int]):
+def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int], generator=None):
     """SceneLLM losses of a clip: the LM loss of its serialised graph (teacher forcing) and the mask losses of
-    the ``<obj>`` queries against the GT masks of the objects in that order."""
+    the ``<obj>`` queries against the GT masks of the objects in that order. ``generator``: the step's draw
+    (the relation order, when the SceneLLM shuffles it)."""
     llm = model.llm
     cfg = model.config
     order, names, rels = clip_graph(targets, qi, gi, cfg.classes, cfg.predicates, times)
     order, names = order[: llm.config.max_objects], names[: llm.config.max_objects]
     tubes = np.sort(qi)[: len(order)]  # the query tube each object is read from (its pointer)
     tube_states = torch.cat([o.states for _, _, o in outs]).mean(0)  # (Q, D) over the clip's frames
-    loss_lm, obj_h = llm.teacher_forced(tube_states, names, tubes.tolist(), rels, (times[0], times[-1]))
+    loss_lm, obj_h = llm.teacher_forced(tube_states, names, tubes.tolist(), rels, (times[0], times[-1]), generator)
     if len(order) == 0:
         return loss_lm, torch.zeros(())
     emb = {}
