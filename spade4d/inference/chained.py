@@ -16,9 +16,10 @@
    point at (``llm^(1-w) x head^w``), times the geometric mean of the two object scores.
 4. With ``closed_vocabulary`` the free-text names are mapped to the model's class / predicate names by text
    embedding similarity (evaluation against a fixed label set); otherwise they are written as the LLM said them.
-   With ``rescore > 0`` an object's label and score also weigh in the 4D class head of the tube it points at:
-   label = argmax over names of ``said^(1-w) x head^w`` (``said``: a softmax over the
-   name's text similarities), score = ``llm^(1-w) x (head x objectness)^w``.
+   With ``rescore > 0`` an object's label and score also weigh in the 4D model's naming of the tube it points at
+   (its query and dense point class heads, as :func:`spade4d.inference.infer_4d.predict_sequence` names tubes):
+   label = argmax over names of ``said^(1-w) x head^w`` (``said``: a softmax over the name's text similarities),
+   score = ``llm^(1-w) x (head x objectness)^w``.
 5. ``spans="head"`` (closed vocabulary): a relation the LLM chose keeps its score but takes its frames from the 4D
    relation head — the frames where the head's probability of that predicate between the two pointed tubes reaches
    ``relation_threshold`` (runs shorter than ``min_span`` dropped; else the frames within half of its maximum), as
@@ -52,7 +53,7 @@ from spade4d.inference.grammar import (
     parse_relations,
     render,
 )
-from spade4d.inference.infer_4d import relation_frames
+from spade4d.inference.infer_4d import assign_window, relation_frames, tube_names
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans, merge_spans
 from spade4d.training.clips import load_frames, sequence_center
 
@@ -385,9 +386,14 @@ def chained_predict(
     t0 = time.perf_counter()
     C = len(cfg.classes)
     class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0)  # (Q, C + 1)
+    # the 4D model's names of its tubes, as predict_sequence gives them (query and dense point heads)
+    sem_sum, scratch = torch.zeros(len(class_prob), C), [np.full(n, -1, dtype=np.int16) for n in counts]
+    for times, keep, out in wins:
+        assign_window(model, out, times, keep, out.class_logits.softmax(-1), scratch, sem_sum)
+    named = torch.from_numpy(tube_names(class_prob.numpy(), sem_sum)).float()  # (Q, C)
     extra, extra_labels, extra_scores = [], [], []
     if complete == "graph" and closed_vocabulary:
-        conf, lab = class_prob[:, :C].max(1)
+        conf, lab = named.max(1)
         own = (conf * (1 - class_prob[:, C])).sqrt()  # the 4D model's object score (name confidence x objectness)
         pointed = set(tubes)
         extra = [q for q in range(len(own)) if q not in pointed and float(own[q]) >= cfg.object_threshold]
@@ -464,7 +470,7 @@ def chained_predict(
         if names and w_head > 0:  # the LLM's name and the class head of the tube its <obj> attends to
             tube = class_prob[tubes]  # (K, C + 1)
             said = torch.softmax(_similarity(names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
-            head_p = tube[:, :C] / tube[:, :C].sum(1, keepdim=True).clamp_min(1e-9)
+            head_p = named[tubes] / named[tubes].sum(1, keepdim=True).clamp_min(1e-9)
             joint = said ** (1 - w_head) * head_p**w_head
             best = joint.argmax(1)
             labels = [cfg.classes[i] for i in best.tolist()]

@@ -45,6 +45,35 @@ def _runs_at_least(on: np.ndarray, min_len: int) -> np.ndarray:
     return out
 
 
+def assign_window(model: Model4D, out, times, keep, prob: torch.Tensor, assign, sem_sum: torch.Tensor) -> None:
+    """One window's points to the 4D model's tubes: each point to the query maximising ``name confidence x mask
+    probability`` where that probability is >= 0.5 (written into ``assign[t]``, per frame); the dense head's class
+    probabilities of the points a query takes are added to ``sem_sum[q]``. ``prob``: the window's (Q, C + 1)
+    class probabilities."""
+    C = sem_sum.shape[1]
+    score = prob[:, :C].max(1).values  # (Q,)
+    for i, t in enumerate(times):
+        if len(keep[i]) == 0:
+            continue
+        mp = out.mask_logits(i).sigmoid()  # (Q, n)
+        _, q = (mp * score[:, None]).max(0)
+        ok = mp.gather(0, q[None]).squeeze(0) >= 0.5
+        assign[t][keep[i][ok.numpy()]] = q[ok].numpy().astype(np.int16)
+        fidx = torch.nonzero(out.point_frame == i).squeeze(1)
+        sem = model.point_class_logits(out.point_feats[fidx[ok]]).softmax(-1)
+        sem_sum.index_add_(0, q[ok], sem)
+
+
+def tube_names(prob: np.ndarray, sem_sum: torch.Tensor) -> np.ndarray:
+    """A tube's name distribution (Q, C): the query's class probabilities (``prob``, (Q, C + 1), averaged over the
+    windows) averaged with the dense head's over the points the tube takes (``sem_sum``, from
+    :func:`assign_window`); the query's alone where it takes no point."""
+    C = sem_sum.shape[1]
+    sem = (sem_sum / sem_sum.sum(1, keepdim=True).clamp_min(1e-6)).numpy()
+    has_sem = sem_sum.sum(1).numpy() > 0
+    return np.where(has_sem[:, None], 0.5 * (prob[:, :C] + sem), prob[:, :C])
+
+
 @torch.no_grad()
 def predict_sequence(
     model: Model4D,
@@ -80,28 +109,14 @@ def predict_sequence(
             prob = out.class_logits.softmax(-1)
             prob_sum += prob
             n_win += 1
-            score = prob[:, :C].max(1).values  # (Q,)
-            for i, t in enumerate(times):
-                if len(fr.keep[i]) == 0:
-                    continue
-                mp = out.mask_logits(i).sigmoid()  # (Q, n)
-                val, q = (mp * score[:, None]).max(0)
-                ok = mp.gather(0, q[None]).squeeze(0) >= 0.5
-                a_t = assign[t]
-                a_t[fr.keep[i][ok.numpy()]] = q[ok].numpy().astype(np.int16)
-                fidx = torch.nonzero(out.point_frame == i).squeeze(1)
-                sem = model.point_class_logits(out.point_feats[fidx[ok]]).softmax(-1)
-                sem_sum.index_add_(0, q[ok], sem)
+            assign_window(model, out, times, fr.keep, prob, assign, sem_sum)
             rp = model.relation_logits(out, pairs).sigmoid()  # (R, Tw, P)
             rel_prob[:, times] = rp.numpy().astype(np.float16)
     for w in caught:
         if "dropped" in str(w.message):
             warnings.warn(str(w.message), stacklevel=2)
     prob = (prob_sum / max(n_win, 1)).numpy()
-    sem = (sem_sum / sem_sum.sum(1, keepdim=True).clamp_min(1e-6)).numpy()
-    has_sem = sem_sum.sum(1).numpy() > 0
-    # a tube's name: the query's class probabilities averaged with the dense head's over the tube's points
-    named = np.where(has_sem[:, None], 0.5 * (prob[:, :C] + sem), prob[:, :C])
+    named = tube_names(prob, sem_sum)
     labels = named.argmax(1)
     scores = np.sqrt(named[np.arange(Q), labels] * (1 - prob[:, C]))  # name confidence x objectness
     objects = {}
