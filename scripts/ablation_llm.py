@@ -13,7 +13,10 @@ the row says otherwise; the 2D transfer moves the RGT + scene-graph head, the se
 - ``no LLM``: the 4D model alone (its relation head names the relations);
 - ``pipeline``: segment, then classify, then relate, each stage trained on its own with the previous frozen (no
   shared gradients): stage 1 the encoder + query decoder on the mask losses, stage 2 the object/point class heads,
-  stage 3 the RGT + predicate head; the steps split 4:1.5:1.5.
+  stage 3 the RGT + predicate head; the steps split 4:1.5:1.5;
+- ``full, head``: the full row's model, its 4D relation head alone (``spade4d infer --no-llm``; no training).
+
+``--seeds 0,1,2`` repeats the rows for each training seed (runs in ``<out>/seed<N>/``) and adds mean ± sd rows.
 
 Columns: 4D R@20/50/100 and mR@20/50/100 (PROTOCOLS.md §3.2, default options) and R@K over the out-of-vocabulary
 relations (a class or predicate never in 4D training). Each row's run folder keeps its ``result.json``, so rows
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_transfer import oov_graph  # noqa: E402
+from experiment_transfer import oov_graph, summarise  # noqa: E402
 
 from spade4d.data.psg4d import PSG4DPointCloud  # noqa: E402
 from spade4d.evaluation import Evaluator4D, Options4D  # noqa: E402
@@ -49,6 +52,7 @@ ROWS = {
     "no 2D transfer": dict(core=False, llm={**LLM, "chain": "two"}),
     "no LLM": dict(core=True, llm=None),
     "pipeline": dict(core=False, llm=None, stages=True),
+    "full, head": dict(of="full"),  # scored on another row's model
 }
 # (name, share of the steps, trained parameter prefixes, loss weights). Later stages keep every loss weight:
 # their frozen parameters stay put anyway. (An earlier version zeroed the mask weights of the later stages, which
@@ -95,7 +99,7 @@ def train_row(name: str, row: dict, data: Path, run: Path, core: Path, args) -> 
     root = data / "psg4d_pc"
     base = dict(steps=args.steps, seed=args.seed)
     if not row.get("stages"):
-        llm = row["llm"] and {**row["llm"], "relation_order": args.relation_order}
+        llm = row["llm"] and {**row["llm"], "relation_order": args.relation_order, "grad_to_4d": args.grad_to_4d}
         cfg = preset(args.preset, **base, llm=llm, transfer_parts=("rgt", "head") if row["core"] else None)
         if not (run / "model" / "config.json").is_file():
             finetune_4d(root, run, cfg, resume=True, init_from_2d=core if row["core"] else None)
@@ -137,7 +141,11 @@ def main(argv=None) -> None:
         default="canonical",
         help="SceneLLM rows: the relations of training answers sorted, or shuffled per clip",
     )
+    p.add_argument(
+        "--grad-to-4d", type=float, default=1.0, help="SceneLLM rows: share of the LLM losses' gradient in the 4D model"
+    )
     p.add_argument("--rescore", type=float, default=None, help="SceneLLM rows: relation-head weight (default: config)")
+    p.add_argument("--seeds", default=None, help="comma-separated training seeds (runs in <out>/seed<N>/)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -145,27 +153,33 @@ def main(argv=None) -> None:
     meta = json.loads((data / "dataset.json").read_text())
     oov_c, oov_p = set(meta["oov_classes"]), set(meta["oov_predicates"])
     test = PSG4DPointCloud(data / "psg4d_pc", "test")
-    for name in args.only or list(ROWS):
-        row = ROWS[name]
-        run = out / name.replace(" ", "_")
-        if (run / "result.json").is_file():
-            continue
-        t0 = time.time()
-        model_dir = train_row(name, row, data, run, core, args)
-        train_s = time.time() - t0
-        res = score(Model4D.from_pretrained(model_dir), test, oov_c, oov_p, row["llm"] is not None, args)
-        res["train_seconds"] = train_s
-        write_json(run / "result.json", res, indent=1)
-    results = {}
-    for name in ROWS:
-        f = out / name.replace(" ", "_") / "result.json"
-        if f.is_file():
-            results[name] = json.loads(f.read_text())
-    write_json(out / "results.json", results, indent=1)
-    print(f"\n4D scene graphs, synthetic test split ({len(test)} sequences), {args.preset} preset, seed {args.seed}")
-    print(f"{'':16}" + "".join(f"{c:>10}" for c in COLS))
-    for name, r in results.items():
-        print(f"{name:16}" + "".join(f"{r[c]:10.2f}" for c in COLS))
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
+    results: dict[str, dict[int, dict]] = {}
+    for seed in seeds:
+        args.seed = seed
+        base = out / f"seed{seed}" if args.seeds else out
+        for name in args.only or list(ROWS):
+            row = ROWS[name]
+            src = row.get("of", name)
+            run = base / src.replace(" ", "_")
+            res_file = run / ("result_head.json" if "of" in row else "result.json")
+            if not res_file.is_file():
+                t0 = time.time()
+                model_dir = train_row(src, ROWS[src], data, run, core, args)
+                train_s = time.time() - t0
+                use_llm = ROWS[src]["llm"] is not None and "of" not in row
+                res = score(Model4D.from_pretrained(model_dir), test, oov_c, oov_p, use_llm, args)
+                res["train_seconds"] = train_s
+                write_json(res_file, res, indent=1)
+        for name, row in ROWS.items():
+            run = base / row.get("of", name).replace(" ", "_")
+            f = run / ("result_head.json" if "of" in row else "result.json")
+            if f.is_file():
+                results.setdefault(name, {})[seed] = json.loads(f.read_text())
+    flat = {n: (r[seeds[0]] if not args.seeds else {str(s): x for s, x in r.items()}) for n, r in results.items()}
+    write_json(out / "results.json", flat, indent=1)
+    print(f"\n4D scene graphs, synthetic test split ({len(test)} sequences), {args.preset} preset, seeds {seeds}")
+    print("\n".join(summarise(results, {n: n for n in ROWS}, COLS)))
 
 
 if __name__ == "__main__":

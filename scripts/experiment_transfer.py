@@ -116,21 +116,22 @@ def _worker(job) -> dict:
     return run_one(*job)
 
 
-def summarise(results: dict[str, dict[int, dict]]) -> list[str]:
-    """Per-seed rows, then mean ± standard deviation over the seeds of each variant."""
-    lines = [f"{'':40}" + "".join(f"{c:>12}" for c in COLS)]
-    for letter, by_seed in results.items():
-        name = VARIANTS[letter][0]
+def summarise(results: dict[str, dict[int, dict]], names: dict[str, str] | None = None, cols=COLS) -> list[str]:
+    """Per-seed rows, then mean ± standard deviation over the seeds of each variant (``names``: a variant's row
+    label; default: this script's variant names)."""
+    names = names or {x: v[0] for x, v in VARIANTS.items()}
+    lines = [f"{'':40}" + "".join(f"{c:>12}" for c in cols)]
+    for key, by_seed in results.items():
         for seed, r in sorted(by_seed.items()):
-            lines.append(f"{name + f' s{seed}':40}" + "".join(f"{r[c]:12.2f}" for c in COLS))
+            lines.append(f"{names[key] + f' s{seed}':40}" + "".join(f"{r[c]:12.2f}" for c in cols))
     if any(len(s) > 1 for s in results.values()):
         lines.append("mean ± std over seeds")
-        for letter, by_seed in results.items():
-            vals = {c: np.array([r[c] for r in by_seed.values()]) for c in COLS}
+        for key, by_seed in results.items():
+            vals = {c: np.array([r[c] for r in by_seed.values()]) for c in cols}
             cells = "".join(
-                f"{vals[c].mean():7.2f}±{vals[c].std(ddof=1) if len(by_seed) > 1 else 0:4.1f}" for c in COLS
+                f"{vals[c].mean():7.2f}±{vals[c].std(ddof=1) if len(by_seed) > 1 else 0:4.1f}" for c in cols
             )
-            lines.append(f"{VARIANTS[letter][0] + f' ({len(by_seed)} seeds)':40}" + cells)
+            lines.append(f"{names[key] + f' ({len(by_seed)} seeds)':40}" + cells)
     return lines
 
 

@@ -290,6 +290,40 @@ def test_mask_loss_of_obj_tokens_reaches_the_lora_weights(clip):
     assert frozen and all(not p.requires_grad and p.grad is None for p in frozen)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.25, 1.0])
+def test_grad_to_4d_sets_how_much_of_the_llm_losses_reaches_the_4d_model(clip, share):
+    model = _model(clip, grad_to_4d=share)
+    _, _, seq, graph = clip
+    frames = load_frames(seq, list(range(seq.num_frames)), graph.video_id)
+    targets = clip_targets(graph, frames, model.config.classes, model.config.predicates)
+    from spade4d.models.losses import LossWeights
+
+    only_llm = LossWeights(cls=0, bce=0, dice=0, relation=0, semantic=0, llm=1, llm_mask=1)
+    loss, _ = clip_loss(
+        model, frames, targets, sequence_center(seq), only_llm, generator=torch.Generator().manual_seed(0)
+    )
+    loss.backward()
+    lora = [p for n, p in model.llm.named_parameters() if "lora_B" in n]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)  # the LLM learns in every case
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if not n.startswith("llm.") and p.grad is not None}
+    norm = sum(float(g.abs().sum()) for g in grads.values())
+    if share == 0.0:
+        assert norm == 0.0
+    else:
+        assert norm > 0
+        model.zero_grad()
+        full = _model(clip, grad_to_4d=1.0)
+        loss, _ = clip_loss(
+            full, frames, targets, sequence_center(seq), only_llm, generator=torch.Generator().manual_seed(0)
+        )
+        loss.backward()
+        ref = dict(full.named_parameters())
+        for n, g in grads.items():  # the same loss value, its gradient in the 4D model scaled by the share
+            assert torch.allclose(g, share * ref[n].grad, atol=1e-6, rtol=1e-4), n
+    with pytest.raises(SceneLLMError, match="grad_to_4d"):
+        SceneLLMConfig(llm="tiny", grad_to_4d=1.5)
+
+
 def test_kv_cache_reuse_gives_the_same_tokens(clip):
     model = _model(clip)
     _, _, seq, graph = clip

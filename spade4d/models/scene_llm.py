@@ -81,6 +81,9 @@ class SceneLLMConfig:
     # as the answer's first is a score for it, which ``dense`` scoring at inference reads)
     relation_order: str = "canonical"
     num_tubes: int = 0  # the 4D model's query count (set by the 4D model; one pointer token per tube)
+    # the share of the SceneLLM losses' gradient that reaches the 4D model's states and point features (1: end to
+    # end; 0: the 4D model learns from its own losses only, the LLM and its mask queries from theirs)
+    grad_to_4d: float = 1.0
     max_objects: int = 16
     max_name_tokens: int = 4
     max_relations: int = 24
@@ -108,6 +111,8 @@ class SceneLLMConfig:
             raise SceneLLMError(f"chain must be 'two' or 'single', got {self.chain!r}")
         if self.relation_order not in ("canonical", "shuffled"):
             raise SceneLLMError(f"relation_order must be 'canonical' or 'shuffled', got {self.relation_order!r}")
+        if not 0.0 <= self.grad_to_4d <= 1.0:
+            raise SceneLLMError(f"grad_to_4d must be in [0, 1], got {self.grad_to_4d}")
         if self.scores not in ("decoded", "dense"):
             raise SceneLLMError(f"scores must be 'decoded' or 'dense', got {self.scores!r}")
         if self.spans not in ("llm", "head"):

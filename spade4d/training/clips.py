@@ -318,7 +318,12 @@ def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int]
     order, names, rels = clip_graph(targets, qi, gi, cfg.classes, cfg.predicates, times)
     order, names = order[: llm.config.max_objects], names[: llm.config.max_objects]
     tubes = np.sort(qi)[: len(order)]  # the query tube each object is read from (its pointer)
-    tube_states = torch.cat([o.states for _, _, o in outs]).mean(0)  # (Q, D) over the clip's frames
+    share = llm.config.grad_to_4d
+
+    def to_4d(x: torch.Tensor) -> torch.Tensor:  # the value of x; a share of the gradient flows back into it
+        return x if share == 1.0 else x.detach() if share == 0.0 else x * share + x.detach() * (1 - share)
+
+    tube_states = to_4d(torch.cat([o.states for _, _, o in outs]).mean(0))  # (Q, D) over the clip's frames
     loss_lm, obj_h = llm.teacher_forced(tube_states, names, tubes.tolist(), rels, (times[0], times[-1]), generator)
     if len(order) == 0:
         return loss_lm, torch.zeros(())
@@ -330,8 +335,8 @@ def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int]
         if len(fidx) == 0:
             continue
         if id(out) not in emb:
-            emb[id(out)] = llm.mask_query(obj_h, out.states, out.mask_embed, tubes_t)  # (Tw, K, D)
-        lg = emb[id(out)][t] @ out.point_feats[fidx].T  # (K, S)
+            emb[id(out)] = llm.mask_query(obj_h, to_4d(out.states), to_4d(out.mask_embed), tubes_t)  # (Tw, K, D)
+        lg = emb[id(out)][t] @ to_4d(out.point_feats[fidx]).T  # (K, S)
         bce.append(F.binary_cross_entropy_with_logits(lg, tg[gt]))
         dice.append(dice_loss(lg, tg[gt]).mean())
     if not bce:
