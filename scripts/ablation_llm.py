@@ -100,7 +100,13 @@ def train_row(name: str, row: dict, data: Path, run: Path, core: Path, args) -> 
     base = dict(steps=args.steps, seed=args.seed)
     if not row.get("stages"):
         llm = row["llm"] and {**row["llm"], "relation_order": args.relation_order, "grad_to_4d": args.grad_to_4d}
-        cfg = preset(args.preset, **base, llm=llm, transfer_parts=("rgt", "head") if row["core"] else None)
+        cfg = preset(
+            args.preset,
+            **base,
+            llm=llm,
+            transfer_parts=("rgt", "head") if row["core"] else None,
+            clip_llm_apart=args.clip_llm_apart or None,
+        )
         if not (run / "model" / "config.json").is_file():
             finetune_4d(root, run, cfg, resume=True, init_from_2d=core if row["core"] else None)
         return run / "model"
@@ -143,6 +149,9 @@ def main(argv=None) -> None:
     )
     p.add_argument(
         "--grad-to-4d", type=float, default=1.0, help="SceneLLM rows: share of the LLM losses' gradient in the 4D model"
+    )
+    p.add_argument(
+        "--clip-llm-apart", action="store_true", help="SceneLLM rows: clip the LLM's gradient apart from the 4D model's"
     )
     p.add_argument("--rescore", type=float, default=None, help="SceneLLM rows: relation-head weight (default: config)")
     p.add_argument("--seeds", default=None, help="comma-separated training seeds (runs in <out>/seed<N>/)")

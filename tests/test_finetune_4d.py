@@ -149,3 +149,37 @@ def test_checkpoints_leave_frozen_parameters_out_and_resume_exactly(synthetic_ro
     # a checkpoint without tensors this configuration trains is refused, naming the file
     with pytest.raises(TrainError, match=r"step_000004.*model\.safetensors.*lacks"):
         finetune_4d(root, tmp_path / "b", tiny_cfg(6), resume=True, progress=False)
+
+
+@pytest.mark.parametrize("apart", [False, True])
+def test_gradient_clipping_per_part_keeps_a_small_gradient_whole(tmp_path, apart):
+    """A part with a large gradient sets the common norm and shrinks the other part's step; clipped apart, the
+    small gradient is left as it is and the large one is clipped on its own."""
+    from spade4d.training.loop import LoopSettings, make_accelerator, train_loop
+
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"small": torch.nn.Linear(3, 1, bias=False), "big": torch.nn.Linear(3, 1, bias=False)})
+    x = torch.ones(1, 3)
+    seen = {}
+
+    def step_fn(step, k):
+        loss = model["small"](x).sum() * 0.01 + model["big"](x).sum() * 100.0
+        return loss, {"loss": float(loss.detach())}
+
+    acc = make_accelerator(tmp_path)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    model_p, opt, sched = acc.prepare(model, opt, sched)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    groups = [list(model["small"].parameters()), list(model["big"].parameters())] if apart else None
+    settings = LoopSettings(steps=1, grad_clip=1.0, checkpoint_every=1000)
+    train_loop(acc, model_p, opt, sched, tmp_path, settings, step_fn, "clip", progress=False, params=groups)
+    for n, p in model.named_parameters():
+        seen[n] = float((before[n] - p.detach()).norm())  # SGD with lr 1: the step is the clipped gradient
+    small, big = 0.01 * float(x.norm()), 100.0 * float(x.norm())  # each part's own gradient norm
+    if apart:
+        assert seen["small.weight"] == pytest.approx(small, rel=1e-4)
+        assert seen["big.weight"] == pytest.approx(1.0, rel=1e-4)
+    else:
+        assert seen["small.weight"] == pytest.approx(small / (small**2 + big**2) ** 0.5, rel=1e-4)  # shrunk 173x
+        assert seen["small.weight"] ** 2 + seen["big.weight"] ** 2 == pytest.approx(1.0, rel=1e-4)

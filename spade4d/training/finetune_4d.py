@@ -38,6 +38,9 @@ class Train4DConfig:
     frame_strides: tuple[int, ...] = (1, 2)
     points_per_frame: int = 2048
     grad_clip: float = 1.0
+    # clip the SceneLLM's gradient apart from the 4D model's (each to grad_clip): otherwise the LM's large gradient
+    # sets the common norm and shrinks the 4D model's steps, even where no LLM gradient reaches it
+    clip_llm_apart: bool = False
     seed: int = 0
     log_every: int = 10
     checkpoint_every: int = 100
@@ -247,7 +250,15 @@ def finetune_4d(
     settings = LoopSettings(
         cfg.steps, cfg.clips_per_step, cfg.grad_clip, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints
     )
-    step, history = train_loop(acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress)
+    params = None
+    if cfg.clip_llm_apart and core.llm is not None:
+        params = [
+            [p for n, p in core.named_parameters() if not n.startswith("llm.")],
+            [p for n, p in core.named_parameters() if n.startswith("llm.")],
+        ]
+    step, history = train_loop(
+        acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress, params=params
+    )
     final = out / "model"
     if acc.is_main_process:
         core.set_vocabulary(classes, predicates)  # the saved model scores every name

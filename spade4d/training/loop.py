@@ -143,7 +143,9 @@ def train_loop(
     progress: bool = True,
     params: list | None = None,
 ) -> tuple[int, list[dict]]:
-    """Run (or resume) a stage to ``settings.steps``; returns (step, history). ``params``: what to clip."""
+    """Run (or resume) a stage to ``settings.steps``; returns (step, history). ``params``: what to clip — a list
+    of parameters (clipped together), or a list of such lists (each clipped to ``grad_clip`` on its own, so a
+    part with large gradients does not shrink the others' steps)."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -161,7 +163,9 @@ def train_loop(
     elif acc.is_main_process and (out / "checkpoints").exists():
         raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     acc.init_trackers("logs")
-    params = list(model.parameters()) if params is None else params
+    groups = [list(model.parameters())] if params is None else params
+    if groups and not isinstance(groups[0], (list, tuple)):
+        groups = [groups]
     model.train()
     bar = tqdm(total=settings.steps, initial=step, disable=not (progress and acc.is_local_main_process), desc=name)
     t0 = time.time()
@@ -172,7 +176,8 @@ def train_loop(
                 loss, parts = step_fn(step, k)
                 acc.backward(loss)
                 if acc.sync_gradients and settings.grad_clip:
-                    acc.clip_grad_norm_(params, settings.grad_clip)
+                    for group in groups:
+                        acc.clip_grad_norm_(group, settings.grad_clip)
                 opt.step()
                 sched.step()
                 opt.zero_grad()
