@@ -123,6 +123,12 @@ def train_row(name: str, row: dict, data: Path, run: Path, core: Path, args) -> 
     return prev
 
 
+def result_file(base: Path, name: str) -> Path:
+    """Where a row's result lives: in its run folder, or, for a row scored on another row's model, beside that."""
+    row = ROWS[name]
+    return base / row.get("of", name).replace(" ", "_") / ("result_head.json" if "of" in row else "result.json")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a synthetic dataset folder (spade4d make-synthetic)")
@@ -171,7 +177,7 @@ def main(argv=None) -> None:
             row = ROWS[name]
             src = row.get("of", name)
             run = base / src.replace(" ", "_")
-            res_file = run / ("result_head.json" if "of" in row else "result.json")
+            res_file = result_file(base, name)
             if not res_file.is_file():
                 t0 = time.time()
                 model_dir = train_row(src, ROWS[src], data, run, core, args)
@@ -180,9 +186,8 @@ def main(argv=None) -> None:
                 res = score(Model4D.from_pretrained(model_dir), test, oov_c, oov_p, use_llm, args)
                 res["train_seconds"] = train_s
                 write_json(res_file, res, indent=1)
-        for name, row in ROWS.items():
-            run = base / row.get("of", name).replace(" ", "_")
-            f = run / ("result_head.json" if "of" in row else "result.json")
+        for name in ROWS:
+            f = result_file(base, name)
             if f.is_file():
                 results.setdefault(name, {})[seed] = json.loads(f.read_text())
     flat = {n: (r[seeds[0]] if not args.seeds else {str(s): x for s, x in r.items()}) for n, r in results.items()}

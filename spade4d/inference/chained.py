@@ -212,12 +212,12 @@ def score_continuations(
             continue
         ids = [c[:-1] + [c[0]] * (n - len(c)) for c in batch]  # every token but the last, padded
         emb = torch.cat([llm.embed(i, scene) for i in ids])  # (B, n - 1, H)
-        c = copy.deepcopy(cache)
-        c.batch_repeat_interleave(len(batch))
-        hidden = llm.decoder(inputs_embeds=emb, past_key_values=c, use_cache=True).last_hidden_state
+        batch_cache = copy.deepcopy(cache)
+        batch_cache.batch_repeat_interleave(len(batch))
+        hidden = llm.decoder(inputs_embeds=emb, past_key_values=batch_cache, use_cache=True).last_hidden_state
         logp = torch.log_softmax(llm.logits(hidden, keys).float(), -1)  # (B, n - 1, V)
-        for b, c in enumerate(batch):
-            lp = [float(lp0[c[0]])] + [float(logp[b, i, t]) for i, t in enumerate(c[1:])]
+        for b, cont in enumerate(batch):
+            lp = [float(lp0[cont[0]])] + [float(logp[b, i, t]) for i, t in enumerate(cont[1:])]
             out[a + b] = float(np.exp(np.mean(lp)))
     return out
 
@@ -244,7 +244,8 @@ def dense_relations(llm, cache, first, scene, merged, head_prob, kept, K, obj_sc
         return pool[key] * np.sqrt(obj_scores[key[0]] * obj_scores[key[2]])
 
     chosen = sorted(pool, key=lambda k: -rank(k))[: lcfg.dense_top]
-    chosen += [k for k in merged if k[0] < K and k[2] < K and k not in set(chosen)]
+    picked = set(chosen)
+    chosen += [k for k in merged if k[0] < K and k[2] < K and k not in picked]
     conts = [
         llm.ref_tokens(name_ids[s], s, tubes[s])
         + tok.encode_name(llm.tokenizer, p)
@@ -386,11 +387,12 @@ def chained_predict(
     t0 = time.perf_counter()
     C = len(cfg.classes)
     class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0)  # (Q, C + 1)
-    # the 4D model's names of its tubes, as predict_sequence gives them (query and dense point heads)
-    sem_sum, scratch = torch.zeros(len(class_prob), C), [np.full(n, -1, dtype=np.int16) for n in counts]
-    for times, keep, out in wins:
-        assign_window(model, out, times, keep, out.class_logits.softmax(-1), scratch, sem_sum)
-    named = torch.from_numpy(tube_names(class_prob.numpy(), sem_sum)).float()  # (Q, C)
+    named = None  # the 4D model's names of its tubes, as predict_sequence gives them; only when they are used
+    if closed_vocabulary and (complete == "graph" or (K and w_head > 0)):
+        sem_sum, scratch = torch.zeros(len(class_prob), C), [np.full(n, -1, dtype=np.int16) for n in counts]
+        for times, keep, out in wins:
+            assign_window(model, out, times, keep, out.class_logits.softmax(-1), scratch, sem_sum)
+        named = torch.from_numpy(tube_names(class_prob.numpy(), sem_sum)).float()  # (Q, C)
     extra, extra_labels, extra_scores = [], [], []
     if complete == "graph" and closed_vocabulary:
         conf, lab = named.max(1)
