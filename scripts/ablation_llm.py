@@ -45,6 +45,9 @@ from spade4d.models.model4d import Model4D  # noqa: E402
 from spade4d.training.finetune_4d import finetune_4d, preset  # noqa: E402
 
 COLS = ["R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "OOV R@20", "OOV R@50", "OOV R@100"]
+# kept in each row's result.json, not printed: pair recall (the subject and object found and named, any predicate)
+# and weak recall (vIoU >= 0.1); PR@K near R@K means the predicates are right and the objects are the limit
+DIAGNOSTICS = ["PR@20", "PR@50", "PR@100", "wR@50"]
 LLM = {"llm": "tiny", "train_base": True}
 ROWS = {
     "full": dict(core=True, llm={**LLM, "chain": "two"}),
@@ -88,7 +91,7 @@ def score(model: Model4D, test: PSG4DPointCloud, oov_c: set[str], oov_p: set[str
         ev.process(gt, pred)
         ev_oov.process(oov_graph(gt, oov_c, oov_p), pred)
     m, mo = ev.evaluate(), ev_oov.evaluate()
-    out = {k: m[k] for k in COLS[:6]}
+    out = {k: m[k] for k in COLS[:6] + DIAGNOSTICS}
     out.update({f"OOV R@{k}": mo[f"R@{k}"] for k in (20, 50, 100)})
     out["OOV relations"] = mo["num_gt_relations"]
     out["infer_seconds"] = time.time() - t0

@@ -352,6 +352,40 @@ def _point_cloud_root(fmt: str, root: str) -> Path:
     )
 
 
+def _model_rgb_source(model, args: argparse.Namespace):
+    """The RGB frames + cameras a model that lifts 2D features reads (None for the others)."""
+    if model.lift is None:
+        return None
+    from spade4d.data.cameras import CameraFrames
+
+    rgb_root = _rgb_root(args.format, args.root, getattr(args, "rgb_root", None))
+    if rgb_root is None:
+        raise ValueError(f"{args.model}: the model lifts 2D features; pass --rgb-root (the RGB frames + cameras)")
+    return CameraFrames(rgb_root)
+
+
+def cmd_recalibrate_bn(args: argparse.Namespace) -> int:
+    from spade4d.models.model4d import Model4D
+    from spade4d.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+
+    model = Model4D.from_pretrained(args.model)
+    ds = open_4d_dataset(args.format, args.root, args.split)
+    n = recalibrate_batchnorm(
+        model,
+        ds,
+        window=args.window,
+        max_windows=args.windows or None,
+        rgb_source=_model_rgb_source(model, args),
+        progress=not args.quiet,
+    )
+    out = model.save_pretrained(args.out or args.model)
+    print(
+        f"{len(batchnorm_layers(model))} BatchNorm layers recalibrated over {n} windows of {args.split!r}; "
+        f"saved to {out}"
+    )
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -363,14 +397,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
     ds = open_4d_dataset(args.format, args.root, args.split)
-    rgb_source = None
-    if model.lift is not None:
-        from spade4d.data.cameras import CameraFrames
-
-        rgb_root = _rgb_root(args.format, args.root, getattr(args, "rgb_root", None))
-        if rgb_root is None:
-            raise ValueError(f"{args.model}: the model lifts 2D features; pass --rgb-root (the RGB frames + cameras)")
-        rgb_source = CameraFrames(rgb_root)
+    rgb_source = _model_rgb_source(model, args)
     ids = ds.video_ids()
     if args.video:
         unknown = [v for v in args.video if v not in ids]
@@ -812,6 +839,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="prediction file (PROTOCOLS.md §2.1)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_infer)
+
+    s = sub.add_parser(
+        "recalibrate-bn",
+        help="a trained 4D model's BatchNorm statistics averaged over a split (finetune-4d does this itself)",
+    )
+    s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
+    s.add_argument("--format", default="psg4d-pc", choices=["psg4d-pc", "synthetic"])
+    s.add_argument("--root", required=True)
+    s.add_argument("--split", default="train")
+    s.add_argument("--windows", type=_non_negative_int, default=400, help="at most this many windows (0: all)")
+    s.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: the model's)")
+    s.add_argument("--rgb-root", default=None, help="RGB frames + cameras for models that lift 2D features")
+    s.add_argument("--out", default=None, help="where to save (default: over --model, atomically)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_recalibrate_bn)
 
     s = sub.add_parser("evaluate-4d", help="4D R@K / mR@K of a prediction file (PROTOCOLS.md §3.2)")
     s.add_argument("--format", default="psg4d-pc", choices=FORMATS_4D)

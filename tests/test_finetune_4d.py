@@ -183,3 +183,25 @@ def test_gradient_clipping_per_part_keeps_a_small_gradient_whole(tmp_path, apart
     else:
         assert seen["small.weight"] == pytest.approx(small / (small**2 + big**2) ** 0.5, rel=1e-4)  # shrunk 173x
         assert seen["small.weight"] ** 2 + seen["big.weight"] ** 2 == pytest.approx(1.0, rel=1e-4)
+
+
+def test_saved_model_carries_recalibrated_batchnorm_statistics_and_the_cli_recalibrates(synthetic_root, tmp_path):
+    from safetensors.torch import load_file
+
+    from spade4d.cli import main
+
+    root = synthetic_root / "psg4d_pc"
+    finetune_4d(root, tmp_path / "kept", tiny_cfg(2, bn_windows=0), progress=False)
+    finetune_4d(root, tmp_path / "precise", tiny_cfg(2), progress=False)
+    kept = load_file(tmp_path / "kept" / "model" / "model.safetensors")
+    precise = load_file(tmp_path / "precise" / "model" / "model.safetensors")
+    stats = [k for k in kept if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(kept[k], precise[k]) for k in kept if k not in stats and "num_batches" not in k)
+    assert not any(torch.allclose(kept[k], precise[k]) for k in stats if k.endswith("running_var"))
+    # the CLI on the training-time statistics gives what training saved (same weights, same windows)
+    argv = ["recalibrate-bn", "--model", str(tmp_path / "kept" / "model"), "--root", str(root), "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "fixed")]) == 0
+    fixed = load_file(tmp_path / "fixed" / "model.safetensors")
+    for k in stats:
+        torch.testing.assert_close(fixed[k], precise[k], msg=k)
+    assert torch.equal(load_file(tmp_path / "kept" / "model" / "model.safetensors")[stats[0]], kept[stats[0]])

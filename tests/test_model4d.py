@@ -180,3 +180,38 @@ def test_augmentation_is_a_similarity_about_the_centre_with_bounded_colour(train
     assert 5 < sum(mirrored) < 35
     with pytest.raises(ValueError, match="up_axis"):
         Augment(up_axis=3)
+
+
+# --- BatchNorm recalibration ----------------------------------------------------------------------------------
+def test_batchnorm_recalibration_averages_the_batch_statistics_of_every_inference_window(vocab, train_set):
+    from spade4d.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+
+    model = tiny_model(vocab)
+    stem = model.encoder.stem_bn
+    seen = []  # the stem BN's input in every window, read as inference reads it
+    hook = stem.register_forward_hook(lambda m, args, out: seen.append(args[0].feats.detach().clone()))
+    model.train()
+    with torch.no_grad():
+        for i in range(len(train_set)):
+            seq, g = train_set[i]
+            for a in range(0, seq.num_frames, TINY["window"]):
+                fr = load_frames(seq, list(range(a, min(a + TINY["window"], seq.num_frames))), g.video_id)
+                model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, sequence_center(seq), model.init_memory())
+    hook.remove()
+    for m in batchnorm_layers(model):  # whatever was there before must not matter
+        m.running_mean.fill_(7.0)
+        m.running_var.fill_(9.0)
+    weights = {k: v.clone() for k, v in model.named_parameters()}
+    n = recalibrate_batchnorm(model, train_set, max_windows=None, progress=False)
+    assert n == len(seen) == sum(-(-train_set.num_frames(i) // TINY["window"]) for i in range(len(train_set)))
+    torch.testing.assert_close(stem.running_mean, torch.stack([x.mean(0) for x in seen]).mean(0))
+    torch.testing.assert_close(stem.running_var, torch.stack([x.var(0) for x in seen]).mean(0))
+    assert all(m.momentum == 0.1 and int(m.num_batches_tracked) == n for m in batchnorm_layers(model))
+    assert not model.training
+    assert all(torch.equal(weights[k], v) for k, v in model.named_parameters())  # statistics only
+    # thinned to a budget: evenly spread windows, the same ones every time
+    a, b = tiny_model(vocab), tiny_model(vocab)
+    assert recalibrate_batchnorm(a, train_set, max_windows=3, progress=False) == 3
+    recalibrate_batchnorm(b, train_set, max_windows=3, progress=False)
+    torch.testing.assert_close(a.encoder.stem_bn.running_var, b.encoder.stem_bn.running_var, rtol=0, atol=0)
+    assert not torch.allclose(a.encoder.stem_bn.running_var, stem.running_var)

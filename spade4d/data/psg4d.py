@@ -219,14 +219,21 @@ class PSG4DPointCloud:
     def frame_paths(self, video_id: str, num_frames: int) -> list[Path]:
         return [self.root / "point_clouds" / video_id / f"{t:06d}.pth" for t in range(num_frames)]
 
+    def num_frames(self, i: int) -> int:
+        """The frame count of sequence ``i`` from its annotation (no frame is read)."""
+        e = self.entries[i]
+        try:
+            return int(e["meta"]["num_frames"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(
+                f"{self.ann_path} [{e.get('video_id')}]: meta.num_frames missing or not an integer"
+            ) from None
+
     def __getitem__(self, i: int) -> tuple[PointSequence, SceneGraph4D]:
         e = self.entries[i]
         vid = e["video_id"]
         where = f"{self.ann_path} [{vid}]"
-        try:
-            num_frames = int(e["meta"]["num_frames"])
-        except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{where}: meta.num_frames missing or not an integer") from None
+        num_frames = self.num_frames(i)
         seq_dir = self.root / "point_clouds" / vid
         if not seq_dir.is_dir():
             raise DatasetError(f"{seq_dir}: point-cloud folder of {vid!r} not found")

@@ -58,6 +58,10 @@ class Train4DConfig:
     # defaults; {"up_axis": 1} for y-up data, {"rotate": 0, "flip": False} for relations in a fixed world frame).
     # Off by default: at the quick preset's 700 steps it left the model far from fitted (README, session 8).
     augment: dict | None = None
+    # BatchNorm statistics of the saved model: averaged over up to this many windows of the training split, read as
+    # inference reads them (training.batchnorm). 0 keeps the training-time running averages, which come mostly
+    # from the last ten or so clips and made R@50 swing by up to 22 points between otherwise equal runs.
+    bn_windows: int = 400
     model: dict = field(default_factory=dict)  # Model4DConfig overrides
     weights: dict = field(default_factory=dict)  # LossWeights overrides
 
@@ -261,6 +265,10 @@ def finetune_4d(
     )
     final = out / "model"
     if acc.is_main_process:
+        if cfg.bn_windows > 0:
+            from spade4d.training.batchnorm import recalibrate_batchnorm
+
+            recalibrate_batchnorm(core, ds, max_windows=cfg.bn_windows, rgb_source=rgb_source, progress=progress)
         core.set_vocabulary(classes, predicates)  # the saved model scores every name
         core.save_pretrained(final)
         plot_losses(history, out / "loss.png", "4D fine-tuning losses")
