@@ -482,3 +482,30 @@ def test_head_completion_keeps_the_llm_relations_and_adds_the_heads_among_its_ob
     # "joint": floor^(1-w) x head^w x sqrt(object scores)
     assert joint[(1, "holding", 0)][0] == pytest.approx(0.05**0.5 * 0.9**0.5 * 0.9)
     assert joint[(1, "holding", 0)][0] > joint[(1, "on", 0)][0]
+
+
+def test_a_run_with_a_fully_trained_tied_llm_resumes_exactly(synthetic_root, tmp_path):
+    """The tiny LLM trains in full and ties its output head to its input embedding: the checkpoint holds that
+    tensor once, and resuming must accept it (it refused before) and continue exactly."""
+    import shutil
+
+    from spade4d.training.finetune_4d import Train4DConfig, finetune_4d
+
+    cfg = Train4DConfig(
+        steps=4,
+        clip_frames=3,
+        points_per_frame=256,
+        checkpoint_every=2,
+        model=TINY4D,
+        llm={**TINY_LLM, "train_base": True},
+    )
+    root = synthetic_root / "psg4d_pc"
+    straight = finetune_4d(root, tmp_path / "a", cfg, progress=False)
+    tied = [n for n, p in straight.model.named_parameters(remove_duplicate=False) if "lm_head" in n]
+    assert tied and all(p.requires_grad for n, p in straight.model.named_parameters() if n.startswith("llm.lm."))
+    finetune_4d(root, tmp_path / "b", cfg, progress=False)
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_000004")
+    resumed = finetune_4d(root, tmp_path / "b", cfg, resume=True, progress=False)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)

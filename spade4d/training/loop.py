@@ -73,8 +73,13 @@ def _check_checkpoint(ckpt: Path, models) -> None:
             continue  # another serialisation (pickle): accelerate's own errors apply
         with safe_open(str(f), "pt") as st:
             have = set(st.keys())
-        want = set(model.state_dict()) - frozen_names(model)
-        if missing := sorted(want - have):
+        frozen = frozen_names(model)
+        by_storage: dict[tuple, list[str]] = {}  # tied tensors (an LM's embedding and head) are saved once
+        for name, t in model.state_dict(keep_vars=True).items():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) if t.numel() else (name,)
+            by_storage.setdefault(key, []).append(name)
+        missing = sorted(n[0] for n in by_storage.values() if not (set(n) & have) and not set(n) <= frozen)
+        if missing:
             raise TrainError(
                 f"{f}: the checkpoint lacks {len(missing)} trainable tensors of this run's model (first: "
                 f"{missing[0]}); it was written by another configuration: use another --out or retrain"
