@@ -509,3 +509,24 @@ def test_a_run_with_a_fully_trained_tied_llm_resumes_exactly(synthetic_root, tmp
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_an_llm_that_sends_no_gradient_leaves_the_4d_models_training_bit_for_bit(synthetic_root, tmp_path):
+    """With grad_to_4d 0 and the LLM clipped apart, the 4D model trains exactly as it does alone: the SceneLLM
+    draws no random numbers the 4D model's clips or initialisation use."""
+    from spade4d.training.finetune_4d import Train4DConfig, finetune_4d
+
+    def run(name, llm, apart):
+        cfg = Train4DConfig(steps=4, clip_frames=3, points_per_frame=256, model=TINY4D, llm=llm, clip_llm_apart=apart)
+        res = finetune_4d(synthetic_root / "psg4d_pc", tmp_path / name, cfg, progress=False)
+        return {k: v for k, v in res.model.state_dict().items() if not k.startswith("llm.")}, res.history
+
+    alone, h_alone = run("alone", None, False)
+    beside, h_beside = run("beside", {**TINY_LLM, "grad_to_4d": 0.0}, True)
+    assert alone.keys() == beside.keys()
+    for k in alone:
+        assert torch.equal(alone[k], beside[k]), k
+    assert [h["cls"] for h in h_alone] == [h["cls"] for h in h_beside] and "lm" in h_beside[-1]
+    # clipped together, the LLM's gradient norm shrinks the 4D model's steps: the runs part
+    together, _ = run("together", {**TINY_LLM, "grad_to_4d": 0.0}, False)
+    assert any(not torch.equal(alone[k], together[k]) for k in alone)
