@@ -102,13 +102,15 @@ def train_row(name: str, row: dict, data: Path, run: Path, core: Path, args) -> 
     root = data / "psg4d_pc"
     base = dict(steps=args.steps, seed=args.seed)
     if not row.get("stages"):
-        llm = row["llm"] and {**row["llm"], "relation_order": args.relation_order, "grad_to_4d": args.grad_to_4d}
+        llm = row["llm"] and {**row["llm"], "relation_order": args.relation_order}
+        if llm and args.grad_to_4d is not None:
+            llm["grad_to_4d"] = args.grad_to_4d
         cfg = preset(
             args.preset,
             **base,
             llm=llm,
             transfer_parts=("rgt", "head") if row["core"] else None,
-            clip_llm_apart=args.clip_llm_apart or None,
+            clip_llm_apart=None if args.clip_llm_apart is None else args.clip_llm_apart == "on",
         )
         if not (run / "model" / "config.json").is_file():
             finetune_4d(root, run, cfg, resume=True, init_from_2d=core if row["core"] else None)
@@ -142,10 +144,13 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", action="append", choices=list(ROWS), default=None, help="run these rows only")
     p.add_argument("--threads", type=int, default=None, help="torch threads (for rows run in parallel)")
-    p.add_argument("--samples", type=int, default=6, help="SceneLLM rows: sampled turn-2 answers")
+    p.add_argument("--samples", type=int, default=None, help="SceneLLM rows: sampled turn-2 answers (default: config)")
     p.add_argument("--spans", choices=["llm", "head"], default="head", help="SceneLLM rows: relation frames from")
     p.add_argument(
-        "--complete", choices=["none", "after", "joint", "graph"], default="none", help="SceneLLM rows: head completion"
+        "--complete",
+        choices=["none", "after", "joint", "graph"],
+        default=None,
+        help="SceneLLM rows: head completion (default: config)",
     )
     p.add_argument(
         "--scores", choices=["decoded", "dense"], default=None, help="SceneLLM rows: relation scores (default: config)"
@@ -157,10 +162,16 @@ def main(argv=None) -> None:
         help="SceneLLM rows: the relations of training answers sorted, or shuffled per clip",
     )
     p.add_argument(
-        "--grad-to-4d", type=float, default=1.0, help="SceneLLM rows: share of the LLM losses' gradient in the 4D model"
+        "--grad-to-4d",
+        type=float,
+        default=None,
+        help="SceneLLM rows: share of the LLM losses' gradient in the 4D model (default: the config's, 0)",
     )
     p.add_argument(
-        "--clip-llm-apart", action="store_true", help="SceneLLM rows: clip the LLM's gradient apart from the 4D model's"
+        "--clip-llm-apart",
+        choices=["on", "off"],
+        default=None,
+        help="SceneLLM rows: clip the LLM's gradient apart from the 4D model's (default: the config's, on)",
     )
     p.add_argument("--rescore", type=float, default=None, help="SceneLLM rows: relation-head weight (default: config)")
     p.add_argument("--seeds", default=None, help="comma-separated training seeds (runs in <out>/seed<N>/)")
