@@ -215,3 +215,26 @@ def test_batchnorm_recalibration_averages_the_batch_statistics_of_every_inferenc
     recalibrate_batchnorm(b, train_set, max_windows=3, progress=False)
     torch.testing.assert_close(a.encoder.stem_bn.running_var, b.encoder.stem_bn.running_var, rtol=0, atol=0)
     assert not torch.allclose(a.encoder.stem_bn.running_var, stem.running_var)
+
+
+def test_batchnorm_recalibration_that_fails_midway_leaves_the_statistics_as_they_were(vocab, train_set):
+    from spade4d.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
+
+    class Broken:  # the second sequence cannot be read
+        def __len__(self):
+            return len(train_set)
+
+        def num_frames(self, i):
+            return train_set.num_frames(i)
+
+        def __getitem__(self, i):
+            if i == 1:
+                raise OSError("sequence 1: unreadable")
+            return train_set[i]
+
+    model = tiny_model(vocab)
+    before = [(m.running_mean.clone(), m.running_var.clone()) for m in batchnorm_layers(model)]
+    with pytest.raises(OSError, match="unreadable"):
+        recalibrate_batchnorm(model, Broken(), max_windows=None, progress=False)
+    for m, (mean, var) in zip(batchnorm_layers(model), before):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var) and m.momentum == 0.1

@@ -14,6 +14,8 @@ statistics change; no weight does.
 
 from __future__ import annotations
 
+from itertools import groupby
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -51,34 +53,42 @@ def recalibrate_batchnorm(
     """Set every BatchNorm layer's running mean and variance in ``model`` (a Model4D) to the average of its
     batch statistics over the windows of ``dataset`` (a PSG4DPointCloud split, or any dataset with
     ``num_frames(i)``): ``window`` frames each (the model's by default), at most ``max_windows`` of them spread
-    evenly over the split. A layer that no window reaches keeps its statistics. The model is left in evaluation
-    mode. Returns the number of windows read."""
+    evenly over the split. A layer that no window reaches keeps its statistics; an interrupted or failed pass
+    leaves every layer as it was. The model is left in evaluation mode. Returns the number of windows read."""
     layers = batchnorm_layers(model)
     if not layers:
         return 0
     wins = _windows(dataset, window or model.config.window, max_windows)
     if not wins:
         raise ValueError("recalibrating BatchNorm needs at least one window: the split has no frames")
+    bar = tqdm(total=len(wins), desc="BatchNorm statistics", disable=not progress)
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in layers]
+
+    def restore(only_unreached: bool) -> None:
+        for m, (momentum, mean, var, n) in zip(layers, saved):
+            m.momentum = momentum
+            if not only_unreached or int(m.num_batches_tracked) == 0:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+
     for m in layers:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: every window counts the same
     model.train()
     try:
-        cache = (None, None)
-        for i, times in tqdm(wins, desc="BatchNorm statistics", disable=not progress):
-            if cache[0] != i:
-                seq, graph = dataset[i]
-                cache = (i, (seq, graph.video_id, sequence_center(seq)))
-            seq, video_id, center = cache[1]
-            fr = load_frames(seq, times, video_id, rgb_source if model.lift is not None else None)
-            model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, model.init_memory(), fr.images, fr.uv)
+        for i, group in groupby(wins, key=lambda w: w[0]):  # the windows of one sequence are consecutive
+            seq, graph = dataset[i]
+            center = sequence_center(seq)
+            for _, times in group:
+                fr = load_frames(seq, times, graph.video_id, rgb_source if model.lift is not None else None)
+                model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, model.init_memory(), fr.images, fr.uv)
+                bar.update(1)
+    except BaseException:
+        restore(only_unreached=False)  # interrupted or failed: the statistics as they were, not half an average
+        raise
     finally:
-        for m, (momentum, mean, var, n) in zip(layers, saved):
-            m.momentum = momentum
-            if int(m.num_batches_tracked) == 0:  # never reached (or interrupted before it was): as it was
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(n)
+        bar.close()
         model.eval()
+    restore(only_unreached=True)  # a layer no window reached keeps its statistics
     return len(wins)
