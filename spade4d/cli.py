@@ -497,6 +497,26 @@ def cmd_pretrain_2d(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_command(argv: list[str]) -> int:
+    """Run a spade4d subcommand as the command line would (its parser fills every default), for the demo."""
+    ns = build_parser().parse_args(argv)
+    return int(ns.func(ns) or 0)
+
+
+def _demo_finetune_argv(
+    args: argparse.Namespace, data: Path, run: Path, core2d: Path | None, resume: bool
+) -> list[str]:
+    """The demo's ``finetune-4d`` command line."""
+    argv = ["finetune-4d", "--format", "synthetic", "--root", str(data), "--out", str(run)]
+    argv += ["--preset", args.preset, "--seed", str(args.seed), "--chain", args.chain]
+    argv += ["--steps", str(args.steps)] if args.steps else []
+    argv += ["--resume"] if resume else []
+    if core2d is not None:
+        argv += ["--init-from-2d", str(core2d), "--transfer-parts", "rgt,head"]
+        argv += ["--lift-2d"] if args.lift_2d else []
+    return argv + (["--llm", args.llm] if args.llm and args.llm != "none" else [])
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The end-to-end demo: synthetic data -> pretrain-2d (tiny diffusion UNet, calibration, 2D scene graphs) ->
     finetune-4d initialised from the 2D core (its RGT + scene-graph head), jointly with the SceneLLM -> chained
@@ -524,24 +544,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if args.retrain and run2d.exists():
                 shutil.rmtree(run2d)
             print(f"[demo] 2D pretraining (diffusion UNet -> LoRA calibration -> 2D scene graphs) into {run2d}")
-            cmd_pretrain_2d(
-                argparse.Namespace(
-                    preset=args.preset if args.preset in ("quick", "small") else "small",
-                    steps=None,
-                    seed=args.seed,
-                    calibration_steps=None,
-                    diffusion_steps=None,
-                    mixed_precision=None,
-                    format="synthetic",
-                    root=str(data),
-                    psg_json=None,
-                    coco_root=None,
-                    out=str(run2d),
-                    backbone=None,
-                    sd15=None,
-                    resume=True,
-                    quiet=False,
-                )
+            preset_2d = args.preset if args.preset in ("quick", "small") else "small"
+            _run_command(
+                ["pretrain-2d", "--format", "synthetic", "--root", str(data), "--out", str(run2d)]
+                + ["--preset", preset_2d, "--seed", str(args.seed), "--resume"]
             )
             if run.exists():
                 shutil.rmtree(run)  # a 4D model from another 2D core
@@ -553,31 +559,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         resume = (run / "checkpoints").is_dir() and not args.retrain
         if args.retrain and run.exists():
             shutil.rmtree(run)
-        cmd_finetune_4d(
-            argparse.Namespace(
-                preset=args.preset,
-                steps=args.steps,
-                lr=None,
-                seed=args.seed,
-                clips_per_step=None,
-                checkpoint_every=None,
-                mixed_precision=None,
-                format="synthetic",
-                root=str(data),
-                split="train",
-                out=str(run),
-                resume=resume,
-                init_from=None,
-                init_from_2d=None if core2d is None else str(core2d),
-                lift_2d=core2d is not None and args.lift_2d,
-                transfer_parts=("rgt", "head"),
-                llm=None if args.llm == "none" else args.llm,
-                chain=args.chain,
-                llm_lora_r=None,
-                rgb_root=None,
-                quiet=False,
-            )
-        )
+        _run_command(_demo_finetune_argv(args, data, run, core2d, resume))
     pred = out / "predictions_test.json"
     has_llm = (model_dir / "scene_llm").is_dir()
     runs = [("", True)] + ([("_llm", False)] if has_llm else [])
@@ -585,54 +567,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         p = out / f"predictions_test{suffix}.json"
         how = "the SceneLLM chain (objects, then relations)" if not no_llm else "the 4D model's relation head"
         print(f"[demo] running the model on the test split: {how}")
-        cmd_infer(
-            argparse.Namespace(
-                model=str(model_dir),
-                format="synthetic",
-                root=str(data),
-                split="test",
-                video=None,
-                window=None,
-                classes=None,
-                predicates=None,
-                rgb_root=None,
-                no_llm=no_llm,
-                out=str(p),
-                quiet=False,
-            )
+        _run_command(
+            ["infer", "--model", str(model_dir), "--format", "synthetic", "--root", str(data), "--split", "test"]
+            + ["--out", str(p)]
+            + (["--no-llm"] if no_llm else [])
         )
         print(f"[demo] scoring {p.name} (4D R@K / mR@K)")
-        cmd_evaluate_4d(
-            argparse.Namespace(
-                format="synthetic",
-                root=str(data),
-                split="test",
-                pred=str(p),
-                out=str(out / f"metrics_test{suffix}.json"),
-                graph_constraint=False,
-                penalize_extra_frames=False,
-                viou_threshold=0.5,
-                top_pairs=100,
-                ks=(20, 50, 100),
-                quiet=False,
-            )
+        _run_command(
+            ["evaluate-4d", "--format", "synthetic", "--root", str(data), "--split", "test", "--pred", str(p)]
+            + ["--out", str(out / f"metrics_test{suffix}.json")]
         )
     print("[demo] rendering a test sequence: prediction and ground truth")
     for name, p in (("render_pred", str(pred)), ("render_gt", None)):
-        cmd_render(
-            argparse.Namespace(
-                root=str(data / "psg4d_pc"),
-                split="test",
-                video=None,
-                pred=p,
-                interactive=False,
-                out=str(out / name),
-                width=960,
-                height=720,
-                frames=None,
-                fps=4.0,
-                quiet=True,
-            )
+        _run_command(
+            ["render", "--root", str(data / "psg4d_pc"), "--split", "test", "--out", str(out / name), "--quiet"]
+            + (["--pred", p] if p else [])
         )
     print(f"[demo] done in {time.time() - t0:.0f}s; outputs under {out}")
     return 0

@@ -205,3 +205,14 @@ def test_saved_model_carries_recalibrated_batchnorm_statistics_and_the_cli_recal
     for k in stats:
         torch.testing.assert_close(fixed[k], precise[k], msg=k)
     assert torch.equal(load_file(tmp_path / "kept" / "model" / "model.safetensors")[stats[0]], kept[stats[0]])
+
+
+def test_the_demos_training_command_line_runs_through_the_real_parser(synthetic_root, tmp_path):
+    """The demo trains through finetune-4d's own parser, so an option added there cannot break it (a hand-built
+    argument set once lacked --up-axis and the demo stopped at the 4D stage)."""
+    from spade4d.cli import _demo_finetune_argv, _run_command, build_parser
+
+    args = build_parser().parse_args(["demo", "--steps", "1", "--llm", "none"])
+    argv = _demo_finetune_argv(args, synthetic_root, tmp_path / "run", None, resume=False)
+    assert _run_command(argv) == 0
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
