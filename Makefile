@@ -8,7 +8,7 @@ STAMP := $(VENV)/.spade4d-installed
 OUT ?= outputs/demo
 PRESET ?= quick
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-demo install lint bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# the demo end to end with few steps (about 3 minutes on 2 cores; CI runs it after the suite)
+test-demo: $(STAMP)
+	$(PY) -m pytest tests -m demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check spade4d tests scripts data_tools

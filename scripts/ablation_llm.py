@@ -84,6 +84,7 @@ def score(model: Model4D, test: PSG4DPointCloud, oov_c: set[str], oov_p: set[str
                 spans=args.spans,
                 complete=args.complete,
                 rescore=args.rescore,
+                name_rescore=getattr(args, "name_rescore", None),
                 scores=args.scores,
             )
         else:
@@ -173,6 +174,7 @@ def main(argv=None) -> None:
         default=None,
         help="SceneLLM rows: clip the LLM's gradient apart from the 4D model's (default: the config's, on)",
     )
+    p.add_argument("--name-rescore", type=float, default=None, help="SceneLLM rows: class-head weight in names")
     p.add_argument("--rescore", type=float, default=None, help="SceneLLM rows: relation-head weight (default: config)")
     p.add_argument("--seeds", default=None, help="comma-separated training seeds (runs in <out>/seed<N>/)")
     args = p.parse_args(argv)

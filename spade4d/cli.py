@@ -421,6 +421,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                     closed_vocabulary=not getattr(args, "open_vocabulary", False),
                     samples=getattr(args, "samples", None),
                     rescore=getattr(args, "rescore", None),
+                    name_rescore=getattr(args, "name_rescore", None),
                     spans=getattr(args, "spans", None),
                     complete=getattr(args, "complete", None),
                     scores=getattr(args, "scores", None),
@@ -503,6 +504,17 @@ def _run_command(argv: list[str]) -> int:
     return int(ns.func(ns) or 0)
 
 
+def _demo_pretrain_argv(args: argparse.Namespace, data: Path, run2d: Path) -> list[str]:
+    """The demo's ``pretrain-2d`` command line (``--steps-2d N``: N steps in each of its three stages)."""
+    preset_2d = args.preset if args.preset in ("quick", "small") else "small"
+    argv = ["pretrain-2d", "--format", "synthetic", "--root", str(data), "--out", str(run2d)]
+    argv += ["--preset", preset_2d, "--seed", str(args.seed), "--resume"]
+    if args.steps_2d:
+        n = str(args.steps_2d)
+        argv += ["--steps", n, "--calibration-steps", n, "--diffusion-steps", n]
+    return argv
+
+
 def _demo_finetune_argv(
     args: argparse.Namespace, data: Path, run: Path, core2d: Path | None, resume: bool
 ) -> list[str]:
@@ -544,11 +556,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if args.retrain and run2d.exists():
                 shutil.rmtree(run2d)
             print(f"[demo] 2D pretraining (diffusion UNet -> LoRA calibration -> 2D scene graphs) into {run2d}")
-            preset_2d = args.preset if args.preset in ("quick", "small") else "small"
-            _run_command(
-                ["pretrain-2d", "--format", "synthetic", "--root", str(data), "--out", str(run2d)]
-                + ["--preset", preset_2d, "--seed", str(args.seed), "--resume"]
-            )
+            _run_command(_demo_pretrain_argv(args, data, run2d))
             if run.exists():
                 shutil.rmtree(run)  # a 4D model from another 2D core
     model_dir = run / "model"
@@ -609,7 +617,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="quick", choices=["quick", "small", "full"])
     s.add_argument("--seed", type=_non_negative_int, default=0)
     s.add_argument("--workers", type=_positive_int, default=None)
-    s.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the preset's)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="4D training steps (default: the preset's)")
+    s.add_argument(
+        "--steps-2d",
+        type=_positive_int,
+        default=None,
+        help="steps of each 2D pretraining stage: diffusion, calibration, scene graphs (default: the preset's)",
+    )
     s.add_argument("--retrain", action="store_true", help="train again even if a model exists")
     s.add_argument("--no-2d", action="store_true", help="skip 2D pretraining: the 4D model from scratch")
     s.add_argument("--lift-2d", action="store_true", help="also lift the 2D core's pixel features onto the points")
@@ -763,6 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-llm", action="store_true", help="a model with a SceneLLM: use the relation head instead")
     s.add_argument("--samples", type=_non_negative_int, default=None, help="SceneLLM: sampled turn-2 answers")
     s.add_argument("--rescore", type=float, default=None, help="SceneLLM: relation-head weight in relation scores")
+    s.add_argument("--name-rescore", type=float, default=None, help="SceneLLM: class-head weight in object names")
     s.add_argument(
         "--spans", choices=["llm", "head"], default=None, help="SceneLLM: relation frames as written, or from the head"
     )

@@ -382,6 +382,42 @@ def test_dense_relation_scores_rank_the_heads_candidates_among_the_llms_objects(
         chained_predict(model, seq, graph.video_id, samples=0, scores="sparse")
 
 
+def test_name_rescore_sets_whose_names_the_llms_objects_take(clip, monkeypatch):
+    """``name_rescore`` 1: an LLM object's closed-vocabulary label and score come from the 4D model's class heads
+    for the tube it points at, whatever the LLM said; 0: the nearest vocabulary name to what it said. The objects,
+    their masks and the relation scores' LLM part do not depend on it."""
+    import spade4d.inference.chained as chained
+
+    model = _model(clip)
+    _, _, seq, graph = clip
+    C = len(model.config.classes)
+
+    real = chained._similarity
+
+    def run(w, said_class):
+        def fake_similarity(names, embed, text_model):  # the LLM "said" one class for every object
+            if embed is not model.class_embed:
+                return real(names, embed, text_model)
+            sim = torch.full((len(names), C), -1.0)
+            sim[:, said_class] = 1.0
+            return sim
+
+        with monkeypatch.context() as m:
+            m.setattr(chained, "_similarity", fake_similarity)
+            return chained_predict(model, seq, graph.video_id, samples=0, complete="joint", name_rescore=w)
+
+    head_a, head_b = run(1.0, 0), run(1.0, C - 1)
+    assert head_a.objects, "the untrained LLM listed no object"
+    assert head_a.to_json() == head_b.to_json()  # what the LLM said does not matter
+    said = run(0.0, C - 1)
+    assert {o.label for o in said.objects} == {model.config.classes[C - 1]}
+    assert [o.id for o in said.objects] == [o.id for o in head_a.objects]
+    for a, b in zip(said.objects, head_a.objects):
+        assert a.masks.keys() == b.masks.keys() and all(np.array_equal(a.masks[t], b.masks[t]) for t in a.masks)
+    with pytest.raises(SceneLLMError, match="name_rescore"):
+        SceneLLMConfig(llm="tiny", name_rescore=1.5)
+
+
 def test_lora_and_model_save_load_round_trip(clip, tmp_path):
     model = _model(clip, train_base=False)
     with torch.no_grad():  # non-trivial adapters

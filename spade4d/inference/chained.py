@@ -16,10 +16,12 @@
    point at (``llm^(1-w) x head^w``), times the geometric mean of the two object scores.
 4. With ``closed_vocabulary`` the free-text names are mapped to the model's class / predicate names by text
    embedding similarity (evaluation against a fixed label set); otherwise they are written as the LLM said them.
-   With ``rescore > 0`` an object's label and score also weigh in the 4D model's naming of the tube it points at
-   (its query and dense point class heads, as :func:`spade4d.inference.infer_4d.predict_sequence` names tubes):
-   label = argmax over names of ``said^(1-w) x head^w`` (``said``: a softmax over the name's text similarities),
-   score = ``llm^(1-w) x (head x objectness)^w``.
+   With ``name_rescore`` w > 0 (default 1; None: ``rescore``) an object's label and score also weigh in the 4D
+   model's naming of the tube it points at (its query and dense point class heads, as
+   :func:`spade4d.inference.infer_4d.predict_sequence` names tubes): label = argmax over names of
+   ``said^(1-w) x head^w`` (``said``: a softmax over the name's text similarities), score =
+   ``llm^(1-w) x (head x objectness)^w``. At 1 the LLM decides which tubes are objects and their masks, and the
+   4D model names them.
 5. ``spans="head"`` (closed vocabulary): a relation the LLM chose keeps its score but takes its frames from the 4D
    relation head — the frames where the head's probability of that predicate between the two pointed tubes reaches
    ``relation_threshold`` (runs shorter than ``min_span`` dropped; else the frames within half of its maximum), as
@@ -294,6 +296,7 @@ def chained_predict(
     closed_vocabulary: bool = True,
     samples: int | None = None,
     rescore: float | None = None,
+    name_rescore: float | None = None,
     reuse_cache: bool = True,
     rgb_source=None,
     max_new_tokens: int = 768,
@@ -310,6 +313,8 @@ def chained_predict(
     chain = chain or lcfg.chain
     samples = lcfg.samples if samples is None else samples
     w_head = lcfg.rescore if rescore is None else rescore
+    w_name = lcfg.name_rescore if name_rescore is None else name_rescore
+    w_name = w_head if w_name is None else w_name
     span_source = spans or lcfg.spans
     if span_source not in ("llm", "head"):
         raise ValueError(f"spans must be 'llm' or 'head', got {span_source!r}")
@@ -388,7 +393,7 @@ def chained_predict(
     C = len(cfg.classes)
     class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0)  # (Q, C + 1)
     named = None  # the 4D model's names of its tubes, as predict_sequence gives them; only when they are used
-    if closed_vocabulary and (complete == "graph" or (K and w_head > 0)):
+    if closed_vocabulary and (complete == "graph" or (K and w_name > 0)):
         sem_sum, scratch = torch.zeros(len(class_prob), C), [np.full(n, -1, dtype=np.int16) for n in counts]
         for times, keep, out in wins:
             assign_window(model, out, times, keep, out.class_logits.softmax(-1), scratch, sem_sum)
@@ -469,16 +474,16 @@ def chained_predict(
     pred_names = sorted({k[1] for k in cands})
     pred_map = {p: p for p in pred_names}
     if closed_vocabulary:
-        if names and w_head > 0:  # the LLM's name and the class head of the tube its <obj> attends to
+        if names and w_name > 0:  # the LLM's name and the class head of the tube its <obj> attends to
             tube = class_prob[tubes]  # (K, C + 1)
             said = torch.softmax(_similarity(names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
             head_p = named[tubes] / named[tubes].sum(1, keepdim=True).clamp_min(1e-9)
-            joint = said ** (1 - w_head) * head_p**w_head
+            joint = said ** (1 - w_name) * head_p**w_name
             best = joint.argmax(1)
             labels = [cfg.classes[i] for i in best.tolist()]
             objectness = 1 - tube[:, C]
             obj_scores = [
-                float(sc ** (1 - w_head) * (head_p[k, best[k]] * objectness[k]) ** w_head)
+                float(sc ** (1 - w_name) * (head_p[k, best[k]] * objectness[k]) ** w_name)
                 for k, sc in enumerate(obj_scores)
             ]
         elif names:

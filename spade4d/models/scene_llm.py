@@ -93,6 +93,9 @@ class SceneLLMConfig:
     samples: int = 0  # sampled turn-2 answers beside the greedy one (more candidates; dense scores need none)
     temperature: float = 1.0
     rescore: float = 0.5  # weight of the 4D relation head in a relation's score (0: the LLM's alone)
+    # weight of the 4D model's class heads in a closed-vocabulary object's name and score (None: ``rescore``). 1
+    # since session 11: on the validation split the LLM's own names cost recall on two seeds of three (README)
+    name_rescore: float | None = 1.0
     spans: str = "head"  # a relation's frames: where the 4D relation head fires ("head"), or as written ("llm")
     # the 4D relation head's relations among the LLM's objects join the LLM's: ranked below all of them ("after"),
     # or scored like them with the LLM probability ``floor`` for a relation the LLM did not write ("joint");
@@ -117,6 +120,10 @@ class SceneLLMConfig:
             raise SceneLLMError(f"grad_to_4d must be in [0, 1], got {self.grad_to_4d}")
         if self.scores not in ("decoded", "dense"):
             raise SceneLLMError(f"scores must be 'decoded' or 'dense', got {self.scores!r}")
+        for k in ("rescore", "name_rescore"):
+            w = getattr(self, k)
+            if w is not None and not 0.0 <= w <= 1.0:
+                raise SceneLLMError(f"{k} must be in [0, 1], got {w}")
         if self.spans not in ("llm", "head"):
             raise SceneLLMError(f"spans must be 'llm' or 'head', got {self.spans!r}")
         if self.complete not in ("none", "after", "joint", "graph"):
