@@ -111,7 +111,8 @@ def plot_losses(history: list[dict], path: Path, title: str = "training losses")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_title(title)
-    ax.legend()
+    if ax.lines:  # a run whose losses are all zero or missing so far has nothing to label
+        ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
