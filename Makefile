@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests
 
-# the demo end to end with few steps (about 3 minutes on 2 cores; CI runs it after the suite)
+# the demo end to end with few steps (about 4 minutes on 2 cores; CI runs it after the suite)
 test-demo: $(STAMP)
 	$(PY) -m pytest tests -m demo
 

@@ -35,4 +35,7 @@ def test_the_demo_runs_end_to_end_and_writes_what_the_readme_promises(tmp_path):
     assert (out / "finetune_4d" / "model" / "scene_llm").is_dir()
     assert (out / "pretrain_2d" / "model" / "config.json").is_file()
     # a second run finds everything and redoes only inference, scoring and renders
+    trained = [out / "finetune_4d" / "model" / "model.safetensors", out / "pretrain_2d" / "model" / "config.json"]
+    stamps = [f.stat().st_mtime_ns for f in trained]
     assert main(["demo", "--out", str(out), "--steps", "10", "--steps-2d", "10"]) == 0
+    assert [f.stat().st_mtime_ns for f in trained] == stamps

@@ -416,6 +416,8 @@ def test_name_rescore_sets_whose_names_the_llms_objects_take(clip, monkeypatch):
         assert a.masks.keys() == b.masks.keys() and all(np.array_equal(a.masks[t], b.masks[t]) for t in a.masks)
     with pytest.raises(SceneLLMError, match="name_rescore"):
         SceneLLMConfig(llm="tiny", name_rescore=1.5)
+    with pytest.raises(ValueError, match="name_rescore"):
+        chained_predict(model, seq, graph.video_id, samples=0, name_rescore=-0.1)
 
 
 def test_lora_and_model_save_load_round_trip(clip, tmp_path):

@@ -315,6 +315,9 @@ def chained_predict(
     w_head = lcfg.rescore if rescore is None else rescore
     w_name = lcfg.name_rescore if name_rescore is None else name_rescore
     w_name = w_head if w_name is None else w_name
+    for k, w in (("rescore", w_head), ("name_rescore", w_name)):
+        if not 0.0 <= w <= 1.0:
+            raise ValueError(f"{k} must be in [0, 1], got {w}")
     span_source = spans or lcfg.spans
     if span_source not in ("llm", "head"):
         raise ValueError(f"spans must be 'llm' or 'head', got {span_source!r}")
@@ -476,9 +479,11 @@ def chained_predict(
     if closed_vocabulary:
         if names and w_name > 0:  # the LLM's name and the class head of the tube its <obj> attends to
             tube = class_prob[tubes]  # (K, C + 1)
-            said = torch.softmax(_similarity(names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
             head_p = named[tubes] / named[tubes].sum(1, keepdim=True).clamp_min(1e-9)
-            joint = said ** (1 - w_name) * head_p**w_name
+            joint = head_p**w_name
+            if w_name < 1:  # at 1 the LLM's words carry no weight: no need to embed them
+                said = torch.softmax(_similarity(names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
+                joint = said ** (1 - w_name) * joint
             best = joint.argmax(1)
             labels = [cfg.classes[i] for i in best.tolist()]
             objectness = 1 - tube[:, C]
