@@ -386,6 +386,21 @@ def cmd_recalibrate_bn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str):
+    """``auto``: the first CUDA GPU when there is one, else the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise SystemExit(f"--device {name}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: no CUDA GPU is available")
+    return dev
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -396,6 +411,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     model = Model4D.from_pretrained(args.model)
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
+    model.to(_device(args.device))
     ds = open_4d_dataset(args.format, args.root, args.split)
     rgb_source = _model_rgb_source(model, args)
     ids = ds.video_ids()
@@ -775,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predicates", type=_names, default=None, help="comma-separated predicate names")
     s.add_argument("--rgb-root", default=None, help="RGB frames + cameras for models that lift 2D features")
     s.add_argument("--no-llm", action="store_true", help="a model with a SceneLLM: use the relation head instead")
+    s.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one) | cpu | cuda | cuda:N")
     s.add_argument("--samples", type=_non_negative_int, default=None, help="SceneLLM: sampled turn-2 answers")
     s.add_argument("--rescore", type=float, default=None, help="SceneLLM: relation-head weight in relation scores")
     s.add_argument("--name-rescore", type=float, default=None, help="SceneLLM: class-head weight in object names")

@@ -238,3 +238,15 @@ def test_batchnorm_recalibration_that_fails_midway_leaves_the_statistics_as_they
         recalibrate_batchnorm(model, Broken(), max_windows=None, progress=False)
     for m, (mean, var) in zip(batchnorm_layers(model), before):
         assert torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var) and m.momentum == 0.1
+
+
+def test_infer_device_option_picks_the_gpu_only_when_there_is_one():
+    from spade4d.cli import _device
+
+    assert _device("cpu") == torch.device("cpu")
+    assert _device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SystemExit, match="--device gpu0"):
+        _device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            _device("cuda:0")

@@ -1,8 +1,6 @@
 """SceneLLM: grammar-constrained answers always parse, the parser refuses malformed text, <obj> states train the
 LoRA through the mask loss, KV-cache reuse changes no token, adapters round-trip, the chain runs end to end."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -257,14 +255,6 @@ def test_parser_rejects_malformed_text_with_a_clear_error(text, refs, match):
         return
     with pytest.raises(ParseError, match=match):
         parse_objects(text) if refs is None else parse_relations(text, refs, 5)
-
-
-@pytest.fixture(scope="module")
-def clip(synthetic_root):
-    d = json.loads((synthetic_root / "dataset.json").read_text())
-    ds = PSG4DPointCloud(synthetic_root / "psg4d_pc", "train")
-    seq, graph = ds[0]
-    return d["thing_classes"] + d["stuff_classes"], d["predicates"], seq, graph
 
 
 def _model(clip, **llm):

@@ -106,7 +106,8 @@ def decode(
         masked = proc(None, logits.float()[None])[0]
         logp = torch.log_softmax(masked, -1)
         if temperature > 0:
-            tok = int(torch.multinomial(torch.softmax(masked / temperature, -1), 1, generator=generator))
+            probs = torch.softmax(masked / temperature, -1).cpu()  # drawn on the CPU: ``generator`` is a CPU one
+            tok = int(torch.multinomial(probs, 1, generator=generator))
         else:
             tok = int(masked.argmax())
         grammar.advance(tok)
@@ -142,10 +143,10 @@ def _segments(tokens: list[int], sep: int) -> list[list[int]]:
 
 
 def _similarity(names: list[str], embed: torch.Tensor, text_model) -> torch.Tensor:
-    """(len(names), V) cosine similarities of the names to the vocabulary's text embeddings."""
+    """(len(names), V) cosine similarities of the names to the vocabulary's text embeddings (on the CPU)."""
     from spade4d.models.text import encode_texts
 
-    return encode_texts(names, text_model) @ embed.T
+    return encode_texts(names, text_model) @ embed.float().cpu().T
 
 
 def _nearest(names: list[str], embed: torch.Tensor, text_model) -> list[int]:
@@ -376,8 +377,9 @@ def chained_predict(
     names = parse_objects(text1)
     K = len(names)
     tubes = obj_grammar.tubes[:K]
-    tubes_t = torch.tensor(tubes, dtype=torch.long)
-    obj_h = torch.stack(obj_dec.obj_hidden[:K]) if K else torch.zeros((0, llm.hidden_size))
+    dev = model.class_embed.device
+    tubes_t = torch.tensor(tubes, dtype=torch.long, device=dev)
+    obj_h = torch.stack(obj_dec.obj_hidden[:K]) if K else torch.zeros((0, llm.hidden_size), device=dev)
     # object scores: geometric mean probability of each name's tokens and its <obj>
     obj_scores, cur = [], []
     for t, lp in zip(obj_dec.tokens, obj_dec.logprobs):
@@ -394,10 +396,12 @@ def chained_predict(
     # 3. masks of the objects (and of the 4D model's own objects no LLM object points at, for "graph")
     t0 = time.perf_counter()
     C = len(cfg.classes)
-    class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0)  # (Q, C + 1)
+    # (Q, C + 1), on the CPU like everything below that is not a model call
+    class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0).float().cpu()
     named = None  # the 4D model's names of its tubes, as predict_sequence gives them; only when they are used
     if closed_vocabulary and (complete == "graph" or (K and w_name > 0)):
-        sem_sum, scratch = torch.zeros(len(class_prob), C), [np.full(n, -1, dtype=np.int16) for n in counts]
+        sem_sum = torch.zeros(len(class_prob), C, device=dev)
+        scratch = [np.full(n, -1, dtype=np.int16) for n in counts]
         for times, keep, out in wins:
             assign_window(model, out, times, keep, out.class_logits.softmax(-1), scratch, sem_sum)
         named = torch.from_numpy(tube_names(class_prob.numpy(), sem_sum)).float()  # (Q, C)
@@ -411,7 +415,7 @@ def chained_predict(
         extra_scores = [float(own[q]) for q in extra]
     all_tubes = list(tubes) + extra
     assign = [np.full(n, -1, dtype=np.int16) for n in counts]
-    score_t = torch.tensor(obj_scores[:K] + extra_scores, dtype=torch.float32)
+    score_t = torch.tensor(obj_scores[:K] + extra_scores, dtype=torch.float32, device=dev)
     if all_tubes:
         for times, keep, out in wins:
             emb = llm.mask_query(obj_h, out.states, out.mask_embed, tubes_t) if K else None  # (Tw, K, D)
@@ -425,7 +429,7 @@ def chained_predict(
                 mp = torch.cat(parts)
                 _, k = (mp * score_t[:, None]).max(0)
                 ok = mp.gather(0, k[None]).squeeze(0) >= 0.5
-                assign[t][keep[i][ok.numpy()]] = k[ok].numpy().astype(np.int16)
+                assign[t][keep[i][ok.cpu().numpy()]] = k[ok].cpu().numpy().astype(np.int16)
     stats.masks_s += time.perf_counter() - t0
 
     # 4. turn 2: relations, greedy then sampled
@@ -506,8 +510,8 @@ def chained_predict(
     if ((w_head > 0 or span_source == "head") and cands and closed_vocabulary) or fill or dense:
         every = {(s, o) for s in range(N) for o in range(N) if s != o} if (fill or dense) else set()
         pairs = sorted({(s, o) for s, _, o in cands} | every)
-        qp = torch.tensor([(all_tubes[s], all_tubes[o]) for s, o in pairs], dtype=torch.long)
-        prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1)  # (R, T, P)
+        qp = torch.tensor([(all_tubes[s], all_tubes[o]) for s, o in pairs], dtype=torch.long, device=dev)
+        prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1).float().cpu()  # (R, T, P)
         row = {pair: r for r, pair in enumerate(pairs)}
         head_prob = {pair: prob[r].numpy() for pair, r in row.items()}  # (T, P) each
         best = prob.max(1).values

@@ -58,7 +58,7 @@ def assign_window(model: Model4D, out, times, keep, prob: torch.Tensor, assign, 
         mp = out.mask_logits(i).sigmoid()  # (Q, n)
         _, q = (mp * score[:, None]).max(0)
         ok = mp.gather(0, q[None]).squeeze(0) >= 0.5
-        assign[t][keep[i][ok.numpy()]] = q[ok].numpy().astype(np.int16)
+        assign[t][keep[i][ok.cpu().numpy()]] = q[ok].cpu().numpy().astype(np.int16)
         fidx = torch.nonzero(out.point_frame == i).squeeze(1)
         sem = model.point_class_logits(out.point_feats[fidx[ok]]).softmax(-1)
         sem_sum.index_add_(0, q[ok], sem)
@@ -69,6 +69,7 @@ def tube_names(prob: np.ndarray, sem_sum: torch.Tensor) -> np.ndarray:
     windows) averaged with the dense head's over the points the tube takes (``sem_sum``, from
     :func:`assign_window`); the query's alone where it takes no point."""
     C = sem_sum.shape[1]
+    sem_sum = sem_sum.cpu()
     sem = (sem_sum / sem_sum.sum(1, keepdim=True).clamp_min(1e-6)).numpy()
     has_sem = sem_sum.sum(1).numpy() > 0
     return np.where(has_sem[:, None], 0.5 * (prob[:, :C] + sem), prob[:, :C])
@@ -93,9 +94,10 @@ def predict_sequence(
     counts = [int(c) for c in seq.counts]
     center = sequence_center(seq)
     assign = [np.full(n, -1, dtype=np.int16) for n in counts]  # per frame: query of every point
-    prob_sum = torch.zeros(Q, C + 1)
-    sem_sum = torch.zeros(Q, C)  # per query: summed dense class probabilities of the points it takes
-    pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], dtype=torch.long)
+    dev = model.class_embed.device
+    prob_sum = torch.zeros(Q, C + 1, device=dev)
+    sem_sum = torch.zeros(Q, C, device=dev)  # per query: summed dense class probabilities of the points it takes
+    pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], dtype=torch.long, device=dev)
     rel_prob = np.zeros((len(pairs), T, len(cfg.predicates)), dtype=np.float16)
     memory = model.init_memory()
     n_win = 0
@@ -111,11 +113,11 @@ def predict_sequence(
             n_win += 1
             assign_window(model, out, times, fr.keep, prob, assign, sem_sum)
             rp = model.relation_logits(out, pairs).sigmoid()  # (R, Tw, P)
-            rel_prob[:, times] = rp.numpy().astype(np.float16)
+            rel_prob[:, times] = rp.float().cpu().numpy().astype(np.float16)
     for w in caught:
         if "dropped" in str(w.message):
             warnings.warn(str(w.message), stacklevel=2)
-    prob = (prob_sum / max(n_win, 1)).numpy()
+    prob = (prob_sum / max(n_win, 1)).cpu().numpy()
     named = tube_names(prob, sem_sum)
     labels = named.argmax(1)
     scores = np.sqrt(named[np.arange(Q), labels] * (1 - prob[:, C]))  # name confidence x objectness

@@ -206,7 +206,9 @@ class DiffusionBackbone(nn.Module):
 
     # --- image space ----------------------------------------------------------------------------------------------
     def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
-        """Images ``(B, 3, H, W)`` in [0, 1] -> the UNet's input space (pixels in [-1, 1], or VAE latents)."""
+        """Images ``(B, 3, H, W)`` in [0, 1] -> the UNet's input space (pixels in [-1, 1], or VAE latents), on the
+        UNet's device."""
+        images = images.to(next(self.unet.parameters()).device)
         x = F.interpolate(images, size=self.config.image_size, mode="bilinear", align_corners=False) * 2 - 1
         if self.vae is None:
             return x

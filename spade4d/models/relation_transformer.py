@@ -27,9 +27,17 @@ from torch import nn
 EDGE_FEATURES = 7
 
 
+def _wide(masks: torch.Tensor, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both in one dtype of at least float32 (autocast may hand in bf16/fp16 masks)."""
+    dtype = torch.promote_types(torch.promote_types(masks.dtype, coords.dtype), torch.float32)
+    return masks.to(dtype), coords.to(dtype)
+
+
 def node_geometry(soft_masks: torch.Tensor, coords: torch.Tensor, valid: torch.Tensor | None = None):
     """soft masks (B, N, P) in [0, 1] over locations ``coords`` (B, P, 3) given as (horizontal, horizontal, up);
-    ``valid`` (B, P) marks real locations. Returns centroid (B, N, 3), radius (B, N), area (B, N)."""
+    ``valid`` (B, P) marks real locations. Returns centroid (B, N, 3), radius (B, N), area (B, N), in float32 or
+    wider (under autocast too: the radius is a difference of second moments)."""
+    soft_masks, coords = _wide(soft_masks, coords)
     m = soft_masks if valid is None else soft_masks * valid[:, None, :].to(soft_masks)
     area = m.sum(-1)
     w = m / area[..., None].clamp_min(1e-6)
@@ -39,7 +47,9 @@ def node_geometry(soft_masks: torch.Tensor, coords: torch.Tensor, valid: torch.T
 
 
 def edge_features(soft_masks: torch.Tensor, coords: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, N, N, EDGE_FEATURES) invariant edge features (see the module docstring); ``[b, i, j]`` is i -> j."""
+    """(B, N, N, EDGE_FEATURES) invariant edge features (see the module docstring); ``[b, i, j]`` is i -> j.
+    Computed in float32 or wider."""
+    soft_masks, coords = _wide(soft_masks, coords)
     m = soft_masks if valid is None else soft_masks * valid[:, None, :].to(soft_masks)
     centroid, radius, area = node_geometry(soft_masks, coords, valid)
     d = centroid[:, None, :, :] - centroid[:, :, None, :]  # (B, N, N, 3): offset from i to j

@@ -31,6 +31,18 @@ class Frames:
     images: torch.Tensor | None = None  # (T, 3, H, W) in [0, 1]: the RGB frames the points came from
     uv: torch.Tensor | None = None  # (N, 2) each point's position in its image (grid_sample units, NaN: none)
 
+    def to(self, device: torch.device | str) -> Frames:
+        """The tensors on ``device`` (``keep`` stays: numpy indices into the original frames)."""
+        return Frames(
+            self.xyz.to(device),
+            self.rgb.to(device),
+            self.frame.to(device),
+            self.times.to(device),
+            self.keep,
+            None if self.images is None else self.images.to(device),
+            None if self.uv is None else self.uv.to(device),
+        )
+
     def window(self, a: int, b: int) -> Frames:
         sel = (self.frame >= a) & (self.frame < b)
         return Frames(
@@ -145,6 +157,9 @@ class ClipTargets:
     relations: torch.Tensor  # (G, G, T, P) {0,1}
     object_ids: list[int]
 
+    def to(self, device: torch.device | str) -> ClipTargets:
+        return ClipTargets(self.labels.to(device), self.instance.to(device), self.relations.to(device), self.object_ids)
+
 
 def clip_targets(graph: SceneGraph4D, frames: Frames, classes: list[str], predicates: list[str]) -> ClipTargets:
     cidx = {c: i for i, c in enumerate(classes)}
@@ -201,6 +216,8 @@ def clip_loss(
     points_per_frame: int = 2048,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    dev = model.class_embed.device  # the data go where the model is (CPU or a GPU)
+    frames, targets, center = frames.to(dev), targets.to(dev), center.to(dev)
     outs = run_windows(model, frames, center)
     Q = model.config.num_queries
     C = len(model.config.classes)
@@ -211,10 +228,9 @@ def clip_loss(
         for t in range(b - a):
             idx = torch.nonzero(frames.frame == a + t).squeeze(1)
             if len(idx) > points_per_frame:
-                pick = torch.randperm(len(idx), generator=generator)[:points_per_frame]
-                local = pick
+                local = torch.randperm(len(idx), generator=generator)[:points_per_frame].to(dev)
             else:
-                local = torch.arange(len(idx))
+                local = torch.arange(len(idx), device=dev)
             logits_t.append(out.mask_logits(t, local))
             lab = targets.instance[idx[local]]
             fidx = torch.nonzero(out.point_frame == t).squeeze(1)[local]
@@ -222,22 +238,22 @@ def clip_loss(
             has = lab >= 0
             sem_logits.append(model.point_class_logits(out.point_feats[fidx[has]]))
             sem_tgt.append(targets.labels[lab[has]])
-            tgt_t.append((lab[None, :] == torch.arange(G)[:, None]).float())
+            tgt_t.append((lab[None, :] == torch.arange(G, device=dev)[:, None]).float())
     class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in outs]).mean(0)
     with torch.no_grad():
         mcost = sum(mask_match_cost(lg, tg, weights) for lg, tg in zip(logits_t, tgt_t) if lg.shape[1])
         if not torch.is_tensor(mcost):
-            mcost = torch.zeros((Q, G))
+            mcost = torch.zeros((Q, G), device=dev)
         qi, gi = hungarian_match(class_prob, targets.labels, mcost / max(len(logits_t), 1), weights)
-    qi_t, gi_t = torch.from_numpy(qi), torch.from_numpy(gi)
+    qi_t, gi_t = torch.from_numpy(qi).to(dev), torch.from_numpy(gi).to(dev)
     # classification, every window
-    cls_target = torch.full((Q,), C, dtype=torch.long)
+    cls_target = torch.full((Q,), C, dtype=torch.long, device=dev)
     cls_target[qi_t] = targets.labels[gi_t]
-    cw = torch.ones(C + 1)
+    cw = torch.ones(C + 1, device=dev)
     cw[C] = weights.no_object
     loss_cls = sum(F.cross_entropy(o.class_logits, cls_target, weight=cw) for _, _, o in outs) / len(outs)
     # masks of matched tubes, every frame
-    loss_bce = loss_dice = torch.zeros(())
+    loss_bce = loss_dice = torch.zeros((), device=dev)
     if len(qi):
         bce, dice = [], []
         for lg, tg in zip(logits_t, tgt_t):
@@ -248,23 +264,23 @@ def clip_loss(
         if bce:
             loss_bce, loss_dice = torch.stack(bce).mean(), torch.stack(dice).mean()
     # relations between matched tubes (all ordered pairs), per frame
-    loss_rel = torch.zeros(())
+    loss_rel = torch.zeros((), device=dev)
     if len(qi) >= 2:
         s, o = np.meshgrid(np.arange(len(qi)), np.arange(len(qi)), indexing="ij")
         off = s != o
         s, o = s[off], o[off]
-        pairs = torch.from_numpy(np.stack([qi[s], qi[o]], 1))
+        pairs = torch.from_numpy(np.stack([qi[s], qi[o]], 1)).to(dev)
         logits = torch.cat([model.relation_logits(out, pairs) for _, _, out in outs], 1)  # (R, T, P)
-        target = targets.relations[torch.from_numpy(gi[s]), torch.from_numpy(gi[o])]  # (R, T, P)
-        pw = torch.tensor(weights.relation_pos_weight)
+        target = targets.relations[torch.from_numpy(gi[s]).to(dev), torch.from_numpy(gi[o]).to(dev)]  # (R, T, P)
+        pw = torch.tensor(weights.relation_pos_weight, device=dev)
         loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
-    loss_lm = loss_llm_mask = torch.zeros(())
+    loss_lm = loss_llm_mask = torch.zeros((), device=dev)
     if model.llm is not None and (weights.llm > 0 or weights.llm_mask > 0):
         loss_lm, loss_llm_mask = llm_clip_loss(
             model, outs, sampled, tgt_t, targets, qi, gi, frames.times.tolist(), generator
         )
-    sem_l = torch.cat(sem_logits) if sem_logits else torch.zeros((0, C))
-    loss_sem = F.cross_entropy(sem_l, torch.cat(sem_tgt)) if len(sem_l) else torch.zeros(())
+    sem_l = torch.cat(sem_logits) if sem_logits else torch.zeros((0, C), device=dev)
+    loss_sem = F.cross_entropy(sem_l, torch.cat(sem_tgt)) if len(sem_l) else torch.zeros((), device=dev)
     total = (
         weights.semantic * loss_sem
         + weights.cls * loss_cls
@@ -300,10 +316,11 @@ def clip_graph(
     pos = {int(g): i for i, g in enumerate(order)}
     names = [classes[int(targets.labels[g])] for g in order]
     rels = []
-    nz = torch.nonzero(targets.relations.any(2))  # (n, 3): subject g, object g, predicate
+    relations = targets.relations.cpu()
+    nz = torch.nonzero(relations.any(2))  # (n, 3): subject g, object g, predicate
     for gs, go, p in nz.tolist():
         if gs in pos and go in pos:
-            on = targets.relations[gs, go, :, p].numpy() > 0
+            on = relations[gs, go, :, p].numpy() > 0
             spans = [(times[a], times[b]) for a, b in frames_to_spans(on)]
             rels.append((pos[gs], predicates[p], pos[go], spans))
     return order, names, rels
@@ -325,12 +342,13 @@ def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int]
 
     tube_states = to_4d(torch.cat([o.states for _, _, o in outs]).mean(0))  # (Q, D) over the clip's frames
     loss_lm, obj_h = llm.teacher_forced(tube_states, names, tubes.tolist(), rels, (times[0], times[-1]), generator)
+    dev = tube_states.device
     if len(order) == 0:
-        return loss_lm, torch.zeros(())
+        return loss_lm, torch.zeros((), device=dev)
     emb = {}
     bce, dice = [], []
-    gt = torch.from_numpy(np.asarray(order))
-    tubes_t = torch.from_numpy(tubes)
+    gt = torch.from_numpy(np.asarray(order)).to(dev)
+    tubes_t = torch.from_numpy(tubes).to(dev)
     for (out, t, fidx), tg in zip(sampled, tgt_t):
         if len(fidx) == 0:
             continue
@@ -340,5 +358,5 @@ def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int]
         bce.append(F.binary_cross_entropy_with_logits(lg, tg[gt]))
         dice.append(dice_loss(lg, tg[gt]).mean())
     if not bce:
-        return loss_lm, torch.zeros(())
+        return loss_lm, torch.zeros((), device=dev)
     return loss_lm, torch.stack(bce).mean() + torch.stack(dice).mean()

@@ -121,12 +121,16 @@ def plot_losses(history: list[dict], path: Path, title: str = "training losses")
 
 def make_accelerator(out: Path, mixed_precision: str = "no", accumulation: int = 1, find_unused: bool = True):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs
 
     cuda = torch.cuda.is_available()
+    mixed_precision = mixed_precision if cuda else "no"
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state()  # an earlier stage in this process ran at another precision
     acc = Accelerator(
         cpu=not cuda,
-        mixed_precision=mixed_precision if cuda else "no",
+        mixed_precision=mixed_precision,
         gradient_accumulation_steps=accumulation,
         log_with="tensorboard",
         project_dir=str(out),

@@ -295,7 +295,8 @@ def pretrain_2d(
     else:
         ddir = out / "diffusion" / "model"
         if not ddir.is_dir():
-            dcfg = DiffusionTrainConfig(**{**asdict(DiffusionTrainConfig()), "seed": cfg.seed, **cfg.diffusion})
+            base = {**asdict(DiffusionTrainConfig()), "seed": cfg.seed, "mixed_precision": cfg.mixed_precision}
+            dcfg = DiffusionTrainConfig(**{**base, **cfg.diffusion})
             pretrain_diffusion(psg_json, coco_root, out / "diffusion", dcfg, resume=resume, progress=progress)
         backbone = DiffusionBackbone.from_pretrained(ddir)
     grid = backbone.feature_grid

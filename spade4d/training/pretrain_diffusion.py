@@ -196,8 +196,10 @@ def grounding_losses(
             share = att[:, b] @ sel  # (layers, N, W): each pixel's attention to each object word
             inside = (share * target).sum(1) / share.sum(1).clamp_min(1e-8)
             tok.append(((1 - inside) ** 2).flatten())
-            bce = F.binary_cross_entropy(share.clamp(1e-6, 1 - 1e-6), (target >= 0.5).to(att).expand_as(share),
-                                         reduction="none")  # fmt: skip
+            # ``share`` is a probability, not a logit: BCE on it in float32, outside autocast (which refuses it)
+            with torch.autocast(att.device.type, enabled=False):
+                bce = F.binary_cross_entropy(share.float().clamp(1e-6, 1 - 1e-6),
+                                             (target >= 0.5).float().expand_as(share), reduction="none")  # fmt: skip
             pix.append(bce.mean(1).flatten())
     if not tok:
         zero = sum(m.sum() for m in maps.values()) * 0 if maps else torch.zeros(())
@@ -242,7 +244,7 @@ def attention_localisation(
                 a = F.interpolate(a, size=s.masks.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
                 acc_map = a if acc_map is None else acc_map + a
             acc_map = acc_map / acc_map.sum().clamp_min(1e-8)
-            gm = (s.masks[g] >= 0.5).float()
+            gm = (s.masks[g] >= 0.5).float().to(acc_map.device)
             if gm.sum() == 0:
                 continue
             inside.append(float((acc_map * gm).sum()))
@@ -288,7 +290,7 @@ def plot_attention(backbone: DiffusionBackbone, samples: list[ImageSample], path
                     h, w = map_hw(m.shape[1], backbone.config.image_size)
                     a = F.interpolate(m[0, :, tok].view(1, 1, h, w), size=s.image.shape[-2:], mode="bilinear")[0, 0]
                     total = a if total is None else total + a
-                cols.append((label, total.numpy()))
+                cols.append((label, total.float().cpu().numpy()))
                 if len(cols) == max_words:
                     break
             rows.append((s, cols))

@@ -66,7 +66,7 @@ def _canonical_order(me_coords: torch.Tensor, canonical: torch.Tensor | None) ->
     if canonical is None:
         sorted_keys, perm = torch.sort(keys)
         order = torch.empty_like(perm)
-        order[perm] = torch.arange(len(perm))
+        order[perm] = torch.arange(len(perm), device=perm.device)
         return order, me_coords.long()[perm]
     ckeys = pack_coords(canonical)
     return torch.searchsorted(ckeys, keys), canonical

@@ -110,8 +110,8 @@ def unique_coords(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The distinct rows of ``coords`` sorted by packed key, and each input row's index among them."""
     keys = pack_coords(coords)
     ukeys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
-    first = torch.full((len(ukeys),), len(keys), dtype=torch.long)
-    first.scatter_reduce_(0, inverse, torch.arange(len(keys)), "amin")
+    first = torch.full((len(ukeys),), len(keys), dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(keys), device=keys.device), "amin")
     return coords[first], inverse
 
 

@@ -62,7 +62,9 @@ def build_kernel_map(in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_s
         sorted_keys, perm = torch.sort(in_keys)
     out_keys = pack_coords(out_coords)
     offs = kernel_offsets(kernel_size)
-    deltas = torch.tensor([offset_key((dx * in_stride, dy * in_stride, dz * in_stride)) for dx, dy, dz in offs])
+    deltas = torch.tensor(
+        [offset_key((dx * in_stride, dy * in_stride, dz * in_stride)) for dx, dy, dz in offs], device=out_keys.device
+    )
     q = out_keys[None, :] + deltas[:, None]  # (K, Nout)
     pos = torch.searchsorted(sorted_keys, q).clamp_max(max(len(sorted_keys) - 1, 0))
     found = sorted_keys[pos] == q if len(sorted_keys) else torch.zeros_like(q, dtype=torch.bool)
@@ -90,15 +92,19 @@ def cached_map(cache: CoordinateCache, stride_in: int, stride_out: int, kernel_s
 
 
 class _SparseConvFunction(torch.autograd.Function):
+    """Under autocast the forward matmuls run in autocast's dtype and accumulate in the output's; the backward
+    pass (which autocast does not cover) computes in the gradient's dtype and returns each gradient in the dtype
+    of its input, so a bf16/fp16 forward with fp32 weights trains."""
+
     @staticmethod
     def forward(ctx, feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
         if kmap.identity is not None:
             out = feats @ weight[kmap.identity]
         else:
-            out = feats.new_zeros((kmap.num_out, weight.shape[2]))
+            out = (feats[:0] @ weight[0]).new_zeros((kmap.num_out, weight.shape[2]))
         for k, (i, o) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
             if len(i) and k != kmap.identity:
-                out.index_add_(0, o, feats.index_select(0, i) @ weight[k])
+                out.index_add_(0, o, (feats.index_select(0, i) @ weight[k]).to(out.dtype))
         ctx.save_for_backward(feats, weight)
         ctx.kmap = kmap
         return out
@@ -107,23 +113,28 @@ class _SparseConvFunction(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         feats, weight = ctx.saved_tensors
         kmap = ctx.kmap
-        grad_feats = torch.zeros_like(feats) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
         grad_out = grad_out.contiguous()
+        w, f = weight.to(grad_out.dtype), feats.to(grad_out.dtype)
+        grad_feats = torch.zeros_like(f) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(w) if ctx.needs_input_grad[1] else None
         c = kmap.identity
         if c is not None:
             if grad_feats is not None:
-                grad_feats += grad_out @ weight[c].T
+                grad_feats += grad_out @ w[c].T
             if grad_weight is not None:
-                grad_weight[c] = feats.T @ grad_out
+                grad_weight[c] = f.T @ grad_out
         for k, (i, o) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
             if not len(i) or k == c:
                 continue
             g = grad_out.index_select(0, o)
             if grad_feats is not None:
-                grad_feats.index_add_(0, i, g @ weight[k].T)
+                grad_feats.index_add_(0, i, g @ w[k].T)
             if grad_weight is not None:
-                grad_weight[k] = feats.index_select(0, i).T @ g
+                grad_weight[k] = f.index_select(0, i).T @ g
+        if grad_feats is not None:
+            grad_feats = grad_feats.to(feats.dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
         return grad_feats, grad_weight, None
 
 
