@@ -77,7 +77,13 @@ def main() -> int:
     data = Path(args.data) if args.data else work / "synthetic"
     if not (data / "dataset.json").is_file():
         t = time.time()
-        run(["make-synthetic", "--preset", args.preset, "--out", str(data), "--quiet", "--overwrite"])
+        try:
+            run(["make-synthetic", "--preset", args.preset, "--out", str(data), "--quiet", "--overwrite"])
+        except ImportError as e:  # the generator renders with Open3D, which GPU images often lack
+            raise SystemExit(
+                f"{data}: no dataset there, and it cannot be generated here ({e}): make it elsewhere with "
+                f"'spade4d make-synthetic --preset {args.preset} --out DIR' and pass --data DIR"
+            ) from e
         print(f"[bench] generated {data} in {time.time() - t:.0f}s")
     cuda = torch.cuda.is_available()
     dev = torch.cuda.get_device_name(0) if cuda else f"CPU ({torch.get_num_threads()} threads)"
