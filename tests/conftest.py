@@ -7,8 +7,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-@pytest.fixture(scope="session")
-def tiny_preset():
+def tiny_preset_value():
+    """The tests' synthetic preset (a plain function too, for ``python tests/conftest.py DIR``)."""
     from spade4d.data.synthetic.generate import Preset
 
     # 7 test sequences cover every template once; train covers the 5 in-vocabulary templates
@@ -25,6 +25,11 @@ def tiny_preset():
         min_points=3,
         min_pixels_2d=8,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_preset():
+    return tiny_preset_value()
 
 
 def make_synthetic(out, preset) -> Path:
@@ -62,4 +67,4 @@ def clip(synthetic_root):
 if __name__ == "__main__":
     import sys
 
-    make_synthetic(sys.argv[1], tiny_preset.__wrapped__())
+    make_synthetic(sys.argv[1], tiny_preset_value())

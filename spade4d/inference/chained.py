@@ -377,7 +377,7 @@ def chained_predict(
     names = parse_objects(text1)
     K = len(names)
     tubes = obj_grammar.tubes[:K]
-    dev = model.class_embed.device
+    dev = model.device
     tubes_t = torch.tensor(tubes, dtype=torch.long, device=dev)
     obj_h = torch.stack(obj_dec.obj_hidden[:K]) if K else torch.zeros((0, llm.hidden_size), device=dev)
     # object scores: geometric mean probability of each name's tokens and its <obj>

@@ -94,7 +94,7 @@ def predict_sequence(
     counts = [int(c) for c in seq.counts]
     center = sequence_center(seq)
     assign = [np.full(n, -1, dtype=np.int16) for n in counts]  # per frame: query of every point
-    dev = model.class_embed.device
+    dev = model.device
     prob_sum = torch.zeros(Q, C + 1, device=dev)
     sem_sum = torch.zeros(Q, C, device=dev)  # per query: summed dense class probabilities of the points it takes
     pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], dtype=torch.long, device=dev)

@@ -241,7 +241,7 @@ class Model4D(OpenVocabulary, nn.Module):
         With a lifting model: ``images`` (T, 3, H, W) in [0, 1] and ``uv`` (N, 2) each point's position in its
         frame's image in grid_sample units ([-1, 1]; outside: no 2D feature). Inputs on another device than
         the model's are moved to it."""
-        dev = self.class_embed.device
+        dev = self.device
         xyz, rgb, frame, times, center = (x.to(dev) for x in (xyz, rgb, frame, times, center))
         images, uv = (None if x is None else x.to(dev) for x in (images, uv))
         memory = memory.to(dev)

@@ -21,6 +21,11 @@ class OpenVocabulary:
     in the checkpoint, so a saved model scores its own names without the text encoder) and ``set_vocabulary``
     for other names at test time. Needs ``self.config`` with ``classes``, ``predicates`` and ``text_model``."""
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is (its vocabulary buffers move with it); inputs on other devices are moved here."""
+        return self.class_embed.device
+
     def _init_vocabulary(self, class_embed: torch.Tensor | None, predicate_embed: torch.Tensor | None) -> None:
         cfg = self.config
         if class_embed is None:

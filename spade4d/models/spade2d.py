@@ -155,7 +155,7 @@ class Spade2D(OpenVocabulary, nn.Module):
     def predict(self, images: torch.Tensor, sizes: list[tuple[int, int]], image_ids: list[str]) -> list[SceneGraph2D]:
         """Scene graphs of a batch; ``sizes`` are the original (H, W) the masks are resized to."""
         cfg = self.config
-        out = self.forward(images.to(self.class_embed.device))
+        out = self.forward(images.to(self.device))
         prob = out.class_logits.softmax(-1)
         Q = prob.shape[1]
         pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], device=prob.device)

@@ -33,15 +33,8 @@ class Frames:
 
     def to(self, device: torch.device | str) -> Frames:
         """The tensors on ``device`` (``keep`` stays: numpy indices into the original frames)."""
-        return Frames(
-            self.xyz.to(device),
-            self.rgb.to(device),
-            self.frame.to(device),
-            self.times.to(device),
-            self.keep,
-            None if self.images is None else self.images.to(device),
-            None if self.uv is None else self.uv.to(device),
-        )
+        moved = {k: getattr(self, k) for k in ("xyz", "rgb", "frame", "times", "images", "uv")}
+        return replace(self, **{k: None if v is None else v.to(device) for k, v in moved.items()})
 
     def window(self, a: int, b: int) -> Frames:
         sel = (self.frame >= a) & (self.frame < b)
@@ -216,7 +209,7 @@ def clip_loss(
     points_per_frame: int = 2048,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    dev = model.class_embed.device  # the data go where the model is (CPU or a GPU)
+    dev = model.device  # the data go where the model is (CPU or a GPU)
     frames, targets, center = frames.to(dev), targets.to(dev), center.to(dev)
     outs = run_windows(model, frames, center)
     Q = model.config.num_queries

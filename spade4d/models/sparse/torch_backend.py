@@ -101,6 +101,7 @@ class _SparseConvFunction(torch.autograd.Function):
         if kmap.identity is not None:
             out = feats @ weight[kmap.identity]
         else:
+            # in the dtype the matmuls give (autocast's, when it is on): an empty product tells it
             out = (feats[:0] @ weight[0]).new_zeros((kmap.num_out, weight.shape[2]))
         for k, (i, o) in enumerate(zip(kmap.in_idx, kmap.out_idx)):
             if len(i) and k != kmap.identity:
