@@ -41,11 +41,28 @@ def test_encoder_gives_one_feature_per_point():
     xyz = torch.rand(500, 3, generator=g) * 2
     rgb = torch.rand(500, 3, generator=g)
     frame = torch.randint(0, 3, (500,), generator=g)
-    vox, pts = enc.encode_points(xyz, rgb, frame, 0.1, torch.zeros(3))
-    assert pts.shape == (500, 12) and vox.feats.shape == (len(vox.coords), 12)
+    vox, points = enc.encode_points(xyz, rgb, frame, 0.1, torch.zeros(3))
+    some = torch.tensor([7, 3, 499, 3])
+    picked = points.select(some)  # computed for these points only, before all() exists
+    pts = points.all()
+    assert len(points) == 500 and pts.shape == (500, 12) and vox.feats.shape == (len(vox.coords), 12)
     assert set(vox.coords[:, 0].tolist()) == {0, 1, 2}
-    # points sharing a voxel differ only through the point MLP of colour and in-voxel offset
     assert torch.isfinite(pts).all()
+    torch.testing.assert_close(picked, pts[some])
+    assert torch.equal(points.select(some), pts[some])  # after all(): read from it
+    # points sharing a voxel differ only through the point MLP of colour and in-voxel offset
+    same = torch.nonzero(points.voxel_index[:, None] == points.voxel_index[None, :])
+    i, j = same[same[:, 0] < same[:, 1]][0].tolist()
+    torch.testing.assert_close(
+        pts[i] - pts[j], enc.point_mlp(points.local[i]) - enc.point_mlp(points.local[j]), atol=1e-6, rtol=1e-5
+    )
+    # a loss on a few points sends no gradient through the point MLP of the others
+    enc.zero_grad()
+    local = points.local.clone().requires_grad_()
+    sub = type(points)(points.voxel_feats, points.voxel_index, local, enc.point_mlp)
+    sub.select(some).sum().backward()
+    touched = torch.nonzero(local.grad.abs().sum(1)).squeeze(1)
+    assert set(touched.tolist()) <= set(some.tolist())
 
 
 def test_hungarian_match_finds_the_cheap_assignment():

@@ -2,7 +2,9 @@
 
 All frames of a window go through the network as one sparse batch (batch index = frame), so the kernel maps of
 a window are built once. Per-point features are the feature of the point's voxel plus a small MLP of the
-point's colour and its offset inside the voxel, so points sharing a voxel can still be told apart.
+point's colour and its offset inside the voxel, so points sharing a voxel can still be told apart. They are
+computed on demand (:class:`PointFeatures`): training reads a few thousand sampled points of a window's tens of
+thousands, inference reads them all.
 """
 
 from __future__ import annotations
@@ -19,6 +21,30 @@ from spade4d.models.sparse import (
     sparse_quantize,
     voxel_mean,
 )
+
+
+class PointFeatures:
+    """The per-point features of an encoded cloud, computed when asked for: ``select(idx)`` for some points (and
+    only their share of the work and of the backward pass), ``all()`` for every point (computed once, kept)."""
+
+    def __init__(self, voxel_feats: torch.Tensor, voxel_index: torch.Tensor, local: torch.Tensor, mlp: nn.Module):
+        self.voxel_feats, self.voxel_index, self.local, self.mlp = voxel_feats, voxel_index, local, mlp
+        self._all: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.voxel_index)
+
+    def select(self, idx: torch.Tensor) -> torch.Tensor:
+        """``(len(idx), D)`` features of points ``idx`` (int64 indices)."""
+        if self._all is not None:
+            return self._all.index_select(0, idx)
+        return self.voxel_feats.index_select(0, self.voxel_index[idx]) + self.mlp(self.local[idx])
+
+    def all(self) -> torch.Tensor:
+        """``(N, D)`` features of every point."""
+        if self._all is None:
+            self._all = self.voxel_feats.index_select(0, self.voxel_index) + self.mlp(self.local)
+        return self._all
 
 
 class ResBlock(nn.Module):
@@ -92,12 +118,13 @@ class SparseEncoder(nn.Module):
         voxel_size: float,
         center: torch.Tensor,
         extra: torch.Tensor | None = None,
-    ) -> tuple[SparseTensor, torch.Tensor]:
-        """Points (N, 3) with colours in [0, 1] and frame indices -> (voxel features, per-point features (N, D)).
-        ``extra`` (N, E): further per-point input features (the lifted 2D features), averaged per voxel too."""
+    ) -> tuple[SparseTensor, PointFeatures]:
+        """Points (N, 3) with colours in [0, 1] and frame indices -> (voxel features, per-point features (N, D),
+        computed on demand). ``extra`` (N, E): further per-point input features (the lifted 2D features),
+        averaged per voxel too."""
         coords, inverse = sparse_quantize(xyz, frame, voxel_size)
         feats = torch.cat([rgb - 0.5, (xyz - center) / 3.0] + ([] if extra is None else [extra]), 1)
         vox = voxel_mean(feats, inverse, len(coords))
         out = self(SparseTensor(coords, vox))
         local = torch.cat([rgb - 0.5, xyz / voxel_size - torch.floor(xyz / voxel_size) - 0.5], 1)
-        return out, out.feats[inverse] + self.point_mlp(local)
+        return out, PointFeatures(out.feats, inverse, local, self.point_mlp)

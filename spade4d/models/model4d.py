@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spade4d.io import atomic_dir
-from spade4d.models.encoder import SparseEncoder
+from spade4d.models.encoder import PointFeatures, SparseEncoder
 from spade4d.models.query_decoder import QueryLayer, next_attention_mask
 from spade4d.models.relation_transformer import RelationGraphTransformer, masks_for_graph
 from spade4d.models.sg_head import OpenVocabulary, SceneGraphHead
@@ -175,18 +175,27 @@ class QueryDecoder(nn.Module):
 class WindowOutput:
     states: torch.Tensor  # (T, Q, D)
     class_logits: torch.Tensor  # (Q, C + 1), last = no object
-    point_feats: torch.Tensor  # (N, D) all points of the window
+    points: PointFeatures  # (N, D) per-point features of the window, computed on demand
     point_frame: torch.Tensor  # (N,) frame index inside the window
     mask_embed: torch.Tensor  # (T, Q, D)
     memory: torch.Tensor  # (Q, D) summary carried to the next window
     point_xyz: torch.Tensor | None = None  # (N, 3) positions relative to the sequence centre
 
-    def mask_logits(self, t: int, index: torch.Tensor | None = None) -> torch.Tensor:
-        """(Q, n) logits of frame t's points (all, or those of ``index`` among them)."""
+    @property
+    def point_feats(self) -> torch.Tensor:
+        """(N, D) features of every point of the window."""
+        return self.points.all()
+
+    def frame_points(self, t: int, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Window-level indices of frame t's points (all, or those of ``index`` among them)."""
         idx = torch.nonzero(self.point_frame == t).squeeze(1)
-        if index is not None:
-            idx = idx[index]
-        return self.mask_embed[t] @ self.point_feats[idx].T
+        return idx if index is None else idx[index]
+
+    def mask_logits(self, t: int, index: torch.Tensor | None = None) -> torch.Tensor:
+        """(Q, n) logits of frame t's points (all, or those of ``index`` among them: only theirs are computed)."""
+        idx = self.frame_points(t, index)
+        feats = self.point_feats.index_select(0, idx) if index is None else self.points.select(idx)
+        return self.mask_embed[t] @ feats.T
 
 
 class Model4D(OpenVocabulary, nn.Module):
@@ -250,7 +259,7 @@ class Model4D(OpenVocabulary, nn.Module):
         extra = None
         if self.lift is not None:
             extra = self.lift(images, uv, frame, len(xyz))
-        vox, point_feats = self.encoder.encode_points(xyz, rgb, frame, cfg.voxel_size, center, extra)
+        vox, points = self.encoder.encode_points(xyz, rgb, frame, cfg.voxel_size, center, extra)
         # per-frame padded voxel keys
         vb = vox.coords[:, 0]
         counts = torch.bincount(vb, minlength=T)
@@ -266,7 +275,7 @@ class Model4D(OpenVocabulary, nn.Module):
         mask_embed = self.decoder.mask_embed(states)
         pooled = states.mean(0)
         class_logits = self.head.object_logits(pooled, mask_pooled, self.class_embed)
-        return WindowOutput(states, class_logits, point_feats, frame, mask_embed, pooled, xyz - center)
+        return WindowOutput(states, class_logits, points, frame, mask_embed, pooled, xyz - center)
 
     def forward(self, frames, targets, center, weights=None, points_per_frame: int = 2048, generator=None):
         """The training loss of one clip (see :func:`spade4d.training.clips.clip_loss`): ``(loss, parts)``.
@@ -290,7 +299,7 @@ class Model4D(OpenVocabulary, nn.Module):
             idx = torch.nonzero(out.point_frame == t).squeeze(1)
             if len(idx) > n:  # an even subsample: the geometry needs the shape, not every point
                 idx = idx[torch.linspace(0, len(idx) - 1, n, device=idx.device).long()]
-            masks.append(masks_for_graph(out.mask_embed[t] @ out.point_feats[idx].T))
+            masks.append(masks_for_graph(out.mask_embed[t] @ out.points.select(idx).T))
             coords.append(out.point_xyz[idx])
         P = max(max(len(c) for c in coords), 1)
         m = out.states.new_zeros((T, Q, P))

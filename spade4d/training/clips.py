@@ -224,12 +224,13 @@ def clip_loss(
                 local = torch.randperm(len(idx), generator=generator)[:points_per_frame].to(dev)
             else:
                 local = torch.arange(len(idx), device=dev)
-            logits_t.append(out.mask_logits(t, local))
+            fidx = out.frame_points(t, local)
+            pf = out.points.select(fidx)  # the sampled points' features only: the rest are never read
+            logits_t.append(out.mask_embed[t] @ pf.T)
             lab = targets.instance[idx[local]]
-            fidx = torch.nonzero(out.point_frame == t).squeeze(1)[local]
-            sampled.append((out, t, fidx))
+            sampled.append((out, t, pf))
             has = lab >= 0
-            sem_logits.append(model.point_class_logits(out.point_feats[fidx[has]]))
+            sem_logits.append(model.point_class_logits(pf[has]))
             sem_tgt.append(targets.labels[lab[has]])
             tgt_t.append((lab[None, :] == torch.arange(G, device=dev)[:, None]).float())
     class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in outs]).mean(0)
@@ -342,12 +343,12 @@ def llm_clip_loss(model, outs, sampled, tgt_t, targets, qi, gi, times: list[int]
     bce, dice = [], []
     gt = torch.from_numpy(np.asarray(order)).to(dev)
     tubes_t = torch.from_numpy(tubes).to(dev)
-    for (out, t, fidx), tg in zip(sampled, tgt_t):
-        if len(fidx) == 0:
+    for (out, t, pf), tg in zip(sampled, tgt_t):
+        if len(pf) == 0:
             continue
         if id(out) not in emb:
             emb[id(out)] = llm.mask_query(obj_h, to_4d(out.states), to_4d(out.mask_embed), tubes_t)  # (Tw, K, D)
-        lg = emb[id(out)][t] @ to_4d(out.point_feats[fidx]).T  # (K, S)
+        lg = emb[id(out)][t] @ to_4d(pf).T  # (K, S)
         bce.append(F.binary_cross_entropy_with_logits(lg, tg[gt]))
         dice.append(dice_loss(lg, tg[gt]).mean())
     if not bce:
