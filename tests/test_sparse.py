@@ -13,6 +13,7 @@ from spade4d.models.sparse import (
     minkowski_available,
     sparse_quantize,
 )
+from spade4d.models.sparse import torch_backend as tb
 from spade4d.models.sparse.torch_backend import kernel_offsets
 
 BACKENDS = ["torch"] + (["minkowski"] if minkowski_available() else [])
@@ -82,6 +83,25 @@ def test_max_pool_takes_the_max_of_children():
     y = SparseMaxPool3d(2)(x)
     ref = F.max_pool3d(x.dense((GRID,) * 3).masked_fill(x.dense((GRID,) * 3) == 0, float("-inf")), 2)
     torch.testing.assert_close(y.feats, gather(ref, y.coords, 2))
+
+
+@pytest.mark.parametrize("kernel,stride_in,stride_out", [(3, 1, 1), (3, 4, 4), (2, 1, 2), (2, 2, 4), (5, 1, 1)])
+def test_dense_table_and_binary_search_give_the_same_kernel_map(monkeypatch, kernel, stride_in, stride_out):
+    g = torch.Generator().manual_seed(kernel * 10 + stride_in)
+    c = torch.randint(-9, 9, (700, 4), generator=g) * stride_in
+    c[:, 0] = torch.randint(0, 3, (700,), generator=g)
+    cin = tb.unique_coords(c)[0]
+    cout = cin if stride_out == stride_in else tb.downsample_coords(cin, stride_out)
+    dense = tb.build_kernel_map(cin, cout, kernel, stride_in)
+    monkeypatch.setattr(tb, "_DENSE_MAX_CELLS", 0)  # the binary-search path
+    search = tb.build_kernel_map(cin, cout, kernel, stride_in)
+    assert dense.size == search.size > 0 and dense.identity == search.identity
+    for a, b, x, y in zip(dense.in_idx, search.in_idx, dense.out_idx, search.out_idx):
+        assert torch.equal(a, b) and torch.equal(x, y)
+    # and the pairs are right: in[i] == out[o] + offset * stride_in
+    for (dx, dy, dz), i, o in zip(tb.kernel_offsets(kernel), dense.in_idx, dense.out_idx):
+        shift = torch.tensor([0, dx, dy, dz]) * stride_in
+        assert torch.equal(cin[i], cout[o] + shift)
 
 
 def test_kernel_maps_are_built_once_and_shared():
