@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from spade4d.data.psg4d import PSG4DPointCloud
 from spade4d.evaluation import Evaluator4D
@@ -13,6 +14,7 @@ from spade4d.inference.infer_4d import predict_sequence
 from spade4d.models.encoder import SparseEncoder
 from spade4d.models.losses import LossWeights, hungarian_match
 from spade4d.models.model4d import Model4D, Model4DConfig, ModelError
+from spade4d.models.query_decoder import cross_attention
 from spade4d.structures import PointSequence
 from spade4d.training.clips import Augment, ClipError, clip_loss, clip_targets, load_frames, sequence_center
 
@@ -267,3 +269,26 @@ def test_infer_device_option_picks_the_gpu_only_when_there_is_one():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA GPU"):
             _device("cuda:0")
+
+
+@pytest.mark.parametrize("per_head_mask", [False, True])
+def test_cross_attention_equals_multihead_attention(per_head_mask):
+    """The decoders' cross-attention (keys never projected) against nn.MultiheadAttention on the same
+    parameters: outputs and every gradient, with padding, a masked-attention mask and separate keys/values."""
+    torch.manual_seed(0)
+    B, Q, M, D, H = 3, 5, 40, 16, 4
+    mha = nn.MultiheadAttention(D, H, batch_first=True).double()
+    with torch.no_grad():
+        mha.in_proj_bias.normal_()  # non-zero biases: the key bias must cancel, the value bias must carry
+    x, k, v = (torch.randn(B, n, D, dtype=torch.float64, requires_grad=True) for n in (Q, M, M))
+    pad = torch.rand(B, M) < 0.2
+    pad[:, 0] = False
+    mask = torch.rand(B * H if per_head_mask else B, Q, M) < 0.5
+    mask[:, :, 0] = False  # one key always visible, as the null key is in the decoders
+    ref, _ = mha(x, k, v, key_padding_mask=pad, attn_mask=mask if per_head_mask else mask.repeat_interleave(H, 0))
+    grads_ref = torch.autograd.grad(ref.square().sum(), [x, k, v, *mha.parameters()])
+    out = cross_attention(mha, x, k, v, pad, mask)
+    grads = torch.autograd.grad(out.square().sum(), [x, k, v, *mha.parameters()])
+    torch.testing.assert_close(out, ref)
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, r)

@@ -134,7 +134,7 @@ class DecoderLayer(QueryLayer):
         self.temporal = TemporalAggregator(dim, heads, ffn_dim)
 
     def forward(self, x, qpos, keys, key_pad, attn_mask, times, memory):
-        # x (T, Q, D); keys (T, M, D); key_pad (T, M) True = padding; attn_mask (T*heads, Q, M) True = blocked
+        # x (T, Q, D); keys (T, M, D); key_pad (T, M) True = padding; attn_mask (T, Q, M) True = blocked
         return self.temporal(self.attend(x, qpos, keys, key_pad, attn_mask), times, memory)
 
 
@@ -164,7 +164,7 @@ class QueryDecoder(nn.Module):
         for layer in self.layers:
             x = layer(x, qpos, keys, key_pad, attn_mask, times, memory)
             logits = torch.einsum("tqd,tmd->tqm", self.mask_embed(x), keys)  # voxel mask logits (null at 0)
-            attn_mask = next_attention_mask(logits, key_pad, self.heads)
+            attn_mask = next_attention_mask(logits, key_pad)
         # mask pooling: each query's voxel features averaged under its (soft) mask, over the window's frames
         w = logits[:, :, 1:].sigmoid() * (~key_pad[:, None, 1:])
         pooled = torch.einsum("tqm,tmd->qd", w, keys[:, 1:]) / w.sum((0, 2))[:, None].clamp_min(1e-3)
