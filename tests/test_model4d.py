@@ -292,3 +292,13 @@ def test_cross_attention_equals_multihead_attention(per_head_mask):
     torch.testing.assert_close(out, ref)
     for g, r in zip(grads, grads_ref):
         torch.testing.assert_close(g, r)
+
+
+def test_cross_attention_falls_back_to_the_module_where_the_shortcut_does_not_apply():
+    torch.manual_seed(1)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True, bias=False).double()
+    x, k = torch.randn(2, 3, 8, dtype=torch.float64), torch.randn(2, 10, 8, dtype=torch.float64)
+    mask = torch.rand(2, 3, 10) < 0.5
+    mask[:, :, 0] = False
+    ref, _ = mha(x, k, k, attn_mask=mask.repeat_interleave(2, 0))
+    torch.testing.assert_close(cross_attention(mha, x, k, k, None, mask), ref)

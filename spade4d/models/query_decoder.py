@@ -28,10 +28,15 @@ def cross_attention(
     rounding, same gradients (the key bias's is zero either way), a few times faster for Q ≪ M.
 
     x (B, Q, D); k, v (B, M, D); key_pad (B, M) True = padding; attn_mask True = blocked, either (B, Q, M) for
-    every head or (B·heads, Q, M) per head, heads batch-major as in ``nn.MultiheadAttention``. No dropout (the
-    decoders use none)."""
+    every head or (B·heads, Q, M) per head, heads batch-major as in ``nn.MultiheadAttention``. Modules with
+    separate key/value widths, without biases or with dropout run their own forward instead."""
     B, Q, D = x.shape
     M, H = k.shape[1], mha.num_heads
+    if mha.in_proj_weight is None or mha.in_proj_bias is None or (mha.training and mha.dropout > 0):
+        # a module this shortcut does not cover (separate key/value widths, no biases, dropout): its own forward
+        if attn_mask is not None and attn_mask.shape[0] == B and H > 1:
+            attn_mask = attn_mask.repeat_interleave(H, 0)
+        return mha(x, k, v, key_padding_mask=key_pad, attn_mask=attn_mask, need_weights=False)[0]
     dh = D // H
     w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
     b_q, _, b_v = mha.in_proj_bias.chunk(3)

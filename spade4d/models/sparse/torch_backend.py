@@ -93,9 +93,9 @@ def _dense_lookup(
 
 def build_kernel_map(in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_size: int, in_stride: int) -> KernelMap:
     """Pairs (input i, output o) with ``in[i] == out[o] + offset * in_stride`` for each kernel offset. The lookup
-    goes through a dense table over the input's bounding box when it is small enough (a window of frames at
-    the quick preset's voxel size: a few hundred thousand cells), else through binary search over sorted keys;
-    both give the same map."""
+    goes through a dense table over the box that holds the input and the queried neighbours when that box is
+    small enough (a window of frames at the quick preset's voxel size: a few hundred thousand cells), else
+    through binary search over sorted keys; both give the same map."""
     offs = kernel_offsets(kernel_size)
     in_keys = pack_coords(in_coords)
     out_keys = pack_coords(out_coords)
