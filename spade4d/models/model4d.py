@@ -191,11 +191,9 @@ class WindowOutput:
         idx = torch.nonzero(self.point_frame == t).squeeze(1)
         return idx if index is None else idx[index]
 
-    def mask_logits(self, t: int, index: torch.Tensor | None = None) -> torch.Tensor:
-        """(Q, n) logits of frame t's points (all, or those of ``index`` among them: only theirs are computed)."""
-        idx = self.frame_points(t, index)
-        feats = self.point_feats.index_select(0, idx) if index is None else self.points.select(idx)
-        return self.mask_embed[t] @ feats.T
+    def mask_logits(self, t: int) -> torch.Tensor:
+        """(Q, n) logits of every point of frame t (training reads sampled points through ``points.select``)."""
+        return self.mask_embed[t] @ self.point_feats.index_select(0, self.frame_points(t)).T
 
 
 class Model4D(OpenVocabulary, nn.Module):

@@ -97,18 +97,16 @@ def build_kernel_map(in_coords: torch.Tensor, out_coords: torch.Tensor, kernel_s
     small enough (a window of frames at the quick preset's voxel size: a few hundred thousand cells), else
     through binary search over sorted keys; both give the same map."""
     offs = kernel_offsets(kernel_size)
-    in_keys = pack_coords(in_coords)
-    out_keys = pack_coords(out_coords)
     pos = _dense_lookup(in_coords, out_coords, offs, in_stride)
     if pos is not None:
         k_all, o_all = torch.nonzero(pos >= 0, as_tuple=True)  # ordered by offset, then output row
         i_all = pos[k_all, o_all]
     else:
-        i_all, k_all, o_all = _search_lookup(in_keys, out_keys, offs, in_stride)
+        i_all, k_all, o_all = _search_lookup(pack_coords(in_coords), pack_coords(out_coords), offs, in_stride)
     sizes = torch.bincount(k_all, minlength=len(offs)).tolist()
     in_idx, out_idx = list(torch.split(i_all, sizes)), list(torch.split(o_all, sizes))
     identity = None
-    if kernel_size % 2 and len(in_coords) == len(out_coords) and torch.equal(in_keys, out_keys):
+    if kernel_size % 2 and len(in_coords) == len(out_coords) and torch.equal(in_coords, out_coords):
         identity = len(offs) // 2  # the centre offset of a submanifold convolution
     return KernelMap(in_idx, out_idx, len(in_coords), len(out_coords), identity)
 
