@@ -92,15 +92,16 @@ def _synthetic_is_current(out: Path, preset: str, seed: int) -> bool:
     manifest = out / "dataset.json"
     if not manifest.is_file():
         return False
+    from spade4d.data.synthetic.generate import LAYOUT_VERSION
+
     m = json.loads(manifest.read_text())
-    return m.get("preset") == preset and m.get("seed") == seed
+    return m.get("preset") == preset and m.get("seed") == seed and m.get("layout_version") == LAYOUT_VERSION
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from spade4d.data.psg4d import PSG4DPointCloud
     from spade4d.viz.render import render_sequence, show_interactive
 
-    ds = PSG4DPointCloud(args.root, args.split)
+    ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     if len(ds) == 0:
         raise ValueError(f"split {args.split!r} of {args.root} holds no sequences")
     vid = args.video or ds.video_ids()[0]
@@ -142,14 +143,40 @@ def _ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-FORMATS_4D = ("psg4d-pc", "synthetic", "psg4d-gta", "psg4d-hoi", "pvsg")
+# the point-cloud layouts of docs/formats.md; "psg4d-pc" is the earlier name of "spade4d-pc"
+POINT_FORMATS = ("spade4d-pc", "psg4d-gta-pc", "psg4d-hoi-pc", "synthetic", "psg4d-pc")
+FORMATS_4D = (*POINT_FORMATS, "psg4d-gta", "psg4d-hoi", "pvsg")
+ANN_HELP = (
+    "annotation JSON (default: <root>/psg4d.json for spade4d-pc, <root>/sailvos3d.json for psg4d-gta-pc, "
+    "<root>/psg4d_hoi.json for psg4d-hoi-pc)"
+)
+FORMAT_HELP = (
+    "spade4d-pc: spade4d's layout (point_clouds/<vid>/%%06d.pth + psg4d.json); psg4d-gta-pc / psg4d-hoi-pc: PSG4D's "
+    "own point clouds (<vid>/images_%%06d.pth, <vid>/semantic_segmentation_label/*.pth); synthetic: a make-synthetic "
+    "folder. See docs/formats.md"
+)
 
 
-def open_4d_dataset(fmt: str, root: str, split: str):
+def open_4d_dataset(fmt: str, root: str, split: str | None, annotation: str | None = None):
     """A (PointSequence, SceneGraph4D) dataset for ``evaluate-4d``/``infer`` by format name."""
-    from spade4d.data.psg4d import PSG4DPointCloud
+    from spade4d.data.psg4d import open_point_clouds
 
-    return PSG4DPointCloud(_point_cloud_root(fmt, root), split)
+    if fmt == "synthetic":
+        return open_point_clouds("spade4d-pc", _point_cloud_root(fmt, root), split, annotation)
+    _point_cloud_root(fmt, root)  # refuses the RGB-D formats with advice
+    return open_point_clouds(fmt, root, split, annotation)
+
+
+def print_dataset_notes(ds) -> None:
+    """What a user of a split should know: frames missing on disk, GT relations no prediction can recall."""
+    st = getattr(ds, "stats", {})
+    if st.get("missing_frames"):
+        print(f"note: {st['missing_frames']} frames are missing on disk and were read as empty frames")
+    if st.get("unrecallable_relations"):
+        print(
+            f"note: {st['unrecallable_relations']} of {st['gt_relations']} GT relations cannot be recalled: one of "
+            "their objects has no points in their frames (PSG4D-GTA point clouds hold no stuff points)"
+        )
 
 
 def cmd_evaluate_4d(args: argparse.Namespace) -> int:
@@ -165,7 +192,7 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
         graph_constraint=args.graph_constraint,
         penalize_extra_frames=args.penalize_extra_frames,
     )
-    ds = open_4d_dataset(args.format, args.root, args.split)
+    ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     preds = PredictionFile4D(args.pred)
     missing = [v for v in ds.video_ids() if v not in preds]
     ev = Evaluator4D(options, predicates=ds.predicates)
@@ -174,7 +201,12 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
         ev.process(gt, pred)
     metrics = ev.evaluate()
     metrics.update(
-        format=args.format, split=args.split, prediction_file=str(args.pred), sequences_without_predictions=len(missing)
+        format=args.format,
+        split=args.split,
+        prediction_file=str(args.pred),
+        sequences_without_predictions=len(missing),
+        missing_frames=ds.stats["missing_frames"],
+        unrecallable_gt_relations=ds.stats["unrecallable_relations"],
     )
     paths = write_report(metrics, args.out, title=f"4D recall per predicate ({args.split})")
     print(
@@ -186,6 +218,7 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     )
     if missing:
         print(f"note: {len(missing)} sequences have no predictions and score 0")
+    print_dataset_notes(ds)
     print(f"wrote {paths['json']} and {paths['png']}")
     return 0
 
@@ -252,14 +285,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
     elif args.source == "psg4d-gta":
         from spade4d.data.psg4d import PSG4DGTA
 
-        ds = PSG4DGTA(args.root, args.split, annotation=args.ann, depth_scale=args.depth_scale or 1.0)
+        if args.depth_scale is not None:
+            raise ValueError("psg4d-gta depth is NDC and is read through rage_matrices; --depth-scale does not apply")
+        ds = PSG4DGTA(args.root, args.split, annotation=args.ann)
     else:
         from spade4d.data.psg4d import PSG4DHOI
 
-        if not args.mask_root or not args.ann or not args.intrinsics:
-            raise ValueError("psg4d-hoi needs --mask-root, --ann and --intrinsics fx,fy,cx,cy")
+        if not args.mask_root or not args.ann:
+            raise ValueError("psg4d-hoi needs --mask-root and --ann (psg4d_hoi.json, categories.json beside it)")
         ds = PSG4DHOI(
-            args.root, args.mask_root, args.ann, args.intrinsics, args.split, depth_scale=args.depth_scale or 0.001
+            args.root,
+            args.mask_root,
+            args.ann,
+            args.intrinsics,
+            args.split,
+            depth_scale=args.depth_scale or 0.001,
+            camera_root=args.camera_root,
         )
     summary = convert_rgbd(
         ds, out, voxel_size=args.voxel_size, workers=args.workers, split_name=args.split, progress=not args.quiet
@@ -267,6 +308,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(
         f"converted {summary.videos} videos: {summary.frames_written} frames written, "
         f"{summary.frames_skipped_existing} already there, {len(summary.empty_frames)} empty, "
+        f"{len(summary.frames_without_files)} without their depth/rage-matrix/image/mask files (written empty), "
         f"{summary.invalid_depth_pixels} invalid depth pixels dropped"
     )
     return 0
@@ -298,6 +340,8 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
         root,
         args.out,
         cfg,
+        fmt="spade4d-pc" if args.format == "synthetic" else args.format,
+        annotation=args.ann,
         split=args.split,
         resume=args.resume,
         init_from=args.init_from,
@@ -344,11 +388,11 @@ def _rgb_root(fmt: str, root: str, explicit: str | None) -> Path | None:
 def _point_cloud_root(fmt: str, root: str) -> Path:
     if fmt == "synthetic":
         return Path(root) / "psg4d_pc"
-    if fmt == "psg4d-pc":
+    if fmt in POINT_FORMATS:
         return Path(root)
     raise ValueError(
-        f"--format {fmt}: 4D evaluation and the 4D model read the PSG4D point-cloud layout; convert {fmt} data to "
-        "it first (spade4d convert) and pass --format psg4d-pc"
+        f"--format {fmt}: 4D evaluation and the 4D model read point clouds; convert {fmt} data first "
+        f"(spade4d convert {fmt}) and pass --format spade4d-pc"
     )
 
 
@@ -369,7 +413,7 @@ def cmd_recalibrate_bn(args: argparse.Namespace) -> int:
     from spade4d.training.batchnorm import batchnorm_layers, recalibrate_batchnorm
 
     model = Model4D.from_pretrained(args.model)
-    ds = open_4d_dataset(args.format, args.root, args.split)
+    ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     n = recalibrate_batchnorm(
         model,
         ds,
@@ -412,7 +456,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
     model.to(_device(args.device))
-    ds = open_4d_dataset(args.format, args.root, args.split)
+    ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     rgb_source = _model_rgb_source(model, args)
     ids = ds.video_ids()
     if args.video:
@@ -668,7 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_make_synthetic)
 
     s = sub.add_parser("render", help="render a sequence's scene graph (ground truth or a prediction file)")
-    s.add_argument("--root", required=True, help="PSG4D point-cloud layout root")
+    s.add_argument("--format", default="spade4d-pc", choices=POINT_FORMATS, help=FORMAT_HELP)
+    s.add_argument("--root", required=True, help="point-cloud dataset root")
+    s.add_argument("--ann", default=None, help=ANN_HELP)
     s.add_argument("--split", default="test")
     s.add_argument("--video", default=None, help="video id (default: the split's first)")
     s.add_argument("--pred", default=None, help="a spade4d-predictions-4d file to render instead of the GT")
@@ -684,10 +730,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("convert", help="convert a published dataset (RGB-D -> point-cloud layout; VG -> PSG json)")
     s.add_argument("source", choices=["psg4d-gta", "psg4d-hoi", "pvsg", "vg"])
     s.add_argument("--root", help="dataset root (psg4d-gta / psg4d-hoi)")
-    s.add_argument("--ann", default=None, help="annotation json (default for psg4d-gta: <root>/psg4d.json)")
+    s.add_argument("--ann", default=None, help="annotation json (default for psg4d-gta: <root>/sailvos3d.json)")
     s.add_argument("--mask-root", default=None, help="psg4d-hoi mask root")
     s.add_argument("--depth-root", default=None, help="pvsg: <depth-root>/<video_id>/%%04d.npy depth maps")
-    s.add_argument("--intrinsics", type=_intrinsics, default=None, help="psg4d-hoi / pvsg camera: fx,fy,cx,cy")
+    s.add_argument(
+        "--intrinsics",
+        type=_intrinsics,
+        default=None,
+        help="pvsg camera fx,fy,cx,cy; for psg4d-hoi it overrides the per-camera camera_params/<camera>/intrin.npy",
+    )
+    s.add_argument(
+        "--camera-root", default=None, help="psg4d-hoi: folder of <camera>/intrin.npy (default <root>/camera_params)"
+    )
     s.add_argument("--split", default=None, help="convert only this split (default: every video)")
     s.add_argument("--depth-scale", type=float, default=None, help="depth file units -> metres")
     s.add_argument("--voxel-size", type=float, default=None, help="voxel downsampling in metres")
@@ -700,8 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_convert)
 
     s = sub.add_parser("finetune-4d", help="train the 4D scene-graph model (HF accelerate; resumable)")
-    s.add_argument("--format", default="psg4d-pc", choices=["psg4d-pc", "synthetic"])
+    s.add_argument("--format", default="spade4d-pc", choices=POINT_FORMATS, help=FORMAT_HELP)
     s.add_argument("--root", required=True)
+    s.add_argument("--ann", default=None, help=ANN_HELP)
     s.add_argument("--split", default="train")
     s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
     s.add_argument("--preset", default="quick", help="quick | small | full (spade4d/training/finetune_4d.py)")
@@ -782,8 +837,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("infer", help="run a 4D model on a split and write a prediction file")
     s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
-    s.add_argument("--format", default="psg4d-pc", choices=["psg4d-pc", "synthetic"])
+    s.add_argument("--format", default="spade4d-pc", choices=POINT_FORMATS, help=FORMAT_HELP)
     s.add_argument("--root", required=True)
+    s.add_argument("--ann", default=None, help=ANN_HELP)
     s.add_argument("--split", default="test")
     s.add_argument("--video", action="append", default=None, help="only this sequence (repeatable)")
     s.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: the model's)")
@@ -826,8 +882,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a trained 4D model's BatchNorm statistics averaged over a split (finetune-4d does this itself)",
     )
     s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
-    s.add_argument("--format", default="psg4d-pc", choices=["psg4d-pc", "synthetic"])
+    s.add_argument("--format", default="spade4d-pc", choices=POINT_FORMATS, help=FORMAT_HELP)
     s.add_argument("--root", required=True)
+    s.add_argument("--ann", default=None, help=ANN_HELP)
     s.add_argument("--split", default="train")
     s.add_argument("--windows", type=_non_negative_int, default=400, help="at most this many windows (0: all)")
     s.add_argument("--window", type=_positive_int, default=None, help="frames per window (default: the model's)")
@@ -837,8 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_recalibrate_bn)
 
     s = sub.add_parser("evaluate-4d", help="4D R@K / mR@K of a prediction file (PROTOCOLS.md §3.2)")
-    s.add_argument("--format", default="psg4d-pc", choices=FORMATS_4D)
+    s.add_argument("--format", default="spade4d-pc", choices=FORMATS_4D, help=FORMAT_HELP)
     s.add_argument("--root", required=True)
+    s.add_argument("--ann", default=None, help=ANN_HELP)
     s.add_argument("--split", default="test")
     s.add_argument("--pred", required=True, help="a spade4d-predictions-4d file")
     s.add_argument("--out", required=True, help="metrics JSON (a per-predicate PNG is written beside it)")

@@ -124,7 +124,7 @@ def test_vg_reader_rescales_boxes_and_maps_names(tmp_path):
     (tmp_path / "image_data.json").write_text(
         json.dumps([{"image_id": 10, "width": 512, "height": 256}, {"image_id": 11, "width": 64, "height": 64}])
     )
-    vg = VG150(tmp_path / "vg.h5", tmp_path / "dicts.json", tmp_path / "image_data.json", split="train")
+    vg = VG150(tmp_path / "vg.h5", tmp_path / "dicts.json", tmp_path / "image_data.json", split="train", num_val=0)
     assert len(vg) == 1
     g = vg[0]
     assert (g.height, g.width) == (256, 512) and g.labels == ["man", "shirt"]
@@ -192,17 +192,16 @@ def test_gta_bad_inputs(synthetic_root, tmp_path):
     (root / "masks" / vid / "000002.npy").write_bytes(b"\x93NUMPY trunc")
     with pytest.raises(DatasetError, match=r"000002\.npy: unreadable or truncated"):
         gta.frame(vid, 2)
-    (root / "images" / vid / "000003.bmp").unlink()
-    with pytest.raises(DatasetError, match=f"images/{vid}: holds 5 images but meta.num_frames is 6"):
-        gta.annotation(0)
-    ann = json.loads((root / "psg4d.json").read_text())
+    (root / "rage_matrices" / vid / "000003.npz").unlink()  # PSG4D issue #4: frames without their matrices
+    assert gta.frame(vid, 3) is None and gta.skipped == [f"{vid} frame 3 (no rage_matrices)"]
+    ann = json.loads((root / "sailvos3d.json").read_text())
     e = next(d for d in ann["data"] if d["video_id"] == gta.video_ids()[1])
     e["relations"].append([e["object"][0]["object_id"], "on", 999, [0, 1]])
-    (root / "psg4d.json").write_text(json.dumps(ann))
+    (root / "sailvos3d.json").write_text(json.dumps(ann))
     with pytest.raises(DatasetError, match="names unknown object id 999"):
         PSG4DGTA(root, "test").annotation(1)
     e["relations"][-1] = [e["object"][0]["object_id"], "on", e["object"][1]["object_id"], [3, 40]]
-    (root / "psg4d.json").write_text(json.dumps(ann))
+    (root / "sailvos3d.json").write_text(json.dumps(ann))
     with pytest.raises(DatasetError, match=r"span \[3, 40\] lies outside frames 0..5"):
         PSG4DGTA(root, "test").annotation(1)
 
@@ -215,7 +214,7 @@ def test_point_cloud_reader_errors(synthetic_root, tmp_path):
     ds = PSG4DPointCloud(root, "test")
     vid = ds.video_ids()[0]
     (root / "point_clouds" / vid / "000004.pth").write_bytes(b"garbage")
-    with pytest.raises(DatasetError, match=r"000004\.pth: not a readable torch file"):
+    with pytest.raises(DatasetError, match=r"000004\.pth: not a torch.save file \(neither the zip nor the legacy"):
         ds[0]
     torch.save(
         (torch.zeros(5, 3), torch.zeros(4, 3), torch.zeros(5), torch.zeros(5)),
@@ -225,9 +224,7 @@ def test_point_cloud_reader_errors(synthetic_root, tmp_path):
         ds[0]
     np_tuple = (np.zeros((2, 3), np.float32), np.full((2, 3), 255.0, np.float32), np.zeros(2), np.zeros(2))
     torch.save(np_tuple, root / "point_clouds" / vid / "000004.pth")
-    with pytest.raises(DatasetError, match="allow_pickle=True"):
-        ds[0]
-    pts, _ = PSG4DPointCloud(root, "test", allow_pickle=True)[0]
+    pts, _ = ds[0]  # numpy tuples load with the safe loader, no switch needed
     assert np.allclose(pts.frame(4)["rgb"], 1.0)  # 0-255 colours are mapped to [0, 1]
     with pytest.raises(DatasetError, match="no split 'dev'"):
         PSG4DPointCloud(root, "dev")
@@ -418,7 +415,7 @@ def test_interrupted_convert_leaves_no_annotation_and_resumes(synthetic_root, tm
     from spade4d.data import convert as conv
 
     gta = PSG4DGTA(synthetic_root / "psg4d_gta", "test")
-    real = conv.lift_rgbd
+    real = conv.lift_points  # GTA frames are lifted from their NDC points
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -427,7 +424,7 @@ def test_interrupted_convert_leaves_no_annotation_and_resumes(synthetic_root, tm
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(conv, "lift_rgbd", flaky)
+    monkeypatch.setattr(conv, "lift_points", flaky)
     with pytest.raises(KeyboardInterrupt):
         conv.convert_rgbd(gta, tmp_path / "pc", split_name="test", progress=False)
     assert not (tmp_path / "pc" / "psg4d.json").exists()  # an unfinished conversion never looks complete
@@ -451,4 +448,4 @@ def test_data_tools_wrap_the_cli(tmp_path, capsys):
             runpy.run_module("data_tools.convert_psg4d_gta", run_name="__main__")
     finally:
         sys.argv = argv
-    assert e.value.code == 2 and "psg4d.json: file not found" in capsys.readouterr().err
+    assert e.value.code == 2 and "missing: dataset root not found" in capsys.readouterr().err

@@ -1,8 +1,8 @@
 """The RGB frames and cameras behind point-cloud sequences, for lifting 2D features onto points.
 
-Layout (the PSG4D-GTA one, PROTOCOLS.md §1.3): ``<root>/images/<video_id>/%06d.<ext>`` and
-``<root>/camera/<video_id>/%06d.yaml`` with ``fx fy cx cy`` and, when the points are in world coordinates, a 4x4
-``world_from_camera`` (OpenCV axes). The synthetic world writes exactly this beside its point clouds
+Layout (the PSG4D-GTA one, docs/formats.md): ``<root>/images/<video_id>/%06d.<ext>`` and
+``<root>/camera/<video_id>/%06d.yaml`` with ``K`` (principal point relative to the image centre) and ``Rt``
+(world -> camera, OpenGL axes). The synthetic world writes exactly this beside its point clouds
 (``<root>/psg4d_gta``). A point's pixel is found by projecting it with its frame's camera.
 """
 
@@ -31,7 +31,7 @@ class CameraFrames:
         """(rgb (H, W, 3) uint8, K (3, 3), world_from_camera (4, 4) or None) of frame ``t``."""
         name = f"{t:06d}"
         rgb = _load_image(self.root / "images" / video_id / f"{name}.{self.image_ext}", "RGB")
-        K, pose = _load_camera_yaml(self.root / "camera" / video_id / f"{name}.yaml")
+        K, pose = _load_camera_yaml(self.root / "camera" / video_id / f"{name}.yaml", rgb.shape[1], rgb.shape[0])
         return rgb, K, pose
 
 

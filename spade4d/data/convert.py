@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spade4d.data.lift import lift_rgbd
+from spade4d.data.lift import LiftedFrame, lift_points, lift_rgbd
 from spade4d.data.psg4d import DatasetError, VideoAnnotation, _RGBDDataset
 from spade4d.io import write_json, write_with
 
@@ -29,6 +29,7 @@ class ConvertSummary:
     frames_written: int = 0
     frames_skipped_existing: int = 0
     empty_frames: list[str] = field(default_factory=list)
+    frames_without_files: list[str] = field(default_factory=list)
     invalid_depth_pixels: int = 0
     points: int = 0
 
@@ -37,6 +38,7 @@ class ConvertSummary:
         self.frames_written += other.frames_written
         self.frames_skipped_existing += other.frames_skipped_existing
         self.empty_frames += other.empty_frames
+        self.frames_without_files += other.frames_without_files
         self.invalid_depth_pixels += other.invalid_depth_pixels
         self.points += other.points
 
@@ -46,6 +48,7 @@ class ConvertSummary:
             "frames_written": self.frames_written,
             "frames_skipped_existing": self.frames_skipped_existing,
             "empty_frames": len(self.empty_frames),
+            "frames_without_files": len(self.frames_without_files),
             "invalid_depth_pixels": self.invalid_depth_pixels,
             "points": self.points,
         }
@@ -67,9 +70,18 @@ def _convert_video(args: tuple) -> tuple[ConvertSummary, dict]:
             summary.frames_skipped_existing += 1
             continue
         rec = ds.frame(vid, t, ann.mask_ids) if ann.mask_ids else ds.frame(vid, t)
-        lifted = lift_rgbd(
-            rec.rgb, rec.depth, rec.K, rec.world_from_camera, instance=rec.instance, voxel_size=voxel_size
-        )
+        if rec is None:  # the dataset lacks a file of this frame (PSG4D-GTA): an empty frame, counted
+            summary.frames_without_files.append(ds.skipped[-1] if getattr(ds, "skipped", None) else f"{vid} {t}")
+            lifted = LiftedFrame(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
+            lifted.instance = np.zeros(0, np.int64)
+        elif rec.points is not None:
+            lifted = lift_points(rec.rgb, rec.points, rec.valid, instance=rec.instance, voxel_size=voxel_size)
+        else:
+            lifted = lift_rgbd(
+                rec.rgb, rec.depth, rec.K, rec.world_from_camera, instance=rec.instance, voxel_size=voxel_size
+            )
+        if not np.isfinite(lifted.xyz).all():
+            raise DatasetError(f"{rec.source}: lifting gave non-finite points (check the camera and pose)")
         summary.invalid_depth_pixels += lifted.dropped_invalid
         known = np.isin(lifted.instance, list(ann.labels)) if ann.labels else np.zeros(len(lifted), bool)
         instance = np.where(known, lifted.instance, -100)
@@ -78,7 +90,7 @@ def _convert_video(args: tuple) -> tuple[ConvertSummary, dict]:
             if len(instance)
             else np.zeros(0, np.int64)
         )
-        if len(lifted) == 0:
+        if len(lifted) == 0 and rec is not None:
             summary.empty_frames.append(f"{rec.source} (no valid depth)")
         data = (
             torch.from_numpy(lifted.xyz),
@@ -111,6 +123,7 @@ def convert_rgbd(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_resume_settings(out, {"voxel_size": voxel_size, "source": type(ds).__name__})
     class_index = {c: k for k, c in enumerate(ds.classes)}
     jobs = [(ds, i, str(out), voxel_size, class_index) for i in range(len(ds))]
     summary = ConvertSummary()
@@ -126,6 +139,12 @@ def convert_rgbd(
             pool.shutdown(cancel_futures=True)
     for msg in summary.empty_frames:
         warnings.warn(f"empty frame written: {msg}", stacklevel=2)
+    if summary.frames_without_files:
+        warnings.warn(
+            f"{len(summary.frames_without_files)} frames lack a depth, rage-matrix, image or mask file and were "
+            f"written empty, e.g. {summary.frames_without_files[0]}",
+            stacklevel=2,
+        )
     ann = {
         "objects": {"thing": ds.thing_classes, "stuff": ds.stuff_classes},
         "split": {split_name or "all": [e["video_id"] for e in entries]},
@@ -134,6 +153,25 @@ def convert_rgbd(
     write_json(out / "psg4d.json", ann)
     write_json(out / "convert_summary.json", summary.as_dict(), indent=1)
     return summary
+
+
+def _check_resume_settings(out: Path, settings: dict) -> None:
+    """A conversion resumed into ``out`` must use the settings it started with (else old and new frames mix)."""
+    path = out / "convert_settings.json"
+    if path.is_file():
+        import json
+
+        try:
+            before = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            before = None
+        if before != settings:
+            raise DatasetError(
+                f"{path}: this folder holds a conversion made with {before}, not {settings}; "
+                "use another --out or the same settings"
+            )
+    else:
+        write_json(path, settings)
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:

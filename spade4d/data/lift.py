@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LiftedFrame", "lift_rgbd", "backproject", "project", "voxel_downsample", "LiftError"]
+__all__ = ["LiftedFrame", "lift_rgbd", "lift_points", "backproject", "project", "voxel_downsample", "LiftError"]
 
 
 class LiftError(ValueError):
@@ -139,6 +139,31 @@ def lift_rgbd(
         considered = h * w
     pixels = np.flatnonzero(ok)
     xyz = backproject(depth, K, world_from_camera, pixels)
+    return _gather(rgb, xyz, pixels, instance, semantic, voxel_size, considered - int(ok.sum()))
+
+
+def lift_points(
+    rgb: np.ndarray,
+    points: np.ndarray,
+    valid: np.ndarray,
+    instance: np.ndarray | None = None,
+    semantic: np.ndarray | None = None,
+    voxel_size: float | None = None,
+) -> LiftedFrame:
+    """Like :func:`lift_rgbd` where each pixel's 3-D point is already known (``points`` (H, W, 3), ``valid``
+    (H, W)), as PSG4D-GTA's NDC depth and projection matrices give it."""
+    points = np.asarray(points)
+    h, w = points.shape[:2]
+    if points.shape != (h, w, 3) or np.asarray(valid).shape != (h, w) or np.asarray(rgb).shape[:2] != (h, w):
+        raise LiftError(f"points {points.shape}, valid {np.shape(valid)} and rgb {np.shape(rgb)} do not agree")
+    ok = np.asarray(valid, bool).reshape(-1)
+    pixels = np.flatnonzero(ok)
+    xyz = points.reshape(-1, 3)[pixels].astype(np.float64)
+    return _gather(np.asarray(rgb), xyz, pixels, instance, semantic, voxel_size, h * w - int(ok.sum()))
+
+
+def _gather(rgb, xyz, pixels, instance, semantic, voxel_size, dropped) -> LiftedFrame:
+    """Colours and labels of the kept pixels, then the optional voxel downsampling."""
     colors = rgb.reshape(-1, rgb.shape[2])[pixels, :3]
     colors = colors.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else colors.astype(np.float32)
     inst = None if instance is None else np.asarray(instance).reshape(-1)[pixels].astype(np.int64)
@@ -154,5 +179,5 @@ def lift_rgbd(
         pixel=pixels.astype(np.int64),
         instance=inst,
         semantic=sem,
-        dropped_invalid=considered - int(ok.sum()),
+        dropped_invalid=dropped,
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,40 +64,61 @@ def normalise_rgb(rgb: np.ndarray, rgb_range: str = "auto") -> np.ndarray:
     raise ValueError(f"rgb_range must be auto, unit, byte or signed, not {rgb_range!r}")
 
 
-def load_point_frame(path: str | os.PathLike, allow_pickle: bool = False, rgb_range: str = "auto") -> dict:
-    """One frame of the point-cloud layout as numpy arrays (``xyz rgb semantic instance``), checked."""
-    import zipfile
+def _frame_error(path: Path, msg: str) -> DatasetError:
+    return DatasetError(f"{path}: {msg}")
 
-    import torch
+
+def _integer_labels(arr: np.ndarray, name: str, path: Path) -> np.ndarray:
+    """Per-point integer ids: integer arrays as they are, float arrays only when every value is integral."""
+    if arr.dtype == bool:
+        raise _frame_error(path, f"{name} holds booleans, expected integer ids")
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise _frame_error(path, f"{name} holds NaN or infinite values, expected integer ids")
+        if (arr != np.round(arr)).any() or (np.abs(arr) > 2**53).any():
+            raise _frame_error(path, f"{name} holds fractional values, expected integer ids")
+        return arr.astype(np.int64)
+    raise _frame_error(path, f"{name} has dtype {arr.dtype}, expected integer ids")
+
+
+def load_point_frame(path: str | os.PathLike, rgb_range: str = "auto") -> dict:
+    """One point-cloud frame as numpy arrays (``xyz rgb semantic instance``), checked.
+
+    The file is a ``torch.save`` tuple ``(xyz, rgb, semantic, instance)`` of tensors or numpy arrays, in the zip
+    or the legacy serialisation, read with the safe loader (:mod:`spade4d.data.torchfile`). A 2-tuple
+    ``(xyz, rgb)`` (unlabelled points, as DKNet's test files) gets ``-100`` labels."""
+    from spade4d.data.torchfile import TorchFileError, load_tuple
 
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: frame file not found")
-    if not allow_pickle and not zipfile.is_zipfile(path):
-        raise DatasetError(f"{path}: not a readable torch file (not a torch.save archive: truncated or another format)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except pickle.UnpicklingError as e:
-        raise DatasetError(
-            f"{path}: cannot be loaded with weights_only=True ({str(e).splitlines()[0]}); if it holds numpy arrays "
-            "and you trust it, pass allow_pickle=True"
-        ) from None
-    except Exception as e:
-        raise DatasetError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from None
-    if not isinstance(data, (tuple, list)) or len(data) < 4:
-        raise DatasetError(f"{path}: expected a tuple (xyz, rgb, semantic_label, instance_label)")
-    xyz, rgb, sem, inst = (_to_numpy(a) for a in data[:4])
-    n = len(xyz)
+        data = load_tuple(path)
+    except TorchFileError as e:
+        raise DatasetError(str(e)) from None
+    if len(data) < 4 and len(data) != 2:
+        raise _frame_error(path, f"holds {len(data)} arrays, expected (xyz, rgb, semantic_label, instance_label)")
+    xyz, rgb = (_to_numpy(a) for a in data[:2])
     if xyz.ndim != 2 or xyz.shape[1] != 3:
-        raise DatasetError(f"{path}: xyz has shape {xyz.shape}, expected (N, 3)")
+        raise _frame_error(path, f"xyz has shape {xyz.shape}, expected (N, 3)")
+    n = len(xyz)
+    if len(data) >= 4:
+        sem, inst = (_to_numpy(a) for a in data[2:4])
+    else:
+        sem = inst = np.full(n, -100, np.int64)
     for name, arr, shape in (("rgb", rgb, (n, 3)), ("semantic_label", sem, (n,)), ("instance_label", inst, (n,))):
         if arr.shape != shape:
-            raise DatasetError(f"{path}: {name} has shape {arr.shape}, expected {shape}")
+            raise _frame_error(path, f"{name} has shape {arr.shape}, expected {shape}")
+    for name, arr in (("xyz", xyz), ("rgb", rgb)):
+        if not np.issubdtype(arr.dtype, np.number) or arr.dtype == bool:
+            raise _frame_error(path, f"{name} has dtype {arr.dtype}, expected floats")
+        if not np.isfinite(arr).all():
+            raise _frame_error(path, f"{name} holds NaN or infinite values")
     return {
         "xyz": xyz.astype(np.float32),
         "rgb": normalise_rgb(rgb, rgb_range),
-        "semantic": sem.astype(np.int64),
-        "instance": inst.astype(np.int64),
+        "semantic": _integer_labels(sem, "semantic_label", path),
+        "instance": _integer_labels(inst, "instance_label", path),
     }
 
 
@@ -161,50 +181,119 @@ def names_used(entries: list[dict], style: str) -> tuple[set[str], set[str]]:
     return classes, predicates
 
 
-class PSG4DPointCloud:
-    """The PSG4D point-cloud layout as a sequence dataset of ``(PointSequence, SceneGraph4D)``."""
+# the 36 names PSG4D's GTA point-cloud generator indexes ``semantic`` with (9 stuff, "other object", 26 things);
+# 25 marks points of no instance and 9 an instance the annotation does not list (docs/formats.md, PSG4D-GTA points)
+GTA_POINT_CLASSES = (
+    "sky floor ceiling ground wall grass fence stair window".split()
+    + ["other object", "chair", "sofa", "table", "bed", "person", "car", "motorcycle", "truck", "bird", "dog"]
+    + ["handbag", "suitcase", "bottle", "cup", "bowl", "potted plant", "dining table", "tv", "laptop"]
+    + ["cell phone", "bag", "bin", "box", "door", "road barrier", "stick"]
+)
+GTA_NO_INSTANCE, GTA_UNKNOWN_INSTANCE = 25, 9
+IGNORE = -100
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str | None = "test",
-        annotation: str = "psg4d.json",
-        allow_pickle: bool = False,
-        rgb_range: str = "auto",
-    ):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: dataset root not found")
-        self.ann_path = self.root / annotation
+
+class PointCloudDataset:
+    """A point-cloud layout as a sequence dataset of ``(PointSequence, SceneGraph4D)`` pairs.
+
+    Subclasses name where frame ``t`` of a video lies and how a file's instance ids become annotation object ids.
+    Per-point ``instance`` in the returned sequences is the annotation's ``object_id`` (``-100``: none) and
+    ``semantic`` the object's index in :attr:`classes`. ``stats`` counts what a user should know about the split
+    (frames missing on disk, GT relations that cannot be recalled because an object has no points)."""
+
+    format_name = ""
+    relation_style = "gta"
+    rgb_range = "auto"
+
+    def __init__(self, annotation: str | os.PathLike, split: str | None):
+        self.ann_path = Path(annotation)
         ann = load_json(self.ann_path)
-        try:
-            self.thing_classes = list(ann["objects"]["thing"])
-            self.stuff_classes = list(ann["objects"]["stuff"])
-            data = ann["data"]
-        except (KeyError, TypeError) as e:
-            raise DatasetError(f"{self.ann_path}: missing {e} (need objects.thing, objects.stuff, data)") from None
+        if not isinstance(ann, dict) or not isinstance(ann.get("data"), list):
+            raise DatasetError(f"{self.ann_path}: expected an object with a 'data' list of videos")
+        self.thing_classes, self.stuff_classes = self._class_lists(ann)
         self.classes = self.thing_classes + self.stuff_classes
+        data = ann["data"]
+        for k, d in enumerate(data):
+            if not isinstance(d, dict) or not isinstance(d.get("video_id"), str):
+                raise DatasetError(f"{self.ann_path}: data[{k}] has no string video_id")
         if split is not None:
-            if split not in ann.get("split", {}):
-                raise DatasetError(f"{self.ann_path}: no split {split!r} (has {', '.join(ann.get('split', {}))})")
-            wanted = set(ann["split"][split])
-            data = [d for d in data if d["video_id"] in wanted]
+            splits = ann.get("split", {})
+            if not isinstance(splits, dict) or split not in splits:
+                have = ", ".join(splits) if isinstance(splits, dict) and splits else "none"
+                raise DatasetError(f"{self.ann_path}: no split {split!r} (has {have})")
+            wanted = splits[split]
+            if not isinstance(wanted, list):
+                raise DatasetError(f"{self.ann_path}: split.{split} is not a list of video ids")
+            by_id = {d["video_id"]: d for d in data}
+            unknown = [v for v in wanted if v not in by_id]
+            if unknown:
+                raise DatasetError(f"{self.ann_path}: split.{split} names videos not in data: {unknown[:3]}")
+            data = [by_id[v] for v in dict.fromkeys(wanted)]
         self.entries = data
-        self.predicates = list(
-            ann.get("predicates") or sorted({r[1] for d in ann["data"] for r in d.get("relations", [])})
-        )
+        preds = ann.get("predicates") or ann.get("relations")
+        if isinstance(preds, list) and all(isinstance(p, str) for p in preds):
+            self.predicates = list(preds)
+        else:
+            self.predicates = sorted(self.names_used_in(ann["data"])[1])
         self.split = split
-        self.allow_pickle, self.rgb_range = allow_pickle, rgb_range
+        self.stats = {"missing_frames": 0, "unrecallable_relations": 0, "gt_relations": 0}
+
+    # -- annotation -------------------------------------------------------------------------------------------
+    def _class_lists(self, ann: dict) -> tuple[list[str], list[str]]:
+        objs = ann.get("objects")
+        if isinstance(objs, dict):
+            thing, stuff = objs.get("thing", []), objs.get("stuff", [])
+        elif isinstance(objs, list):
+            thing, stuff = objs, []
+        else:
+            raise DatasetError(f"{self.ann_path}: missing objects.thing / objects.stuff class lists")
+        for name, lst in (("objects.thing", thing), ("objects.stuff", stuff)):
+            if not isinstance(lst, list) or not all(isinstance(c, str) for c in lst):
+                raise DatasetError(f"{self.ann_path}: {name} is not a list of class names")
+        return list(thing), list(stuff)
+
+    def names_used_in(self, entries: list[dict]) -> tuple[set[str], set[str]]:
+        classes = set()
+        for e in entries:
+            where = f"{self.ann_path} [{e.get('video_id')}]"
+            for o in self._objects(e, where):
+                classes.add(self.class_of(o, where))
+        return classes, names_used(entries, self.relation_style)[1]
+
+    def names_used(self) -> tuple[set[str], set[str]]:
+        """The object categories and predicates this split's annotations use (no frame is read)."""
+        return self.names_used_in(self.entries)
+
+    def _objects(self, e: dict, where: str) -> list[dict]:
+        objs = e.get("object", e.get("objects", []))
+        if not isinstance(objs, list) or not all(isinstance(o, dict) for o in objs):
+            raise DatasetError(f"{where}: object is not a list of {{object_id, category}} entries")
+        return objs
+
+    def class_of(self, obj: dict, where: str) -> str:
+        cat = obj.get("category")
+        if not isinstance(cat, str):
+            raise DatasetError(f"{where}: object {obj.get('object_id')!r} has no category name")
+        return cat
+
+    def object_labels(self, e: dict) -> dict[int, str]:
+        """object_id -> class name of one video's annotation entry, checked (integer, unique ids)."""
+        where = f"{self.ann_path} [{e['video_id']}]"
+        labels: dict[int, str] = {}
+        for o in self._objects(e, where):
+            oid = o.get("object_id")
+            if isinstance(oid, bool) or not isinstance(oid, int):
+                raise DatasetError(f"{where}: object_id {oid!r} is not an integer")
+            if oid in labels:
+                raise DatasetError(f"{where}: object_id {oid} appears twice")
+            labels[oid] = self.class_of(o, where)
+        return labels
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def video_ids(self) -> list[str]:
         return [e["video_id"] for e in self.entries]
-
-    def names_used(self) -> tuple[set[str], set[str]]:
-        """The object categories and predicates this split's annotations use (no frame is read)."""
-        return names_used(self.entries, "gta")
 
     def __iter__(self) -> Iterator[tuple[PointSequence, SceneGraph4D]]:
         for i in range(len(self)):
@@ -216,50 +305,239 @@ class PSG4DPointCloud:
                 return i
         raise KeyError(f"{video_id!r} is not in split {self.split!r} of {self.ann_path}")
 
-    def frame_paths(self, video_id: str, num_frames: int) -> list[Path]:
-        return [self.root / "point_clouds" / video_id / f"{t:06d}.pth" for t in range(num_frames)]
-
     def num_frames(self, i: int) -> int:
         """The frame count of sequence ``i`` from its annotation (no frame is read)."""
         e = self.entries[i]
-        try:
-            return int(e["meta"]["num_frames"])
-        except (KeyError, TypeError, ValueError):
-            raise DatasetError(
-                f"{self.ann_path} [{e.get('video_id')}]: meta.num_frames missing or not an integer"
-            ) from None
+        n = e.get("meta", {}).get("num_frames") if isinstance(e.get("meta"), dict) else None
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise DatasetError(f"{self.ann_path} [{e['video_id']}]: meta.num_frames missing or not a positive integer")
+        return n
+
+    # -- frames -----------------------------------------------------------------------------------------------
+    def frame_paths(self, video_id: str, num_frames: int) -> list[Path | None]:
+        """The file of each frame, ``None`` where the layout has none (an empty frame)."""
+        raise NotImplementedError
+
+    def to_object_ids(self, instance: np.ndarray, e: dict, labels: dict[int, str]) -> np.ndarray:
+        """A file's per-point instance ids as annotation object ids (``-100``: no annotated object)."""
+        return np.where(np.isin(instance, list(labels)), instance, IGNORE)
+
+    def _empty_frame(self) -> dict:
+        z = np.zeros((0, 3), np.float32)
+        return {"xyz": z, "rgb": z.copy(), "semantic": np.zeros(0, np.int64), "instance": np.zeros(0, np.int64)}
+
+    def read_frames(self, i: int) -> tuple[list[dict], int]:
+        """Frames of sequence ``i`` (missing ones empty) and how many were missing."""
+        e = self.entries[i]
+        paths = self.frame_paths(e["video_id"], self.num_frames(i))
+        frames, missing = [], 0
+        for p in paths:
+            if p is None or not p.is_file():
+                frames.append(self._empty_frame())
+                missing += 1
+            else:
+                frames.append(load_point_frame(p, self.rgb_range))
+        return frames, missing
 
     def __getitem__(self, i: int) -> tuple[PointSequence, SceneGraph4D]:
         e = self.entries[i]
         vid = e["video_id"]
         where = f"{self.ann_path} [{vid}]"
         num_frames = self.num_frames(i)
-        seq_dir = self.root / "point_clouds" / vid
-        if not seq_dir.is_dir():
-            raise DatasetError(f"{seq_dir}: point-cloud folder of {vid!r} not found")
-        on_disk = len(list(seq_dir.glob("*.pth")))
-        if on_disk != num_frames:
-            raise DatasetError(f"{seq_dir}: holds {on_disk} frame files but meta.num_frames is {num_frames}")
-        frames = [load_point_frame(p, self.allow_pickle, self.rgb_range) for p in self.frame_paths(vid, num_frames)]
+        labels = self.object_labels(e)
+        frames, missing = self.read_frames(i)
+        class_index = {c: k for k, c in enumerate(self.classes)}
+        sem_of = {oid: class_index.get(lab, IGNORE) for oid, lab in labels.items()}
+        instance, semantic = [], []
+        for f in frames:
+            inst = self.to_object_ids(f["instance"], e, labels)
+            ids, inverse = np.unique(inst, return_inverse=True)
+            instance.append(inst)
+            semantic.append(np.array([sem_of.get(int(x), IGNORE) for x in ids], np.int64)[inverse.reshape(-1)])
         points = PointSequence.from_frames(
-            [f["xyz"] for f in frames],
-            [f["rgb"] for f in frames],
-            video_id=vid,
-            semantic=[f["semantic"] for f in frames],
-            instance=[f["instance"] for f in frames],
+            [f["xyz"] for f in frames], [f["rgb"] for f in frames], video_id=vid, semantic=semantic, instance=instance
         )
-        labels = {}
-        for o in e.get("object", []):
-            try:
-                labels[int(o["object_id"])] = str(o["category"])
-            except (KeyError, TypeError, ValueError):
-                raise DatasetError(f"{where}: object entry {o!r} lacks object_id/category") from None
-        relations = parse_relations(e, set(labels), num_frames, where, "gta")
+        relations = parse_relations(e, set(labels), num_frames, where, self.relation_style)
         try:
             graph = SceneGraph4D.from_labels(points, labels, relations)
         except StructureError as err:
             raise DatasetError(f"{where}: {err}") from None
+        self.stats["missing_frames"] += missing
+        self.stats["gt_relations"] += len(relations)
+        self.stats["unrecallable_relations"] += count_unrecallable(graph)
         return points, graph
+
+
+def count_unrecallable(graph: SceneGraph4D) -> int:
+    """GT relations no prediction can recall: on no frame of their spans do both objects have points."""
+    masks = {o.id: o.masks for o in graph.objects}
+    n = 0
+    for r in graph.relations:
+        s, o = masks.get(r.subject, {}), masks.get(r.object, {})
+        if not any(t in s and t in o for a, b in r.spans for t in range(a, b + 1)):
+            n += 1
+    return n
+
+
+class Spade4DPointCloud(PointCloudDataset):
+    """spade4d's own point-cloud layout (``spade4d-pc``; docs/formats.md): ``<root>/point_clouds/<video_id>/%06d.pth``
+    tuples of tensors ``(xyz, rgb in [0, 1], semantic, instance = object_id)`` and the GTA-style ``<root>/psg4d.json``.
+    Written by ``spade4d convert`` and the synthetic world, so every frame must be there."""
+
+    format_name = "spade4d-pc"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str | None = "test",
+        annotation: str | os.PathLike | None = None,
+        rgb_range: str = "auto",
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root not found")
+        super().__init__(annotation or self.root / "psg4d.json", split)
+        self.rgb_range = rgb_range
+
+    def frame_paths(self, video_id: str, num_frames: int) -> list[Path | None]:
+        seq_dir = self.root / "point_clouds" / video_id
+        if not seq_dir.is_dir():
+            raise DatasetError(f"{seq_dir}: point-cloud folder of {video_id!r} not found")
+        on_disk = len(list(seq_dir.glob("*.pth")))
+        if on_disk != num_frames:
+            raise DatasetError(f"{seq_dir}: holds {on_disk} frame files but meta.num_frames is {num_frames}")
+        return [seq_dir / f"{t:06d}.pth" for t in range(num_frames)]
+
+
+PSG4DPointCloud = Spade4DPointCloud  # the name this reader had before the PSG4D layouts were added
+
+
+class PSG4DGTAPointCloud(PointCloudDataset):
+    """PSG4D-GTA point clouds as PSG4D's generator wrote them (``psg4d-gta-pc``; docs/formats.md):
+    ``<root>/<video_id>/images_%06d.pth``, numpy tuples ``(xyz float64, rgb in [-1, 1], semantic, instance)`` in
+    torch's legacy serialisation; the annotation is the RGB-D tree's ``sailvos3d.json`` (default
+    ``<root>/sailvos3d.json``). ``instance`` is the ``visible/`` id (``-100``: none), so only things have points;
+    frames the generator skipped are empty. Ids the annotation does not list (semantic 9) count as no object."""
+
+    format_name = "psg4d-gta-pc"
+    rgb_range = "signed"
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None, annotation: str | os.PathLike | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root not found")
+        super().__init__(annotation or self.root / "sailvos3d.json", split)
+
+    def frame_paths(self, video_id: str, num_frames: int) -> list[Path | None]:
+        folder = self.root / video_id
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: point-cloud folder of {video_id!r} not found")
+        return [folder / f"images_{t:06d}.pth" for t in range(num_frames)]
+
+
+class PSG4DHOIPointCloud(PointCloudDataset):
+    """PSG4D-HOI point clouds (``psg4d-hoi-pc``; docs/formats.md): ``<root>/<video_id>/semantic_segmentation_label/
+    <frame>.pth`` numpy tuples, frame index from the file name's number; the annotation ``psg4d_hoi.json``
+    (relations ``[subject_id, object_id, predicate, start, end]``) with class names from ``categories.json``
+    beside it (``mask_id % 1000``). Instance ids 0 and 1 mean no object; the others are matched against the
+    objects' ``mask_id`` (``instance_key``; ``"object_id"`` matches them against object ids instead)."""
+
+    format_name = "psg4d-hoi-pc"
+    relation_style = "hoi"
+    rgb_range = "auto"
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str | None = None,
+        annotation: str | os.PathLike | None = None,
+        instance_key: str = "mask_id",
+    ):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root not found")
+        if instance_key not in ("mask_id", "object_id"):
+            raise ValueError(f"instance_key must be mask_id or object_id, not {instance_key!r}")
+        self.instance_key = instance_key
+        ann = Path(annotation or self.root / "psg4d_hoi.json")
+        self.categories = load_hoi_categories(ann.parent / "categories.json")
+        super().__init__(ann, split)
+
+    def _class_lists(self, ann: dict) -> tuple[list[str], list[str]]:
+        if self.categories:
+            return [self.categories[k] for k in sorted(self.categories, key=int)], []
+        return super()._class_lists(ann)
+
+    def class_of(self, obj: dict, where: str) -> str:
+        return hoi_class_of(obj, self.categories, where, lambda o, w: PointCloudDataset.class_of(self, o, w))
+
+    def frame_paths(self, video_id: str, num_frames: int) -> list[Path | None]:
+        folder = self.root / video_id / "semantic_segmentation_label"
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: point-cloud folder of {video_id!r} not found")
+        paths: list[Path | None] = [None] * num_frames
+        for p in folder.glob("*.pth"):
+            digits = "".join(ch for ch in p.stem if ch.isdigit())
+            if not digits:
+                raise DatasetError(f"{p}: no frame number in the file name")
+            t = int(digits)
+            if t < num_frames:
+                paths[t] = p
+        return paths
+
+    def to_object_ids(self, instance: np.ndarray, e: dict, labels: dict[int, str]) -> np.ndarray:
+        lut = {}
+        for o in self._objects(e, str(self.ann_path)):
+            key = o.get(self.instance_key)
+            if isinstance(key, int) and not isinstance(key, bool):
+                lut[key] = o["object_id"]
+        out = np.full(len(instance), IGNORE, np.int64)
+        for key, oid in lut.items():
+            if key not in (0, 1):  # HOI4D: 0 and 1 are no instance
+                out[instance == key] = oid
+        return out
+
+
+def load_hoi_categories(path: Path) -> dict[str, str]:
+    """HOI4D's ``categories.json`` (``{"<class id>": name}``), or ``{}`` when the file is absent."""
+    if not path.is_file():
+        return {}
+    cats = load_json(path)
+    if not isinstance(cats, dict) or not all(isinstance(v, str) for v in cats.values()):
+        raise DatasetError(f"{path}: expected an object mapping class ids to names")
+    try:
+        return {str(int(k)): v for k, v in cats.items()}
+    except ValueError:
+        raise DatasetError(f"{path}: class ids must be integers") from None
+
+
+def hoi_class_of(obj: dict, categories: dict[str, str], where: str, fallback) -> str:
+    """An HOI object's class name: ``categories[str(mask_id % 1000)]`` (HOI4D's sparse ids), else its category."""
+    mid = obj.get("mask_id")
+    if categories and isinstance(mid, int) and not isinstance(mid, bool):
+        name = categories.get(str(mid % 1000))
+        if name is None:
+            raise DatasetError(f"{where}: mask_id {mid} gives class {mid % 1000}, not in categories.json")
+        return name
+    return fallback(obj, where)
+
+
+POINT_CLOUD_FORMATS = {
+    "spade4d-pc": Spade4DPointCloud,
+    "psg4d-gta-pc": PSG4DGTAPointCloud,
+    "psg4d-hoi-pc": PSG4DHOIPointCloud,
+}
+FORMAT_ALIASES = {"psg4d-pc": "spade4d-pc"}  # the name spade4d's own layout had before
+
+
+def open_point_clouds(
+    fmt: str, root: str | os.PathLike, split: str | None, annotation: str | os.PathLike | None = None
+) -> PointCloudDataset:
+    """A point-cloud dataset by format name (``spade4d-pc``, ``psg4d-gta-pc``, ``psg4d-hoi-pc``)."""
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
+    if fmt not in POINT_CLOUD_FORMATS:
+        raise DatasetError(f"unknown point-cloud format {fmt!r} (one of {', '.join(POINT_CLOUD_FORMATS)})")
+    return POINT_CLOUD_FORMATS[fmt](root, split, annotation=annotation)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,13 +547,15 @@ class PSG4DPointCloud:
 
 class RGBDFrameRecord:
     """One RGB-D frame ready for lifting: ``rgb`` (H, W, 3) uint8, ``depth`` (H, W) metres, ``K`` 3x3,
-    ``world_from_camera`` 4x4 or None, ``instance`` (H, W) int64 object ids (0: none)."""
+    ``world_from_camera`` 4x4 or None, ``instance`` (H, W) int64 object ids (0: none). Where the dataset gives
+    each pixel's point directly (PSG4D-GTA's NDC depth), ``points`` is ``(H, W, 3)`` and ``valid`` ``(H, W)``."""
 
-    __slots__ = ("rgb", "depth", "K", "world_from_camera", "instance", "source")
+    __slots__ = ("rgb", "depth", "K", "world_from_camera", "instance", "source", "points", "valid")
 
-    def __init__(self, rgb, depth, K, world_from_camera, instance, source: str):
+    def __init__(self, rgb, depth, K, world_from_camera, instance, source: str, points=None, valid=None):
         self.rgb, self.depth, self.K = rgb, depth, K
         self.world_from_camera, self.instance, self.source = world_from_camera, instance, source
+        self.points, self.valid = points, valid
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -300,18 +580,93 @@ def _load_image(path: Path, mode: str | None = None) -> np.ndarray:
         raise DatasetError(f"{path}: unreadable or truncated image ({e})") from None
 
 
-def _load_camera_yaml(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _yaml_matrix(cam: dict, key: str, shape: tuple[int, int], path: Path) -> np.ndarray:
+    try:
+        m = np.asarray(cam[key], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError(f"{path}: camera file lacks a numeric {key!r} ({shape[0]}x{shape[1]})") from None
+    if m.shape != shape or not np.isfinite(m).all():
+        raise DatasetError(f"{path}: {key} has shape {m.shape} or non-finite values, expected a finite {shape}")
+    return m
+
+
+GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes (y up, looking down -z) <-> OpenCV (y down, +z)
+
+
+def _load_camera_yaml(path: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(K in pixels, 4x4 world_from_camera in OpenCV axes) of a camera file.
+
+    PSG4D-GTA / SAIL-VOS 3D files hold ``K`` (3x3, principal point relative to the image centre) and ``Rt`` (3x4
+    world -> camera in OpenGL axes). Files of spade4d's earlier synthetic world (``fx fy cx cy`` and an OpenCV
+    ``world_from_camera``) are still read."""
     import yaml
 
     if not path.is_file():
         raise DatasetError(f"{path}: camera file not found")
     try:
         cam = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
+    if not isinstance(cam, dict):
+        raise DatasetError(f"{path}: camera file is not a YAML mapping")
+    if "K" in cam or "Rt" in cam:
+        K = _yaml_matrix(cam, "K", (3, 3), path).copy()
+        K[0, 2] += width / 2.0
+        K[1, 2] += height / 2.0
+        camera_from_world = np.eye(4)
+        camera_from_world[:3] = _yaml_matrix(cam, "Rt", (3, 4), path)
+        try:
+            pose = np.linalg.inv(GL_TO_CV @ camera_from_world)
+        except np.linalg.LinAlgError:
+            raise DatasetError(f"{path}: Rt is singular") from None
+        return K, pose
+    try:
         K = np.array([[cam["fx"], 0.0, cam["cx"]], [0.0, cam["fy"], cam["cy"]], [0.0, 0.0, 1.0]], dtype=np.float64)
-    except (yaml.YAMLError, KeyError, TypeError) as e:
-        raise DatasetError(f"{path}: camera file lacks fx/fy/cx/cy ({e})") from None
+    except (KeyError, TypeError, ValueError):
+        raise DatasetError(f"{path}: camera file lacks K and Rt (PSG4D-GTA camera)") from None
     pose = cam.get("world_from_camera")
-    return K, None if pose is None else np.asarray(pose, dtype=np.float64).reshape(4, 4)
+    return K, None if pose is None else _yaml_matrix(cam, "world_from_camera", (4, 4), path)
+
+
+GTA_SKY_DEPTH = np.float32(24e-5)
+
+
+def gta_ndc_to_points(depth_file: np.ndarray, rage: dict) -> tuple[np.ndarray, np.ndarray]:
+    """World points ``(H, W, 3)`` and a validity mask ``(H, W)`` from a GTA depth file and its rage matrices.
+
+    The file holds NDC depth: ``z_ndc = d / 6 - 4e-5``; pixel ``(u, v)`` has ``x_ndc = 2u / (W - 1) - 1`` and
+    ``y_ndc = 1 - 2v / (H - 1)``; the row vector ``[x, y, z, 1] @ P_inv`` (divided by its 4th component) is the
+    point in OpenGL camera coordinates (forward is -z) and ``@ VP_inv`` the point in the world. Sky pixels (exactly
+    24e-5), non-finite values and points not in front of the camera are invalid."""
+    h, w = depth_file.shape
+    d = depth_file.astype(np.float64)
+    z = d / 6.0 - 4e-5
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    ndc = np.stack([2.0 * u / (w - 1) - 1.0, 1.0 - 2.0 * v / (h - 1), z, np.ones_like(z)], axis=-1).reshape(-1, 4)
+    cam = ndc @ rage["P_inv"]
+    world = ndc @ rage["VP_inv"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cam = cam[:, :3] / cam[:, 3:]
+        world = world[:, :3] / world[:, 3:]
+    valid = (
+        np.isfinite(d).reshape(-1)
+        & (depth_file.reshape(-1) != GTA_SKY_DEPTH)
+        & np.isfinite(world).all(1)
+        & (cam[:, 2] < 0)
+    )
+    return world.reshape(h, w, 3), valid.reshape(h, w)
+
+
+def _load_rage(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: np.asarray(z[k], dtype=np.float64) for k in ("P_inv", "VP_inv")}
+    except (ValueError, OSError, EOFError, KeyError) as e:
+        raise DatasetError(f"{path}: unreadable rage matrices or no P_inv / VP_inv ({e})") from None
+    for k, m in out.items():
+        if m.shape != (4, 4) or not np.isfinite(m).all():
+            raise DatasetError(f"{path}: {k} is not a finite 4x4 matrix")
+    return out
 
 
 class VideoAnnotation:
@@ -390,61 +745,79 @@ class _RGBDDataset:
 
 
 class PSG4DGTA(_RGBDDataset):
-    """PSG4D-GTA RGB-D frames: ``<root>/{images,depth,camera,masks}/<video_id>/%06d.<ext>``.
+    """PSG4D-GTA RGB-D frames as published (docs/formats.md, PSG4D-GTA):
+    ``<root>/{images,depth,camera,rage_matrices,masks|visible}/<video_id>/%06d.{bmp,npy,yaml,npz,npy}``.
 
-    Mask pixels hold the object id, background (stuff) segments id + 1000 (``stuff_offset``). Camera files are
-    YAML with ``fx fy cx cy`` and optionally a 4x4 ``world_from_camera`` (OpenCV axes); without it points stay in
-    camera coordinates. ``depth_scale`` converts the depth files to metres.
-    """
+    Depth is NDC and becomes world points through the frame's ``rage_matrices`` (:func:`gta_ndc_to_points`); sky
+    is dropped. Mask pixels are object ids as the annotation lists them, stuff included (their ids carry +1000
+    and are kept as they are). ``masks/`` (PSG4D's merged things + stuff) is read when it exists, else
+    ``visible/`` (things only). A frame without its image, depth or rage matrices has no points: it is
+    skipped and counted (``skipped``). The annotation is ``<root>/sailvos3d.json`` unless given."""
 
     relation_style = "gta"
 
     def __init__(
         self,
         root: str | os.PathLike,
-        split: str | None = "test",
+        split: str | None = None,
         annotation: str | os.PathLike | None = None,
-        depth_scale: float = 1.0,
-        stuff_offset: int = 1000,
         image_ext: str = "bmp",
     ):
         self.root = Path(root)
-        super().__init__(annotation or self.root / "psg4d.json", split)
-        self.depth_scale, self.stuff_offset, self.image_ext = depth_scale, stuff_offset, image_ext
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: dataset root not found")
+        super().__init__(annotation or self.root / "sailvos3d.json", split)
+        self.image_ext = image_ext
+        self.mask_dir = "masks" if (self.root / "masks").is_dir() else "visible"
+        self.skipped: list[str] = []
 
     def count_frames(self, vid: str, entry: dict) -> int:
-        try:
-            n = int(entry["meta"]["num_frames"])
-        except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{self.ann_path} [{vid}]: meta.num_frames missing") from None
+        n = entry.get("meta", {}).get("num_frames") if isinstance(entry.get("meta"), dict) else None
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise DatasetError(f"{self.ann_path} [{vid}]: meta.num_frames missing or not a positive integer")
         folder = self.root / "images" / vid
         if not folder.is_dir():
             raise DatasetError(f"{folder}: image folder of {vid!r} not found")
-        on_disk = len(list(folder.glob(f"*.{self.image_ext}")))
-        if on_disk != n:
-            raise DatasetError(f"{folder}: holds {on_disk} images but meta.num_frames is {n}")
         return n
 
-    def frame(self, vid: str, t: int) -> RGBDFrameRecord:
+    def frame(self, vid: str, t: int) -> RGBDFrameRecord | None:
+        """Frame ``t`` of ``vid``, or None (recorded in ``skipped``) when one of its files is missing."""
         name = f"{t:06d}"
-        rgb = _load_image(self.root / "images" / vid / f"{name}.{self.image_ext}", "RGB")
-        depth = _load_npy(self.root / "depth" / vid / f"{name}.npy").astype(np.float32) * self.depth_scale
-        K, pose = _load_camera_yaml(self.root / "camera" / vid / f"{name}.yaml")
-        mpath = self.root / "masks" / vid / f"{name}.npy"
-        ids = _load_npy(mpath).astype(np.int64)
-        for arr, what, path in ((depth, "depth", self.root / "depth" / vid / f"{name}.npy"), (ids, "mask", mpath)):
-            if arr.shape != rgb.shape[:2]:
-                raise DatasetError(f"{path}: {what} has shape {arr.shape}, the image is {rgb.shape[:2]}")
-        instance = np.where(ids >= self.stuff_offset, ids - self.stuff_offset, ids)
-        return RGBDFrameRecord(rgb, depth, K, pose, instance, str(mpath))
+        paths = {
+            "image": self.root / "images" / vid / f"{name}.{self.image_ext}",
+            "depth": self.root / "depth" / vid / f"{name}.npy",
+            "rage_matrices": self.root / "rage_matrices" / vid / f"{name}.npz",
+            "mask": self.root / self.mask_dir / vid / f"{name}.npy",
+        }
+        absent = [k for k, p in paths.items() if not p.is_file()]
+        if absent:
+            self.skipped.append(f"{vid} frame {t} (no {', '.join(absent)})")
+            return None
+        rgb = _load_image(paths["image"], "RGB")
+        h, w = rgb.shape[:2]
+        depth_file = _load_npy(paths["depth"])
+        ids = _load_npy(paths["mask"])
+        for arr, what, path in ((depth_file, "depth", paths["depth"]), (ids, "mask", paths["mask"])):
+            if arr.shape != (h, w):
+                raise DatasetError(f"{path}: {what} has shape {arr.shape}, the image is {(h, w)}")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise DatasetError(f"{paths['mask']}: mask has dtype {ids.dtype}, expected integer object ids")
+        points, valid = gta_ndc_to_points(depth_file, _load_rage(paths["rage_matrices"]))
+        K, pose = _load_camera_yaml(self.root / "camera" / vid / f"{name}.yaml", w, h)
+        depth = np.where(valid, 1.0, 0.0).astype(np.float32)  # lifting reads ``points``; depth marks validity
+        return RGBDFrameRecord(rgb, depth, K, pose, ids.astype(np.int64), str(paths["mask"]), points, valid)
 
 
 class PSG4DHOI(_RGBDDataset):
-    """PSG4D-HOI RGB-D frames: ``<root>/<video_id>/align_rgb/%05d.jpg`` and ``align_depth/%05d.png`` (uint16
-    millimetres by default, ``depth_scale=0.001``), masks ``<mask_root>/<video_id>/mask/%05d.npz`` (key
-    ``array``, stored transposed), object class ``mask_id % 1000`` into the annotation's class list, relations
-    ``[subject_id, object_id, "predicate", start, end]``. HOI ships no per-frame camera files, so the
-    intrinsics are given (``K``)."""
+    """PSG4D-HOI RGB-D frames (docs/formats.md, PSG4D-HOI): ``<root>/<video_id>/align_rgb/%05d.jpg`` and
+    ``align_depth/%05d.png`` (uint16 millimetres, ``depth_scale=0.001``), masks ``<mask_root>/<video_id>/mask/
+    %05d.npz`` (key ``array``, stored transposed) whose pixels are the objects' ``mask_id``, relations
+    ``[subject_id, object_id, "predicate", start, end]``.
+
+    Class names come from ``categories.json`` beside the annotation: ``categories[str(mask_id % 1000)]``
+    (HOI4D's sparse class ids). Intrinsics are per camera: ``<camera_root>/<camera>/intrin.npy`` where
+    ``<camera>`` is the video id's first component (default ``camera_root``: ``<root>/camera_params``); ``K``
+    overrides them for every video."""
 
     relation_style = "hoi"
 
@@ -453,22 +826,47 @@ class PSG4DHOI(_RGBDDataset):
         root: str | os.PathLike,
         mask_root: str | os.PathLike,
         annotation: str | os.PathLike,
-        K: np.ndarray,
-        split: str | None = "test",
+        K: np.ndarray | None = None,
+        split: str | None = None,
         depth_scale: float = 0.001,
+        camera_root: str | os.PathLike | None = None,
     ):
         self.root, self.mask_root = Path(root), Path(mask_root)
+        self.categories = load_hoi_categories(Path(annotation).parent / "categories.json")
         super().__init__(annotation, split)
-        self.K = np.asarray(K, dtype=np.float64)
+        if self.categories:
+            self.thing_classes = [self.categories[k] for k in sorted(self.categories, key=int)]
+            self.stuff_classes = []
+            self.classes = list(self.thing_classes)
+        self.K = None if K is None else np.asarray(K, dtype=np.float64)
+        self.camera_root = Path(camera_root) if camera_root else self.root / "camera_params"
         self.depth_scale = depth_scale
+        self._intrinsics: dict[str, np.ndarray] = {}
 
     def class_of(self, obj: dict, where: str) -> str:
-        if "mask_id" in obj and self.classes:
+        if self.categories:
+            return hoi_class_of(obj, self.categories, where, super().class_of)
+        if "mask_id" in obj and self.classes:  # no categories.json: a class list indexed by mask_id % 1000
             idx = int(obj["mask_id"]) % 1000
             if not 0 <= idx < len(self.classes):
                 raise DatasetError(f"{where}: mask_id {obj['mask_id']} gives class {idx}, outside the class list")
             return self.classes[idx]
         return super().class_of(obj, where)
+
+    def intrinsics(self, vid: str) -> np.ndarray:
+        """The 3x3 intrinsics of the camera that filmed ``vid`` (``K`` when given)."""
+        if self.K is not None:
+            return self.K
+        camera = vid.split("/")[0]
+        if camera not in self._intrinsics:
+            path = self.camera_root / camera / "intrin.npy"
+            if not path.is_file():
+                raise DatasetError(f"{path}: intrinsics of camera {camera!r} not found (or pass --intrinsics)")
+            K = _load_npy(path).astype(np.float64)
+            if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+                raise DatasetError(f"{path}: not a 3x3 intrinsics matrix with positive focal lengths")
+            self._intrinsics[camera] = K
+        return self._intrinsics[camera]
 
     def count_frames(self, vid: str, entry: dict) -> int:
         folder = self.root / vid / "align_rgb"
@@ -499,4 +897,4 @@ class PSG4DHOI(_RGBDDataset):
         instance = np.zeros_like(pix)
         for mid, oid in (mask_ids or {}).items():
             instance[pix == mid] = oid
-        return RGBDFrameRecord(rgb, depth, self.K, None, instance, str(mpath))
+        return RGBDFrameRecord(rgb, depth, self.intrinsics(vid), None, instance, str(mpath))

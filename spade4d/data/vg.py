@@ -4,8 +4,12 @@ it with ``iou_type="box"``).
 
 ``boxes_1024`` are (x centre, y centre, w, h) in a frame whose longest side is 1024; they are converted to
 xyxy and rescaled to the image size from ``image_data.json``. Labels and predicates are 1-based in the h5 and are
-mapped to names through the dicts. Split: ``split == 0`` train, ``2`` test; images without relations are dropped
-unless asked for.
+mapped to names through the dicts. Split: ``split == 0`` train, ``2`` test; images without boxes, and images
+without relations unless asked for, are dropped. ``val`` is the first ``num_val`` (5,000) remaining training
+images and ``train`` then the rest, as Scene-Graph-Benchmark's loader does; ``num_val=0`` keeps them all in train.
+
+``image_data.json`` lists 108,077 images and the h5 108,073 rows: the four corrupted images (``image_id`` 1592,
+1722, 4616, 4617) are removed from the image list before it is aligned row by row with the h5 (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from spade4d.data.psg4d import DatasetError, load_json
 from spade4d.structures import Object2D, Relation2D, SceneGraph2D
 
 BOX_SCALE = 1024
+CORRUPTED_IMAGE_IDS = frozenset({1592, 1722, 4616, 4617})  # dropped from image_data.json before alignment
+NUM_VAL_IMAGES = 5000
 
 
 def boxes_to_image(boxes_1024: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -47,6 +53,7 @@ class VG150:
         image_data: str | os.PathLike,
         split: str | None = "test",
         keep_without_relations: bool = False,
+        num_val: int = NUM_VAL_IMAGES,
     ):
         import h5py
 
@@ -61,7 +68,10 @@ class VG150:
             raise DatasetError(f"{dicts_path}: missing {e.args[0]!r}") from None
         self.classes = [self.idx_to_label[k] for k in sorted(self.idx_to_label)]
         self.predicates = [self.idx_to_predicate[k] for k in sorted(self.idx_to_predicate)]
-        self.images = load_json(image_data)
+        images = load_json(image_data)
+        if not isinstance(images, list) or not all(isinstance(im, dict) for im in images):
+            raise DatasetError(f"{image_data}: expected a list of image records")
+        self.images = [im for im in images if im.get("image_id") not in CORRUPTED_IMAGE_IDS]
         try:
             with h5py.File(self.h5_path, "r") as f:
                 self.split_arr = f["split"][:]
@@ -76,15 +86,24 @@ class VG150:
         except OSError as e:
             raise DatasetError(f"{self.h5_path}: unreadable HDF5 file ({e})") from None
         if len(self.images) != len(self.split_arr):
-            raise DatasetError(f"{image_data}: {len(self.images)} images but the h5 has {len(self.split_arr)} rows")
-        wanted = {"train": 0, "test": 2, None: None}.get(split, -1)
+            dropped = len(images) - len(self.images)
+            raise DatasetError(
+                f"{image_data}: {len(self.images)} images (after dropping {dropped} corrupted ones) but the h5 has "
+                f"{len(self.split_arr)} rows"
+            )
+        wanted = {"train": 0, "val": 0, "test": 2, None: None}.get(split, -1)
         if wanted == -1:
-            raise DatasetError(f"{self.h5_path}: unknown split {split!r} (train | test)")
+            raise DatasetError(f"{self.h5_path}: unknown split {split!r} (train | val | test)")
         rows = np.arange(len(self.split_arr))
         if wanted is not None:
             rows = rows[self.split_arr == wanted]
+            rows = rows[self.first_box[rows] >= 0]
         if not keep_without_relations:
             rows = rows[self.first_rel[rows] >= 0]
+        if split == "val":
+            rows = rows[:num_val]
+        elif split == "train":
+            rows = rows[num_val:]
         self.rows = rows
 
     def __len__(self) -> int:

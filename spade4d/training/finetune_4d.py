@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spade4d.data.psg4d import PSG4DPointCloud
+from spade4d.data.psg4d import PointCloudDataset, open_point_clouds
 from spade4d.io import write_json
 from spade4d.models.losses import LossWeights
 from spade4d.models.model4d import Model4D, Model4DConfig
@@ -114,7 +114,7 @@ class TrainResult:
     history: list[dict]
 
 
-def _vocabulary(root: Path, ds: PSG4DPointCloud) -> tuple[list[str], list[str]]:
+def _vocabulary(root: Path, ds: PointCloudDataset) -> tuple[list[str], list[str]]:
     """Class and predicate names: the synthetic world's full lists (dataset.json, OOV names included, so
     they can be scored at test time), else the dataset's own."""
     meta = root.parent / "dataset.json"
@@ -126,7 +126,7 @@ def _vocabulary(root: Path, ds: PSG4DPointCloud) -> tuple[list[str], list[str]]:
     return classes, list(ds.predicates)
 
 
-def seen_vocabulary(ds: PSG4DPointCloud, classes: list[str], predicates: list[str]) -> tuple[list[str], list[str]]:
+def seen_vocabulary(ds: PointCloudDataset, classes: list[str], predicates: list[str]) -> tuple[list[str], list[str]]:
     """The names of ``classes`` / ``predicates`` (in their order) that occur in the split's graphs.
 
     Open-vocabulary training: a name never seen in training must not be trained as a negative on every
@@ -145,9 +145,11 @@ def finetune_4d(
     progress: bool = True,
     init_from_2d: str | os.PathLike | None = None,
     rgb_root: str | os.PathLike | None = None,
+    fmt: str = "spade4d-pc",
+    annotation: str | os.PathLike | None = None,
 ) -> TrainResult:
-    """Train on ``root`` (PROTOCOLS.md point-cloud layout) into ``out``. ``init_from_2d``: a 2D core folder
-    (``pretrain-2d``) whose dimension-invariant tensors initialise the model (``transfer.json`` lists them);
+    """Train on ``root`` (a point-cloud layout of docs/formats.md, ``fmt``) into ``out``. ``init_from_2d``: a 2D
+    core folder (``pretrain-2d``) whose dimension-invariant tensors initialise the model (``transfer.json`` lists them);
     with ``cfg.lift`` its pixel features are also lifted onto the points from the RGB frames in ``rgb_root``
     (GTA layout; default: ``<root>/../psg4d_gta`` when it exists)."""
     from accelerate.utils import set_seed
@@ -155,7 +157,7 @@ def finetune_4d(
     root, out = Path(root), Path(out)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    ds = PSG4DPointCloud(root, split)
+    ds = open_point_clouds(fmt, root, split, annotation)
     if len(ds) == 0:
         raise TrainError(f"{root}: split {split!r} has no sequences")
     classes, predicates = _vocabulary(root, ds)

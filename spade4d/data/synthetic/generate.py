@@ -2,22 +2,25 @@
 
 Output layout under ``--out``::
 
-    psg4d_pc/                      PSG4D point-cloud layout (PROTOCOLS.md §1.5)
+    psg4d_pc/                      spade4d's own point-cloud layout (``spade4d-pc``, docs/formats.md)
         psg4d.json                 GTA-style annotation (objects.thing/stuff, split, data[])
         point_clouds/<vid>/%06d.pth  (xyz, rgb, semantic_label, instance_label) torch tensors
-    psg4d_gta/                     the RGB-D frames the points were lifted from (PROTOCOLS.md §1.3 layout)
-        psg4d.json
-        images/<vid>/%06d.bmp, depth/<vid>/%06d.npy (float32 metres, 0 = no return),
-        camera/<vid>/%06d.yaml (fx fy cx cy width height, world_from_camera 4x4, OpenCV axes),
-        masks/<vid>/%06d.npy (uint16 object ids; stuff objects as id + 1000; 0 = unlabelled)
+    psg4d_gta/                     the RGB-D frames the points were lifted from, as PSG4D-GTA writes them
+        sailvos3d.json
+        images/<vid>/%06d.bmp, depth/<vid>/%06d.npy (float32 NDC depth: z_ndc = d / 6 - 4e-5; sky 24e-5),
+        rage_matrices/<vid>/%06d.npz (P, P_inv, VP, VP_inv; row vectors), camera/<vid>/%06d.yaml (K with the
+        principal point relative to the image centre, Rt world -> camera in OpenGL axes),
+        visible/<vid>/%06d.npy (thing ids), masks/<vid>/%06d.npy (things, and stuff ids that carry + 1000)
+    psg4d_gta_pc/                  the same points in PSG4D's GTA point-cloud layout (``psg4d-gta-pc``)
+        sailvos3d.json, <vid>/images_%06d.pth (numpy tuples, legacy torch serialisation, rgb in [-1, 1],
+        xyz shifted by the frame's minimum, only things carry instance ids)
     psg/                           PSG 2D layout (PROTOCOLS.md §1.1); the COCO root is this folder
         psg.json, images/%06d.jpg, panoptic/%06d.png
     stats.json                     object / relation counts per class and predicate, per split
     dataset.json                   preset, seed, vocabularies, the out-of-vocabulary lists (written last)
 
-Choices of this writer, documented as options of the readers: ``rgb`` in the point files is in [0, 1];
-point ids in ``instance_label`` are the annotation's ``object_id`` for things and stuff alike (the +1000
-offset exists only in the GTA-style pixel masks, as in PSG4D-GTA).
+As in PSG4D-GTA, a stuff object's ``object_id`` is its pixel id + 1000; ``instance_label`` in spade4d's layout
+holds the annotation's ``object_id`` for things and stuff alike; ``rgb`` there is in [0, 1].
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from spade4d.data.lift import lift_rgbd
+from spade4d.data.psg4d import GTA_NO_INSTANCE
 from spade4d.data.synthetic.relations import relation_tracks, relations_at
 from spade4d.data.synthetic.sensor import look_at, render_rgbd
 from spade4d.data.synthetic.world import (
@@ -43,11 +47,14 @@ from spade4d.data.synthetic.world import (
     TEMPLATES,
     THING_CLASSES,
 )
+from spade4d.data.torchfile import save_numpy_tuple_legacy
 from spade4d.io import atomic_dir, write_json
 from spade4d.structures import frames_to_spans
 
 CLASSES = THING_CLASSES + STUFF_CLASSES
 STUFF_MASK_OFFSET = 1000
+LAYOUT_VERSION = 2  # 2: PSG4D-GTA conventions (K/Rt cameras, NDC depth, stuff ids + 1000, PSG4D point clouds)
+GTA_FOLDERS = ("images", "depth", "camera", "rage_matrices", "visible", "masks")
 
 
 @dataclass(frozen=True)
@@ -122,13 +129,48 @@ def _fill_gaps(on: np.ndarray, gap: int = 1) -> np.ndarray:
     return on
 
 
-def _yaml(fr, w: int, h: int) -> str:
-    K, T = fr.K, fr.world_from_camera
-    rows = "\n".join(f"  - [{', '.join(f'{x:.17g}' for x in row)}]" for row in T)
-    return (
-        f"fx: {K[0, 0]:.17g}\nfy: {K[1, 1]:.17g}\ncx: {K[0, 2]:.17g}\ncy: {K[1, 2]:.17g}\n"
-        f"width: {w}\nheight: {h}\nworld_from_camera:\n{rows}\n"
-    )
+GTA_NEAR = 0.15  # near plane of the synthetic reverse-Z projection (z_ndc = near / depth)
+
+
+def gta_camera(K: np.ndarray, world_from_camera: np.ndarray, w: int, h: int) -> tuple[str, dict[str, np.ndarray]]:
+    """The camera ``.yaml`` text and ``rage_matrices`` of a pinhole camera, as SAIL-VOS 3D writes them.
+
+    ``P`` maps OpenGL camera points (row vectors) to clip space so that ``x_ndc = 2u / (W - 1) - 1``,
+    ``y_ndc = 1 - 2v / (H - 1)`` for the pixel (u, v) that ``K`` gives, and ``z_ndc = near / depth`` (reverse Z,
+    infinite far plane); ``VP`` adds the world -> camera transform."""
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    P = np.zeros((4, 4))
+    P[0, 0], P[2, 0] = 2 * fx / (w - 1), 1 - 2 * cx / (w - 1)
+    P[1, 1], P[2, 1] = 2 * fy / (h - 1), 2 * cy / (h - 1) - 1
+    P[3, 2], P[2, 3] = GTA_NEAR, -1.0
+    camera_from_world = np.diag([1.0, -1.0, -1.0, 1.0]) @ np.linalg.inv(world_from_camera)  # OpenGL axes
+    VP = camera_from_world.T @ P
+    rage = {"P": P, "P_inv": np.linalg.inv(P), "VP": VP, "VP_inv": np.linalg.inv(VP)}
+    K_rel = np.array(K, dtype=np.float64)
+    K_rel[0, 2] -= w / 2.0
+    K_rel[1, 2] -= h / 2.0
+
+    def rows(m: np.ndarray) -> str:
+        return "".join(f"- [{', '.join(f'{x:.17g}' for x in row)}]\n" for row in m)
+
+    return f"K:\n{rows(K_rel)}Rt:\n{rows(camera_from_world[:3])}", rage
+
+
+def gta_depth(depth: np.ndarray) -> np.ndarray:
+    """Metric depth (0: no return) as a SAIL-VOS 3D depth file: ``6 * (z_ndc + 4e-5)``, sky exactly 24e-5."""
+    with np.errstate(divide="ignore"):
+        d = 6.0 * (GTA_NEAR / depth.astype(np.float64) + 4e-5)
+    return np.where(depth > 0, d, 24e-5).astype(np.float32)
+
+
+def psg4d_point_tuple(lifted, instance: np.ndarray, semantic: np.ndarray) -> tuple:
+    """A frame's points as PSG4D's GTA generator saved them: float64 xyz shifted by the frame's own minimum,
+    float64 rgb in [-1, 1], semantic 25 where no instance, instance -100 where none (only things)."""
+    xyz = lifted.xyz.astype(np.float64)
+    if len(xyz):
+        xyz = xyz - xyz.min(0)
+    rgb = lifted.rgb.astype(np.float64) * 2.0 - 1.0
+    return xyz, rgb, semantic.astype(np.int64), instance.astype(np.int64)
 
 
 def make_sequence(args: tuple) -> dict[str, Any]:
@@ -143,20 +185,28 @@ def make_sequence(args: tuple) -> dict[str, Any]:
     vid = f"{split}_{index:04d}_{template}"
     T = preset.frames
     pc_dir = Path(out) / "psg4d_pc" / "point_clouds" / vid
+    gta_pc_dir = Path(out) / "psg4d_gta_pc" / vid
     gta = Path(out) / "psg4d_gta"
-    for d in (pc_dir, *(gta / k / vid for k in ("images", "depth", "camera", "masks"))):
+    for d in (pc_dir, gta_pc_dir, *(gta / k / vid for k in GTA_FOLDERS)):
         d.mkdir(parents=True, exist_ok=True)
-    label_of = {a.oid: a.label for a in scene.actors}
-    sem_of = np.zeros(max(label_of) + 1, dtype=np.int64)
-    for oid, lab in label_of.items():
-        sem_of[oid] = CLASSES.index(lab)
-    stuff = {a.oid for a in scene.actors if not a.is_thing}
+    # object ids as PSG4D-GTA has them: a stuff object's id is its pixel id + 1000
+    gid = {a.oid: a.oid + (0 if a.is_thing else STUFF_MASK_OFFSET) for a in scene.actors}
+    id_map = np.zeros(max(gid) + 1, dtype=np.int64)
+    for oid, g in gid.items():
+        id_map[oid] = g
+    label_of = {gid[a.oid]: a.label for a in scene.actors}
+    sem_of = np.full(max(label_of) + 1, -100, dtype=np.int64)
+    for g, lab in label_of.items():
+        sem_of[g] = CLASSES.index(lab)
+    stuff = {gid[a.oid] for a in scene.actors if not a.is_thing}
+    things = sorted(set(label_of) - stuff)
     visible = {oid: np.zeros(T, dtype=bool) for oid in label_of}
     counts = []
     for t in range(T):
         fr = render_rgbd(scene, t, preset.width, preset.height, noise=noise, rng=rng)
+        ids_map = id_map[fr.instance]  # (H, W) object ids, 0 = none
         lifted = lift_rgbd(
-            fr.rgb, fr.depth, fr.K, fr.world_from_camera, instance=fr.instance, voxel_size=preset.voxel_size or None
+            fr.rgb, fr.depth, fr.K, fr.world_from_camera, instance=ids_map, voxel_size=preset.voxel_size or None
         )
         inst = lifted.instance
         labelled = inst > 0
@@ -175,18 +225,29 @@ def make_sequence(args: tuple) -> dict[str, Any]:
             ),
             pc_dir / f"{t:06d}.pth",
         )
-        imageio.imwrite(gta / "images" / vid / f"{t:06d}.bmp", fr.rgb)
-        np.save(gta / "depth" / vid / f"{t:06d}.npy", fr.depth)
-        mask = fr.instance.astype(np.uint16)
-        for oid in stuff:
-            mask[fr.instance == oid] = oid + STUFF_MASK_OFFSET
-        np.save(gta / "masks" / vid / f"{t:06d}.npy", mask)
-        (gta / "camera" / vid / f"{t:06d}.yaml").write_text(_yaml(fr, preset.width, preset.height))
+        is_thing = np.isin(instance, things)
+        save_numpy_tuple_legacy(
+            gta_pc_dir / f"images_{t:06d}.pth",
+            psg4d_point_tuple(
+                lifted,
+                np.where(is_thing, instance, -100),
+                np.where(is_thing, semantic, GTA_NO_INSTANCE),
+            ),
+        )
+        name = f"{t:06d}"
+        imageio.imwrite(gta / "images" / vid / f"{name}.bmp", fr.rgb)
+        np.save(gta / "depth" / vid / f"{name}.npy", gta_depth(fr.depth))
+        thing_map = np.where(np.isin(ids_map, things), ids_map, 0).astype(np.uint16)
+        np.save(gta / "visible" / vid / f"{name}.npy", thing_map)
+        np.save(gta / "masks" / vid / f"{name}.npy", ids_map.astype(np.uint16))
+        cam_yaml, rage = gta_camera(fr.K, fr.world_from_camera, preset.width, preset.height)
+        (gta / "camera" / vid / f"{name}.yaml").write_text(cam_yaml)
+        np.savez(gta / "rage_matrices" / vid / f"{name}.npz", **rage)
 
     objects = [oid for oid in label_of if visible[oid].any()]
     relations = []
     min_len = 2 if T >= 8 else 1
-    for (s, p, o), on in sorted(relation_tracks(scene).items()):
+    for (s, p, o), on in sorted(((gid[s], p, gid[o]), on) for (s, p, o), on in relation_tracks(scene).items()):
         if s not in objects or o not in objects:
             continue
         on = _fill_gaps(on & visible[s] & visible[o])
@@ -351,7 +412,8 @@ def generate(
             "data": [e for v in splits.values() for e in v],
         }
         write_json(tmp / "psg4d_pc" / "psg4d.json", ann)
-        write_json(tmp / "psg4d_gta" / "psg4d.json", ann)
+        write_json(tmp / "psg4d_gta" / "sailvos3d.json", ann)
+        write_json(tmp / "psg4d_gta_pc" / "sailvos3d.json", ann)
         n_test = max(1, len(images) // 5)
         psg = {
             "thing_classes": THING_CLASSES,
@@ -365,6 +427,7 @@ def generate(
         write_json(tmp / "stats.json", stats, indent=1)
         manifest = {
             "generator": "spade4d.data.synthetic",
+            "layout_version": LAYOUT_VERSION,
             "preset": preset,
             "preset_values": asdict(p),
             "seed": seed,
