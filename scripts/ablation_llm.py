@@ -18,7 +18,7 @@ the row says otherwise; the 2D transfer moves the RGT + scene-graph head, the se
 
 ``--seeds 0,1,2`` repeats the rows for each training seed (runs in ``<out>/seed<N>/``) and adds mean ± sd rows.
 
-Columns: 4D R@20/50/100 and mR@20/50/100 (PROTOCOLS.md §3.2, default options) and R@K over the out-of-vocabulary
+Columns: 4D R@20/50/100 and mR@20/50/100 (docs/metrics.md, default options) and R@K over the out-of-vocabulary
 relations (a class or predicate never in 4D training). Each row's run folder keeps its ``result.json``, so rows
 can run in parallel processes (``--only``) and an interrupted run continues where it stopped.
 """

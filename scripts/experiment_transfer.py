@@ -6,7 +6,7 @@
 Trains (or reuses) the 2D core with ``pretrain-2d`` on the dataset's 2D images, then 4D models with the same
 preset and steps, for every training seed asked for: (a) from scratch, (b) initialised by the 2D→4D transfer,
 (c) transfer + the 2D backbone's features lifted onto the points, (d) transfer of the RGT + head only. Each is
-run on the test split and scored (4D R@K / mR@K, PROTOCOLS.md §3.2, default options), plus recall on the
+run on the test split and scored (4D R@K / mR@K, docs/metrics.md, default options), plus recall on the
 out-of-vocabulary relations: the test relations whose predicate or subject/object class never occurs in 4D
 training (they occur in the 2D images). Prints one table (every run, then mean ± standard deviation over the
 seeds) and writes ``results.json``; each run keeps its own ``result.json`` under ``<out>/seed<N>/<letter>/``, so

@@ -47,6 +47,25 @@ def _non_negative_int(text: str) -> int:
     return v
 
 
+def _positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates, voxel sizes, scales, frame rates)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
+    return v
+
+
+def _image_side(text: str) -> int:
+    """An image width or height the offscreen renderer can allocate (1..8192 pixels)."""
+    v = _positive_int(text)
+    if v > 8192:
+        raise argparse.ArgumentTypeError(f"{v} pixels is more than the renderer's limit of 8192")
+    return v
+
+
 def _non_negative_float(text: str) -> float:
     try:
         v = float(text)
@@ -115,7 +134,12 @@ def cmd_render(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.pred}: no predictions for sequence {vid!r}")
         graph = preds[vid]
         title = f"{vid} (prediction)"
+    bad = [t for t in args.frames or [] if t >= points.num_frames]
+    if bad:
+        raise ValueError(f"--frames {bad[0]}: sequence {vid!r} has frames 0..{points.num_frames - 1}")
     if args.interactive:
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise ValueError("--interactive needs a display (DISPLAY is not set); render to PNG files instead")
         show_interactive(points, graph, (args.frames or [0])[0])
         return 0
     out = render_sequence(
@@ -439,9 +463,9 @@ def _device(name: str):
     try:
         dev = torch.device(name)
     except RuntimeError as e:
-        raise SystemExit(f"--device {name}: {e}") from e
+        raise ValueError(f"--device {name}: {str(e).splitlines()[0]}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: no CUDA GPU is available")
+        raise ValueError(f"--device {name}: no CUDA GPU is available")
     return dev
 
 
@@ -452,10 +476,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from spade4d.inference.infer_4d import predict_sequence
     from spade4d.models.model4d import Model4D
 
+    device = _device(args.device)  # refused before anything is loaded
     model = Model4D.from_pretrained(args.model)
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
-    model.to(_device(args.device))
+    model.to(device)
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     rgb_source = _model_rgb_source(model, args)
     ids = ds.video_ids()
@@ -645,6 +670,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ["evaluate-4d", "--format", "synthetic", "--root", str(data), "--split", "test", "--pred", str(p)]
             + ["--out", str(out / f"metrics_test{suffix}.json")]
         )
+    print("[demo] scoring the same predictions against PSG4D's own point-cloud layout (psg4d-gta-pc: no stuff points)")
+    _run_command(
+        ["evaluate-4d", "--format", "psg4d-gta-pc", "--root", str(data / "psg4d_gta_pc"), "--split", "test"]
+        + ["--pred", str(pred), "--out", str(out / "metrics_test_psg4d_gta_pc.json")]
+    )
     print("[demo] rendering a test sequence: prediction and ground truth")
     for name, p in (("render_pred", str(pred)), ("render_gt", None)):
         _run_command(
@@ -720,9 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pred", default=None, help="a spade4d-predictions-4d file to render instead of the GT")
     s.add_argument("--out", default="outputs/render")
     s.add_argument("--frames", type=_frames, default=None, help="comma-separated frame indices (default: all)")
-    s.add_argument("--width", type=_positive_int, default=960)
-    s.add_argument("--height", type=_positive_int, default=720)
-    s.add_argument("--fps", type=float, default=4.0)
+    s.add_argument("--width", type=_image_side, default=960)
+    s.add_argument("--height", type=_image_side, default=720)
+    s.add_argument("--fps", type=_positive_float, default=4.0)
     s.add_argument("--interactive", action="store_true", help="open an Open3D window (needs a display)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_render)
@@ -743,8 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--camera-root", default=None, help="psg4d-hoi: folder of <camera>/intrin.npy (default <root>/camera_params)"
     )
     s.add_argument("--split", default=None, help="convert only this split (default: every video)")
-    s.add_argument("--depth-scale", type=float, default=None, help="depth file units -> metres")
-    s.add_argument("--voxel-size", type=float, default=None, help="voxel downsampling in metres")
+    s.add_argument("--depth-scale", type=_positive_float, default=None, help="depth file units -> metres")
+    s.add_argument("--voxel-size", type=_positive_float, default=None, help="voxel downsampling in metres")
     s.add_argument("--workers", type=_positive_int, default=1)
     s.add_argument("--h5", help="vg: VG-SGG-with-attri.h5")
     s.add_argument("--dicts", help="vg: VG-SGG-dicts-with-attri.json")
@@ -761,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
     s.add_argument("--preset", default="quick", help="quick | small | full (spade4d/training/finetune_4d.py)")
     s.add_argument("--steps", type=_positive_int, default=None)
-    s.add_argument("--lr", type=float, default=None)
+    s.add_argument("--lr", type=_positive_float, default=None)
     s.add_argument("--seed", type=_non_negative_int, default=None)
     s.add_argument("--clips-per-step", type=_positive_int, default=None, help="gradient accumulation")
     s.add_argument("--checkpoint-every", type=_positive_int, default=None)
@@ -873,7 +903,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="SceneLLM: write its free-text names (no mapping to the vocabulary)",
     )
-    s.add_argument("--out", required=True, help="prediction file (PROTOCOLS.md §2.1)")
+    s.add_argument("--out", required=True, help="prediction file (docs/formats.md)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_infer)
 
@@ -893,7 +923,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_recalibrate_bn)
 
-    s = sub.add_parser("evaluate-4d", help="4D R@K / mR@K of a prediction file (PROTOCOLS.md §3.2)")
+    s = sub.add_parser("evaluate-4d", help="4D R@K / mR@K of a prediction file (docs/metrics.md)")
     s.add_argument("--format", default="spade4d-pc", choices=FORMATS_4D, help=FORMAT_HELP)
     s.add_argument("--root", required=True)
     s.add_argument("--ann", default=None, help=ANN_HELP)
@@ -912,7 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate_4d)
 
-    s = sub.add_parser("evaluate-2d", help="2D PSG R@K / mR@K of a prediction file (PROTOCOLS.md §3.1)")
+    s = sub.add_parser("evaluate-2d", help="2D PSG R@K / mR@K of a prediction file (docs/metrics.md)")
     s.add_argument("--psg-json", required=True)
     s.add_argument("--coco-root", required=True)
     s.add_argument("--split", default="test")

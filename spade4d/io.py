@@ -19,6 +19,33 @@ class OutputError(OSError):
     """An output location cannot be used."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: Path, directory: bool = False) -> None:
+    """Give a temporary file (0600) or folder (0700) the mode a plain ``open``/``mkdir`` would have, so outputs on a
+    shared machine are readable by whom the user's umask allows."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove ``.<name>.partial-*`` siblings of ``path`` left by builds whose process is gone (killed)."""
+    removed = []
+    for d in path.parent.glob(f".{path.name}.partial-*"):
+        pid_file = d / ".owner_pid"
+        try:
+            pid = int(pid_file.read_text())
+            os.kill(pid, 0)  # raises when no such process
+            continue  # a live build: leave it
+        except (OSError, ValueError):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -27,12 +54,28 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]), dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    honour_umask(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; raise ``ValueError`` with one line naming the file and the problem (not UTF-8, not
+    JSON, truncated, nested too deeply). NaN and Infinity constants are read as floats for the callers to refuse."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
 
 
 def write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> Path:
@@ -85,9 +128,13 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         if any(path.iterdir()) and not overwrite:
             raise OutputError(f"{path} exists and is not empty (pass --overwrite to replace it)")
     check_writable_dir(path.parent if path.parent != Path("") else Path("."))
+    remove_stale_partials(path)  # a killed earlier build's folder (its process is gone)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    honour_umask(tmp, directory=True)
+    (tmp / ".owner_pid").write_text(str(os.getpid()))
     try:
         yield tmp
+        (tmp / ".owner_pid").unlink(missing_ok=True)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -1,4 +1,4 @@
-"""COCO run-length encoding of image masks and point masks (PROTOCOLS.md §2).
+"""COCO run-length encoding of image masks and point masks (docs/formats.md).
 
 A point mask of a frame with ``N`` points is encoded as an ``(N, 1)`` array, so its RLE ``size`` is ``[N, 1]``.
 ``counts`` are stored as str (pycocotools gives bytes) so the result is JSON-ready.

@@ -5,7 +5,7 @@ Conventions (stated once for the whole package):
 * coordinates are metres in a right-handed world frame with +z up;
 * a sequence has ``T`` frames; frame ``t`` holds ``N_t`` points; a flat point array of all frames is indexed
   through ``offsets`` (``offsets[t]:offsets[t + 1]`` are frame ``t``'s points, Pointcept style);
-* frame spans are inclusive ``(start, end)`` pairs (PROTOCOLS.md §1.7);
+* frame spans are inclusive ``(start, end)`` pairs (docs/formats.md);
 * labels and predicates are names (strings), never indices, so open-vocabulary output needs no index table.
 
 Every container validates on construction and raises :class:`StructureError` with a message that says what is
@@ -302,7 +302,7 @@ class SceneGraph2D:
         return np.stack([o.mask for o in self.objects])
 
     def to_json(self) -> dict[str, Any]:
-        """The per-image entry of a PROTOCOLS.md §2.2 prediction file."""
+        """The per-image entry of a docs/formats.md prediction file."""
         return {
             "height": int(self.height),
             "width": int(self.width),
@@ -447,7 +447,7 @@ class SceneGraph4D:
         """Relations by score, highest first; ties keep their order (a stable sort)."""
         return sorted(self.relations, key=lambda r: -r.score)
 
-    # -- interchange (PROTOCOLS.md §2.1) ----------------------------------------------------------------------------
+    # -- interchange (docs/formats.md) ----------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The per-sequence entry of a ``spade4d-predictions-4d`` file."""
         return {

@@ -27,6 +27,11 @@ def test_the_demo_runs_end_to_end_and_writes_what_the_readme_promises(tmp_path):
         assert (out / f"metrics_test{suffix}_per_predicate.png").stat().st_size > 0
         pred = load_predictions_4d(out / f"predictions_test{suffix}.json")
         assert len(pred) == metrics["num_sequences"]
+    # PSG4D's point-cloud layout of the same test split: the same points, stuff relations not recallable
+    gta_pc = json.loads((out / "metrics_test_psg4d_gta_pc.json").read_text())
+    plain = json.loads((out / "metrics_test.json").read_text())
+    assert gta_pc["num_gt_relations"] == plain["num_gt_relations"] and gta_pc["unrecallable_gt_relations"] > 0
+    assert gta_pc["R@100"] <= plain["R@100"]
     # the chain's prediction file is the SceneLLM's: its objects carry masks over the sequence
     assert any(g.objects for g in load_predictions_4d(out / "predictions_test_llm.json").values())
     for name in ("render_pred", "render_gt"):

@@ -455,3 +455,4 @@ def test_synthetic_world_writes_the_published_conventions(synthetic_root):
     assert np.array_equal(p1.offsets, p2.offsets) and np.allclose(p1.rgb, p2.rgb, atol=1e-6)
     things = np.isin(p1.instance, [o.id for o in g1.objects if o.id < 1000])
     assert np.array_equal(np.where(things, p1.instance, -100), p2.instance)
+    assert {o.id for o in g2.objects if o.masks} == {o.id for o in g1.objects if o.masks and o.id < 1000}

@@ -1,4 +1,4 @@
-"""Conversion of RGB-D datasets to the PSG4D point-cloud layout (PROTOCOLS.md §1.5).
+"""Conversion of RGB-D datasets to the PSG4D point-cloud layout (docs/formats.md).
 
 Streaming: one frame is read, lifted and written at a time. Resumable: a frame whose ``.pth`` exists is skipped
 (each file is written to a temporary name and renamed, so an existing file is always complete), and the

@@ -1,4 +1,4 @@
-"""PSG reader (PROTOCOLS.md §1.1, the OpenPSG ``psg.json`` layout) as a dataset of :class:`SceneGraph2D`.
+"""PSG reader (docs/formats.md, the OpenPSG ``psg.json`` layout) as a dataset of :class:`SceneGraph2D`.
 
 Masks are decoded lazily, one image per item, from the COCO panoptic PNGs (id = R + 256 G + 256^2 B), so
 memory stays flat over the 49k images. Split: ``test`` is ``image_id in test_image_ids``, ``train`` the rest;

@@ -1,20 +1,23 @@
-"""Readers of the PSG4D layouts (PROTOCOLS.md §1.3-1.5).
+"""Readers of the 4D datasets as published (docs/formats.md).
 
-:class:`PSG4DPointCloud` reads the point-cloud layout (§1.5): per-frame ``.pth`` tuples
-``(xyz, rgb, semantic_label, instance_label)`` under ``<root>/point_clouds/<video_id>/`` and the GTA-style
-annotation ``<root>/psg4d.json``. Each item is a ``(PointSequence, SceneGraph4D)`` pair.
+Point clouds, each item a ``(PointSequence, SceneGraph4D)`` pair (:class:`PointCloudDataset`):
 
-Options (choices PROTOCOLS.md leaves open):
-* ``rgb_range``: ``"auto"`` (default) maps colours to [0, 1] whatever the file holds: values above 1.5 are
-  taken as 0-255, negative values as [-1, 1] (the ScanNet-style normalisation of point-cloud codebases);
-  ``"unit"``, ``"byte"`` or ``"signed"`` force one reading.
-* ``allow_pickle``: ``.pth`` files holding numpy arrays need full unpickling, which runs code from the file;
-  off by default (torch's ``weights_only`` loading), on for files you trust.
+* :class:`Spade4DPointCloud` (``spade4d-pc``): spade4d's own layout, ``<root>/point_clouds/<video_id>/%06d.pth``
+  tensor tuples and ``<root>/psg4d.json``;
+* :class:`PSG4DGTAPointCloud` (``psg4d-gta-pc``) and :class:`PSG4DHOIPointCloud` (``psg4d-hoi-pc``): the files
+  PSG4D's point-cloud branch reads (numpy tuples, torch's legacy serialisation, frames missing where its
+  generator skipped them).
+
+RGB-D video, for conversion to points: :class:`PSG4DGTA` (NDC depth through ``rage_matrices``, ``K``/``Rt``
+cameras, stuff ids + 1000) and :class:`PSG4DHOI` (``categories.json`` names, per-camera intrinsics).
+
+Frame files are loaded safely (:mod:`spade4d.data.torchfile`): nothing but arrays is ever unpickled.
+``rgb_range`` (``"auto"``, ``"unit"``, ``"byte"``, ``"signed"``) says how colours map to [0, 1]; ``auto`` takes
+values above 1.5 as 0-255 and negative ones as [-1, 1].
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from spade4d.io import read_json
 from spade4d.structures import PointSequence, Relation4D, SceneGraph4D, StructureError, merge_spans
 
 
@@ -34,10 +38,9 @@ def load_json(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     try:
-        with open(path) as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        return read_json(path)
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
 
 
 def _to_numpy(x: Any) -> np.ndarray:

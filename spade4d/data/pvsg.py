@@ -1,4 +1,4 @@
-"""PVSG reader (PROTOCOLS.md §1.6).
+"""PVSG reader (docs/formats.md).
 
 ``pvsg.json``: ``objects.thing``/``objects.stuff``, ``relations`` (predicate names), ``split[source][train|val]``,
 ``data[]`` with ``video_id``, ``meta{height,width,fps,num_frames}``, ``objects[{object_id, category, is_thing}]``,

@@ -1,4 +1,4 @@
-"""VG-150 reader (PROTOCOLS.md §1.2): ``VG-SGG-with-attri.h5`` + ``VG-SGG-dicts-with-attri.json`` +
+"""VG-150 reader (docs/formats.md): ``VG-SGG-with-attri.h5`` + ``VG-SGG-dicts-with-attri.json`` +
 ``image_data.json``, as a dataset of :class:`SceneGraph2D` whose masks are the boxes (VG has no masks; evaluate
 it with ``iou_type="box"``).
 

@@ -1,4 +1,4 @@
-"""Evaluation of scene-graph prediction files (PROTOCOLS.md §2-3); never needs the model."""
+"""Evaluation of scene-graph prediction files (docs/formats.md); never needs the model."""
 
 from spade4d.evaluation.metrics_2d import Evaluator2D, Options2D
 from spade4d.evaluation.metrics_4d import Evaluator4D, Options4D

@@ -1,4 +1,4 @@
-"""2D PSG R@K / mR@K (PROTOCOLS.md §3.1, the OpenPSG SGDet protocol).
+"""2D PSG R@K / mR@K (docs/metrics.md, the OpenPSG SGDet protocol).
 
 * the top-K are the first K relations by score (stable order);
 * graph constraint (default on): one predicate per (subject, object) pair, the highest-scoring, applied before

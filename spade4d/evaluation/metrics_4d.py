@@ -1,4 +1,4 @@
-"""4D R@K / mR@K (PROTOCOLS.md §3.2: the OpenPVSG protocol ported to point clouds).
+"""4D R@K / mR@K (docs/metrics.md: the OpenPVSG protocol ported to point clouds).
 
 Per sequence:
 

@@ -1,4 +1,4 @@
-"""Prediction files (PROTOCOLS.md §2): writing, and loading with validation.
+"""Prediction files (docs/formats.md): writing, and loading with validation.
 
 A prediction file is parsed lazily, one sequence (or image) at a time, so an evaluator's memory does not grow
 with the size of the split: the raw JSON holds only RLE strings; masks are decoded when a sequence is asked for.
@@ -6,14 +6,13 @@ with the size of the split: the raw JSON holds only RLE strings; masks are decod
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from spade4d.io import write_json
+from spade4d.io import read_json, write_json
 from spade4d.rle import RLEError
 from spade4d.structures import (
     PRED_FORMAT_2D,
@@ -34,15 +33,14 @@ def _read(path: str | os.PathLike, fmt: str, key: str) -> dict[str, Any]:
     if not path.is_file():
         raise PredictionFileError(f"{path}: prediction file not found")
     try:
-        with open(path) as f:
-            data = json.load(f, parse_constant=lambda c: float(c))
-    except json.JSONDecodeError as e:
-        raise PredictionFileError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        data = read_json(path)
+    except ValueError as e:
+        raise PredictionFileError(str(e)) from None
     if not isinstance(data, dict):
         raise PredictionFileError(f"{path}: top level is a {type(data).__name__}, expected an object")
     if data.get("format") != fmt:
         raise PredictionFileError(f"{path}: field 'format' is {data.get('format')!r}, expected {fmt!r}")
-    if data.get("version") != PRED_VERSION:
+    if type(data.get("version")) is not int or data.get("version") != PRED_VERSION:
         raise PredictionFileError(
             f"{path}: field 'version' is {data.get('version')!r}; this spade4d reads version {PRED_VERSION}"
         )

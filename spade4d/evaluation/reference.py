@@ -1,4 +1,4 @@
-"""Plain, loop-by-loop implementation of the 4D metric of PROTOCOLS.md §3.2.
+"""Plain, loop-by-loop implementation of the 4D metric of docs/metrics.md.
 
 Slow on purpose: one GT relation, one ranked entry, one frame at a time, IoUs recomputed from the masks each
 time. It is the oracle the fast path in :mod:`spade4d.evaluation.metrics_4d` is tested against, and the

@@ -1,4 +1,4 @@
-"""Inference of the 4D model: any sequence in, a :class:`SceneGraph4D` (PROTOCOLS.md §2.1) out.
+"""Inference of the 4D model: any sequence in, a :class:`SceneGraph4D` (docs/formats.md) out.
 
 Frames are processed in windows of ``window`` frames with the query memory carried from window to window, so
 query q is the same tube over the whole sequence and memory stays bounded by the window: per window only the

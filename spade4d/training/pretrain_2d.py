@@ -7,7 +7,7 @@
 3. ``psg/``: the PSG task (masks, classes, relations) on top, training LoRA, the prompt MLP, the pixel decoder,
    the query decoder, the RGT and the scene-graph head (the UNet base stays frozen), with the calibration loss
    kept as an auxiliary term;
-4. evaluation: 2D R@K / mR@K (PROTOCOLS.md §3.1) on the test split -> ``metrics_2d.json`` + per-predicate PNG.
+4. evaluation: 2D R@K / mR@K (docs/metrics.md) on the test split -> ``metrics_2d.json`` + per-predicate PNG.
 
 A stage whose ``model/`` folder exists is skipped, so re-running the command after an interruption continues
 (``resume`` also restarts a stage from its last checkpoint). The result, ``out/model``, is a ``Spade2D`` folder.
@@ -251,7 +251,7 @@ def train_psg(model: Spade2D, train: ImageSet, cache: TeacherCache | None, out: 
 
 @torch.no_grad()
 def evaluate_2d_model(model: Spade2D, test: ImageSet, batch: int = 16, progress: bool = True):
-    """2D R@K / mR@K of the model on ``test`` (PROTOCOLS.md §3.1, default options)."""
+    """2D R@K / mR@K of the model on ``test`` (docs/metrics.md, default options)."""
     from tqdm.auto import tqdm
 
     from spade4d.evaluation.metrics_2d import Evaluator2D

@@ -14,7 +14,7 @@ Output layout under ``--out``::
     psg4d_gta_pc/                  the same points in PSG4D's GTA point-cloud layout (``psg4d-gta-pc``)
         sailvos3d.json, <vid>/images_%06d.pth (numpy tuples, legacy torch serialisation, rgb in [-1, 1],
         xyz shifted by the frame's minimum, only things carry instance ids)
-    psg/                           PSG 2D layout (PROTOCOLS.md §1.1); the COCO root is this folder
+    psg/                           PSG 2D layout (docs/formats.md); the COCO root is this folder
         psg.json, images/%06d.jpg, panoptic/%06d.png
     stats.json                     object / relation counts per class and predicate, per split
     dataset.json                   preset, seed, vocabularies, the out-of-vocabulary lists (written last)
