@@ -252,6 +252,7 @@ def cmd_evaluate_2d(args: argparse.Namespace) -> int:
 
     from spade4d.data.psg import PSGDataset
     from spade4d.evaluation import Evaluator2D, Options2D, PredictionFile2D
+    from spade4d.evaluation.predictions import triplet_masks_2d
     from spade4d.evaluation.report import format_table, write_report
 
     options = Options2D(
@@ -264,11 +265,20 @@ def cmd_evaluate_2d(args: argparse.Namespace) -> int:
     ds = PSGDataset(args.psg_json, args.coco_root, split=args.split)
     preds = PredictionFile2D(args.pred)
     ev = Evaluator2D(ds.predicates, options)
+    with_triplets = 0
     for gt in tqdm(ds, total=len(ds), desc="evaluate-2d", disable=args.quiet):
         pred = preds.get(gt.image_id, (gt.height, gt.width)) if gt.image_id in preds else None
-        ev.process(gt, pred)
+        triplets = None
+        if pred is not None and args.per_triplet_masks:
+            triplets = triplet_masks_2d(preds, gt.image_id, (gt.height, gt.width))
+            with_triplets += len(triplets)
+        ev.process(gt, pred, triplets)
     metrics = ev.evaluate()
     metrics.update(split=args.split, prediction_file=str(args.pred))
+    if args.per_triplet_masks:
+        metrics["relations_with_triplet_masks"] = with_triplets
+        if not with_triplets:
+            print("note: --per-triplet-masks: no relation carries subject_mask / object_mask; object masks used")
     paths = write_report(metrics, args.out, title=f"2D recall per predicate ({args.split})")
     print(format_table(metrics, f"2D scene graph recall, {args.split} split ({metrics['num_images']} images)"))
     print(f"wrote {paths['json']} and {paths['png']}")
@@ -953,7 +963,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--per-triplet-masks",
         action="store_true",
-        help="turn off single-mask-per-object: relations may carry their own masks",
+        help="turn off single-mask-per-object: a relation's own subject_mask / object_mask RLEs are used where it "
+        "carries them (docs/formats.md, 2D predictions)",
     )
     s.add_argument("--iou-type", default="mask", choices=["mask", "box"])
     s.add_argument("--ks", type=_ks, default=(20, 50, 100))

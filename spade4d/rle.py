@@ -31,6 +31,34 @@ def encode_point_mask(mask: np.ndarray) -> dict[str, Any]:
     return encode_mask(np.asarray(mask).reshape(-1, 1))
 
 
+MAX_ELEMENTS = 2**31  # larger masks are refused before anything is allocated
+
+
+def string_counts(raw: bytes, context: str = "mask") -> list[int]:
+    """The run lengths of a COCO compressed RLE string (pycocotools' ``rleFrString``, in Python): 5 bits per
+    character offset by 48, a continuation bit, sign extension, and runs after the second stored as the difference
+    to the run two before."""
+    runs: list[int] = []
+    p = 0
+    while p < len(raw):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(raw):
+                raise RLEError(f"{context}: truncated RLE counts string")
+            c = raw[p] - 48
+            if not 0 <= c < 64:
+                raise RLEError(f"{context}: RLE counts string holds a character outside the COCO alphabet")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        runs.append(x)
+    return runs
+
+
 def decode_mask(
     r: Mapping[str, Any], expected_size: tuple[int, int] | None = None, context: str = "mask"
 ) -> np.ndarray:
@@ -46,15 +74,23 @@ def decode_mask(
         raise RLEError(f"{context}: RLE size {size!r} is not [height, width]")
     if expected_size is not None and tuple(size) != tuple(expected_size):
         raise RLEError(f"{context}: RLE size {list(size)} does not match the expected {list(expected_size)}")
+    if size[0] * size[1] > MAX_ELEMENTS:
+        raise RLEError(f"{context}: RLE size {list(size)} claims more than {MAX_ELEMENTS} elements")
     counts = r["counts"]
     if isinstance(counts, list):  # uncompressed RLE
-        if sum(int(c) for c in counts) != size[0] * size[1]:
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise RLEError(f"{context}: uncompressed RLE counts must be non-negative integers")
+        if sum(counts) != size[0] * size[1]:
             raise RLEError(f"{context}: uncompressed RLE counts do not add up to {size[0]}x{size[1]}")
         r = mask_utils.frPyObjects({"size": list(size), "counts": counts}, size[0], size[1])
-    elif isinstance(counts, str):
-        r = {"size": list(size), "counts": counts.encode("ascii")}
-    elif isinstance(counts, bytes):
-        r = {"size": list(size), "counts": counts}
+    elif isinstance(counts, (str, bytes)):
+        raw = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
+        runs = string_counts(raw, context)
+        if any(c < 0 for c in runs) or sum(runs) != size[0] * size[1]:
+            raise RLEError(
+                f"{context}: RLE counts are negative or do not add up to {size[0]}x{size[1]} (corrupt counts string)"
+            )
+        r = {"size": list(size), "counts": raw}
     else:
         raise RLEError(f"{context}: RLE counts of type {type(counts).__name__}")
     if size[0] * size[1] == 0:

@@ -92,17 +92,37 @@ def frames_to_spans(on: Sequence[bool] | np.ndarray, min_length: int = 1) -> lis
     return [(int(s), int(e)) for s, e in zip(starts, ends) if e - s + 1 >= min_length]
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def as_int(value: Any, what: str, where: str) -> int:
+    """``value`` as a Python int when it is an integer (or an integral float) that fits int64; else a one-line
+    :class:`StructureError` naming ``what``. Booleans, strings, NaN and fractions are refused."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise StructureError(f"{where}{what} {value!r} is not an integer")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
+        raise StructureError(f"{where}{what} {value!r} is not an integer")
+    v = int(value)
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise StructureError(f"{where}{what} {v} does not fit a 64-bit integer")
+    return v
+
+
+def _list_field(entry: Mapping[str, Any], key: str, where: str) -> list:
+    value = entry.get(key, [])
+    if not isinstance(value, list):
+        raise StructureError(f"{where}{key} is a {type(value).__name__}, expected a list")
+    return value
+
+
 def _check_spans(spans: Sequence[Sequence[int]], num_frames: int, where: str) -> list[tuple[int, int]]:
-    if len(spans) == 0:
-        raise StructureError(f"{where}relation has no span")
+    if not isinstance(spans, (list, tuple)) or len(spans) == 0:
+        raise StructureError(f"{where}spans {spans!r} is not a non-empty list of [start, end] pairs")
     out = []
     for span in spans:
-        if len(span) != 2:
-            raise StructureError(f"{where}span {list(span)} is not a [start, end] pair")
-        s, e = span
-        if isinstance(s, bool) or isinstance(e, bool) or int(s) != s or int(e) != e:
-            raise StructureError(f"{where}span {list(span)} holds non-integer frames")
-        s, e = int(s), int(e)
+        if not isinstance(span, (list, tuple)) or len(span) != 2:
+            raise StructureError(f"{where}span {span!r} is not a [start, end] pair")
+        s, e = (as_int(x, "span frame", where) for x in span)
         if s > e:
             raise StructureError(f"{where}span [{s}, {e}] ends before it starts")
         if s < 0 or e >= num_frames:
@@ -112,10 +132,12 @@ def _check_spans(spans: Sequence[Sequence[int]], num_frames: int, where: str) ->
 
 
 def _check_score(score: Any, where: str) -> float:
+    if isinstance(score, (bool, np.bool_)) or not isinstance(score, (int, float, np.integer, np.floating)):
+        raise StructureError(f"{where}score {score!r} is not a number")
     try:
         value = float(score)
-    except (TypeError, ValueError):
-        raise StructureError(f"{where}score {score!r} is not a number") from None
+    except OverflowError:
+        raise StructureError(f"{where}score {score!r} is beyond the float range") from None
     if not math.isfinite(value):
         raise StructureError(f"{where}score is {value} (must be finite)")
     return value
@@ -319,28 +341,44 @@ class SceneGraph2D:
     @classmethod
     def from_json(cls, image_id: str, entry: Mapping[str, Any], context: str = "") -> SceneGraph2D:
         w = _where(context or f"image {image_id!r}")
-        try:
-            height, width = int(entry["height"]), int(entry["width"])
-            objs, id_to_index = [], {}
-            for k, o in enumerate(entry.get("objects", [])):
-                mask = rle.decode_mask(o["mask"], expected_size=(height, width), context=f"{w}object {k}")
-                id_to_index[o.get("id", k)] = k
-                objs.append(Object2D(label=o["label"], mask=mask, score=o.get("score", 1.0)))
-            rels = []
-            for r, rel in enumerate(entry.get("relations", [])):
-                for role in ("subject", "object"):
-                    if rel[role] not in id_to_index:
-                        raise StructureError(f"{w}relation {r} {role} id {rel[role]!r} names no object")
-                rels.append(
-                    Relation2D(
-                        subject=id_to_index[rel["subject"]],
-                        object=id_to_index[rel["object"]],
-                        predicate=rel["predicate"],
-                        score=rel.get("score", 1.0),
-                    )
-                )
-        except KeyError as e:
-            raise StructureError(f"{w}missing field {e.args[0]!r}") from None
+        if not isinstance(entry, Mapping):
+            raise StructureError(f"{w}entry is a {type(entry).__name__}, expected an object")
+        for key in ("height", "width"):
+            if key not in entry:
+                raise StructureError(f"{w}missing field {key!r}")
+        height, width = as_int(entry["height"], "height", w), as_int(entry["width"], "width", w)
+        if height <= 0 or width <= 0 or height * width > 2**31:
+            raise StructureError(f"{w}image size {height}x{width} is not a positive size below 2^31 pixels")
+        objs, id_to_index = [], {}
+        for k, o in enumerate(_list_field(entry, "objects", w)):
+            if not isinstance(o, Mapping):
+                raise StructureError(f"{w}objects[{k}] is a {type(o).__name__}, expected an object")
+            for key in ("label", "mask"):
+                if key not in o:
+                    raise StructureError(f"{w}objects[{k}] has no {key!r}")
+            oid = as_int(o.get("id", k), f"objects[{k}].id", w)
+            if oid in id_to_index:
+                raise StructureError(f"{w}object id {oid} appears twice")
+            mask = rle.decode_mask(o["mask"], expected_size=(height, width), context=f"{w}object {k}")
+            id_to_index[oid] = k
+            objs.append(Object2D(label=o["label"], mask=mask, score=o.get("score", 1.0)))
+        rels = []
+        for r, rel in enumerate(_list_field(entry, "relations", w)):
+            if not isinstance(rel, Mapping):
+                raise StructureError(f"{w}relations[{r}] is a {type(rel).__name__}, expected an object")
+            ends = []
+            for role in ("subject", "object"):
+                if role not in rel:
+                    raise StructureError(f"{w}relations[{r}] has no {role!r}")
+                oid = as_int(rel[role], f"relation {r} {role} id", w)
+                if oid not in id_to_index:
+                    raise StructureError(f"{w}relation {r} {role} id {oid!r} names no object")
+                ends.append(id_to_index[oid])
+            if "predicate" not in rel:
+                raise StructureError(f"{w}relations[{r}] has no 'predicate'")
+            rels.append(
+                Relation2D(subject=ends[0], object=ends[1], predicate=rel["predicate"], score=rel.get("score", 1.0))
+            )
         return cls(image_id=str(image_id), height=height, width=width, objects=objs, relations=rels)
 
 
@@ -398,9 +436,9 @@ class SceneGraph4D:
 
     def __post_init__(self) -> None:
         w = _where(f"sequence {self.video_id!r}")
-        if isinstance(self.num_frames, bool) or int(self.num_frames) != self.num_frames or self.num_frames <= 0:
-            raise StructureError(f"{w}num_frames {self.num_frames!r} must be a positive integer")
-        self.num_frames = int(self.num_frames)
+        self.num_frames = as_int(self.num_frames, "num_frames", w)
+        if self.num_frames <= 0:
+            raise StructureError(f"{w}num_frames {self.num_frames} must be a positive integer")
         if self.num_points is not None:
             self.num_points = [int(n) for n in self.num_points]
             if len(self.num_points) != self.num_frames:
@@ -410,6 +448,7 @@ class SceneGraph4D:
         sizes: dict[int, int] = {}
         ids = set()
         for obj in self.objects:
+            obj.id = as_int(obj.id, "object id", w)
             ow = f"{w}object {obj.id} "
             if obj.id in ids:
                 raise StructureError(f"{w}object id {obj.id} appears twice")
@@ -430,6 +469,7 @@ class SceneGraph4D:
         for r, rel in enumerate(self.relations):
             rw = f"{w}relation {r} "
             for role in ("subject", "object"):
+                setattr(rel, role, as_int(getattr(rel, role), f"{role} id", rw))
                 if getattr(rel, role) not in ids:
                     raise StructureError(f"{rw}{role} id {getattr(rel, role)!r} names no object")
             _check_name(rel.predicate, "predicate", rw)
@@ -485,36 +525,48 @@ class SceneGraph4D:
         w = _where(context or f"sequence {video_id!r}")
         if not isinstance(entry, Mapping):
             raise StructureError(f"{w}entry is a {type(entry).__name__}, expected an object")
-        try:
-            num_frames = entry["num_frames"]
-            objects = []
-            for k, o in enumerate(entry.get("objects", [])):
-                ow = f"{w}object {o.get('id', k)!r} "
-                masks = {}
-                for key, r in (o.get("masks") or {}).items():
-                    try:
-                        t = int(key)
-                    except ValueError:
-                        raise StructureError(f"{ow}masks key {key!r} is not a frame index") from None
-                    expected = None
-                    if num_points is not None and 0 <= t < len(num_points):
-                        expected = (int(num_points[t]), 1)
-                    masks[t] = rle.decode_mask(r, expected_size=expected, context=f"{ow}frame {t}").reshape(-1)
-                objects.append(ObjectTube(id=o["id"], label=o["label"], masks=masks, score=o.get("score", 1.0)))
-            relations = [
+        if "num_frames" not in entry:
+            raise StructureError(f"{w}missing field 'num_frames'")
+        num_frames = as_int(entry["num_frames"], "num_frames", w)
+        objects = []
+        for k, o in enumerate(_list_field(entry, "objects", w)):
+            if not isinstance(o, Mapping):
+                raise StructureError(f"{w}objects[{k}] is a {type(o).__name__}, expected an object")
+            for key in ("id", "label"):
+                if key not in o:
+                    raise StructureError(f"{w}objects[{k}] has no {key!r}")
+            oid = as_int(o["id"], f"objects[{k}].id", w)
+            ow = f"{w}object {oid} "
+            masks_in = o.get("masks") or {}
+            if not isinstance(masks_in, Mapping):
+                raise StructureError(f"{ow}masks is a {type(masks_in).__name__}, expected an object of frames")
+            masks = {}
+            for key, r in masks_in.items():
+                try:
+                    t = int(key)
+                except ValueError:
+                    raise StructureError(f"{ow}masks key {key!r} is not a frame index") from None
+                if not 0 <= t < num_frames:
+                    raise StructureError(f"{ow}has a mask on frame {t}, outside 0..{num_frames - 1}")
+                expected = None if num_points is None or t >= len(num_points) else (int(num_points[t]), 1)
+                masks[t] = rle.decode_mask(r, expected_size=expected, context=f"{ow}frame {t}").reshape(-1)
+            objects.append(ObjectTube(id=oid, label=o["label"], masks=masks, score=o.get("score", 1.0)))
+        relations = []
+        for k, r in enumerate(_list_field(entry, "relations", w)):
+            if not isinstance(r, Mapping):
+                raise StructureError(f"{w}relations[{k}] is a {type(r).__name__}, expected an object")
+            missing = [f for f in ("subject", "object", "predicate", "spans") if f not in r]
+            if missing:
+                raise StructureError(f"{w}relations[{k}] has no {missing[0]!r}")
+            relations.append(
                 Relation4D(
-                    subject=r["subject"],
-                    object=r["object"],
+                    subject=as_int(r["subject"], f"relations[{k}].subject", w),
+                    object=as_int(r["object"], f"relations[{k}].object", w),
                     predicate=r["predicate"],
-                    spans=[tuple(s) for s in r["spans"]],
+                    spans=r["spans"],
                     score=r.get("score", 1.0),
                 )
-                for r in entry.get("relations", [])
-            ]
-        except KeyError as e:
-            raise StructureError(f"{w}missing field {e.args[0]!r}") from None
-        except TypeError as e:
-            raise StructureError(f"{w}malformed entry ({e})") from None
+            )
         return cls(
             video_id=str(video_id),
             num_frames=num_frames,

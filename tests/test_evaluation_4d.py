@@ -136,17 +136,21 @@ def random_case(draw):
     def relations(ids, n, scored):
         out = []
         for _ in range(n):
-            s, o = rng.choice(ids, 2, replace=len(ids) < 2)
+            s, o = (ids[int(i)] for i in rng.choice(len(ids), 2, replace=len(ids) < 2))
             spans = [tuple(int(x) for x in sorted(rng.integers(0, T, 2))) for _ in range(rng.integers(1, 3))]
             out.append(
                 Relation4D(int(s), int(o), str(rng.choice(preds)), spans, float(rng.random()) if scored else 1.0)
             )
         return out
 
-    gobj = objects(range(1, 4), 0.5)
-    gt = SceneGraph4D("s", T, gobj, relations(list(range(1, 4)), draw(st.integers(0, 5)), False), counts)
-    pobj = objects(range(4), 0.5)
-    pred = SceneGraph4D("s", T, pobj, relations(list(range(4)), draw(st.integers(0, 12)), True), counts)
+    # object ids are keys of any size or sign (0 next to 2**32, negatives, int64's ends), never array offsets
+    any_id = st.integers(-(2**63), 2**63 - 1) | st.sampled_from([0, 1, 2**32, 2**32 + 1, -1, 2**63 - 1, -(2**63)])
+    g_ids = draw(st.lists(any_id, min_size=3, max_size=3, unique=True))
+    p_ids = draw(st.lists(any_id, min_size=4, max_size=4, unique=True))
+    gobj = objects(g_ids, 0.5)
+    gt = SceneGraph4D("s", T, gobj, relations(g_ids, draw(st.integers(0, 5)), False), counts)
+    pobj = objects(p_ids, 0.5)
+    pred = SceneGraph4D("s", T, pobj, relations(p_ids, draw(st.integers(0, 12)), True), counts)
     return gt, pred
 
 
@@ -271,7 +275,7 @@ def _file(tmp_path, seq_entry, **top):
         (lambda e: e["objects"][0].update(score="high"), r"sequence 'v'.*objects\[0\]\.score is 'high'"),
         (lambda e: e["objects"][0]["masks"]["0"].update(size=[5, 1]), r"frame 0: RLE size \[5, 1\] does not match"),
         (lambda e: e.update(num_frames=3), "field 'num_frames' is 3, the sequence has 4 frames"),
-        (lambda e: e["relations"][0].pop("predicate"), "sequence 'v'.*missing field 'predicate'"),
+        (lambda e: e["relations"][0].pop("predicate"), r"sequence 'v'.*relations\[0\] has no 'predicate'"),
     ],
 )
 def test_malformed_prediction_files_name_sequence_and_field(tmp_path, mutate, message):

@@ -264,10 +264,10 @@ def test_infer_device_option_picks_the_gpu_only_when_there_is_one():
 
     assert _device("cpu") == torch.device("cpu")
     assert _device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(SystemExit, match="--device gpu0"):
+    with pytest.raises(ValueError, match="--device gpu0"):
         _device("gpu0")
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="no CUDA GPU"):
+        with pytest.raises(ValueError, match="no CUDA GPU"):
             _device("cuda:0")
 
 

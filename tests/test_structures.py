@@ -73,7 +73,7 @@ def test_graph4d_spans_are_merged_and_sorted():
         (lambda o, r: r.append(Relation4D(0, 99, "on", [(0, 1)])), "object id 99 names no object"),
         (lambda o, r: r.append(Relation4D(0, 7, "on", [(2, 3)])), r"span \[2, 3\] lies outside"),
         (lambda o, r: r.append(Relation4D(0, 7, "on", [(2, 1)])), "ends before it starts"),
-        (lambda o, r: r.append(Relation4D(0, 7, "on", [])), "has no span"),
+        (lambda o, r: r.append(Relation4D(0, 7, "on", [])), "spans \\[\\] is not a non-empty list"),
         (lambda o, r: r.append(Relation4D(0, 7, "on", [(0, 1)], score=math.nan)), "must be finite"),
         (lambda o, r: r.append(Relation4D(0, 7, "", [(0, 1)])), "predicate"),
         (lambda o, r: o.append(ObjectTube(0, "cup")), "appears twice"),

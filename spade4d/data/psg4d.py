@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from spade4d.io import read_json
-from spade4d.structures import PointSequence, Relation4D, SceneGraph4D, StructureError, merge_spans
+from spade4d.structures import PointSequence, Relation4D, SceneGraph4D, StructureError, as_int, merge_spans
 
 
 class DatasetError(ValueError):
@@ -152,23 +152,37 @@ def parse_relations(
     spans inside the video) and merged: entries of one (subject, predicate, object) become one relation with
     several spans."""
     spans: dict[tuple[int, str, int], list[tuple[int, int]]] = {}
-    for k, rel in enumerate(entry.get("relations", [])):
+    rels = entry.get("relations", [])
+    if not isinstance(rels, list):
+        raise DatasetError(f"{where}: relations is a {type(rels).__name__}, expected a list")
+    for k, rel in enumerate(rels):
         parts = _unpack_relation(rel, style)
         if parts is None:
             raise DatasetError(f"{where}: relation {k} {rel!r} is not {RELATION_LAYOUTS[style]}")
         s, p, o, rel_spans = parts
+        try:
+            s, o = as_int(s, "subject id", ""), as_int(o, "object id", "")
+        except StructureError as e:
+            raise DatasetError(f"{where}: relation {k} {e}") from None
         for role, oid in (("subject", s), ("object", o)):
             if oid not in object_ids:
                 raise DatasetError(f"{where}: relation {k} names unknown {role} id {oid!r}")
+        if not isinstance(p, str) or not p.strip():
+            raise DatasetError(f"{where}: relation {k} predicate {p!r} is not a non-empty string")
+        if not isinstance(rel_spans, list):
+            raise DatasetError(f"{where}: relation {k} spans {rel_spans!r} is not a list of [start, end]")
         for span in rel_spans:
             if not isinstance(span, (list, tuple)) or len(span) != 2:
                 raise DatasetError(f"{where}: relation {k} span {span!r} is not [start, end]")
-            start, end = int(span[0]), int(span[1])
+            try:
+                start, end = (as_int(x, "span frame", "") for x in span)
+            except StructureError as e:
+                raise DatasetError(f"{where}: relation {k} {e}") from None
             if start < 0 or end >= num_frames or start > end:
                 raise DatasetError(
                     f"{where}: relation {k} span [{start}, {end}] lies outside frames 0..{num_frames - 1}"
                 )
-            spans.setdefault((int(s), str(p), int(o)), []).append((start, end))
+            spans.setdefault((s, p, o), []).append((start, end))
     return [Relation4D(subject=s, object=o, predicate=p, spans=merge_spans(v)) for (s, p, o), v in spans.items()]
 
 
@@ -176,11 +190,12 @@ def names_used(entries: list[dict], style: str) -> tuple[set[str], set[str]]:
     """The object categories and predicates that annotation ``entries`` (relations in ``style``) use."""
     classes, predicates = set(), set()
     for e in entries:
-        classes.update(str(o.get("category")) for o in e.get("object", []) if isinstance(o, dict))
-        for rel in e.get("relations", []):
+        objs, rels = e.get("object", []), e.get("relations", [])
+        classes.update(o["category"] for o in objs if isinstance(o, dict) and isinstance(o.get("category"), str))
+        for rel in rels if isinstance(rels, list) else []:
             parts = _unpack_relation(rel, style)
-            if parts is not None:
-                predicates.add(str(parts[1]))
+            if parts is not None and isinstance(parts[1], str):
+                predicates.add(parts[1])
     return classes, predicates
 
 
@@ -216,28 +231,36 @@ class PointCloudDataset:
         self.thing_classes, self.stuff_classes = self._class_lists(ann)
         self.classes = self.thing_classes + self.stuff_classes
         data = ann["data"]
+        seen: set[str] = set()
         for k, d in enumerate(data):
             if not isinstance(d, dict) or not isinstance(d.get("video_id"), str):
                 raise DatasetError(f"{self.ann_path}: data[{k}] has no string video_id")
+            if d["video_id"] in seen:
+                raise DatasetError(f"{self.ann_path}: data[{k}] repeats video {d['video_id']!r}")
+            seen.add(d["video_id"])
         if split is not None:
             splits = ann.get("split", {})
             if not isinstance(splits, dict) or split not in splits:
                 have = ", ".join(splits) if isinstance(splits, dict) and splits else "none"
                 raise DatasetError(f"{self.ann_path}: no split {split!r} (has {have})")
             wanted = splits[split]
-            if not isinstance(wanted, list):
-                raise DatasetError(f"{self.ann_path}: split.{split} is not a list of video ids")
+            if not isinstance(wanted, list) or not all(isinstance(v, str) for v in wanted):
+                raise DatasetError(f"{self.ann_path}: split.{split} is not a list of video id strings")
+            if len(set(wanted)) != len(wanted):
+                raise DatasetError(f"{self.ann_path}: split.{split} lists a video twice")
             by_id = {d["video_id"]: d for d in data}
             unknown = [v for v in wanted if v not in by_id]
             if unknown:
                 raise DatasetError(f"{self.ann_path}: split.{split} names videos not in data: {unknown[:3]}")
             data = [by_id[v] for v in dict.fromkeys(wanted)]
         self.entries = data
-        preds = ann.get("predicates") or ann.get("relations")
-        if isinstance(preds, list) and all(isinstance(p, str) for p in preds):
+        preds = ann.get("predicates", ann.get("relations"))
+        if preds is None:
+            self.predicates = sorted(self.names_used_in(ann["data"])[1])
+        elif isinstance(preds, list) and all(isinstance(p, str) for p in preds):
             self.predicates = list(preds)
         else:
-            self.predicates = sorted(self.names_used_in(ann["data"])[1])
+            raise DatasetError(f"{self.ann_path}: predicates is not a list of names")
         self.split = split
         self.stats = {"missing_frames": 0, "unrecallable_relations": 0, "gt_relations": 0}
 

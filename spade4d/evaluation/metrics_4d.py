@@ -185,27 +185,31 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
         return [GTOutcome(gt.video_id, r.subject, r.object, r.predicate, None, None, None) for r in gt.relations]
     if pred.num_frames != T:
         raise ValueError(f"sequence {gt.video_id!r}: prediction has {pred.num_frames} frames, ground truth {T}")
-    gobj, pobj = gt.object_by_id(), pred.object_by_id()
+    # object ids are keys, never array offsets: both sides' ids become dense indices 0..n-1 here, so ids of any
+    # size or sign (0 and 2**40, -5) can neither collide nor overflow the packed (predicted, GT) pair keys below
+    gobj, pobj = list(gt.objects), list(pred.objects)
+    g_index = {o.id: k for k, o in enumerate(gobj)}
+    p_index = {o.id: k for k, o in enumerate(pobj)}
     G = len(gt.relations)
     rels = pred.relations
-    subj = np.fromiter((r.subject for r in rels), dtype=np.int64, count=len(rels))
-    obj = np.fromiter((r.object for r in rels), dtype=np.int64, count=len(rels))
+    subj = np.fromiter((p_index[r.subject] for r in rels), dtype=np.int64, count=len(rels))
+    obj = np.fromiter((p_index[r.object] for r in rels), dtype=np.int64, count=len(rels))
     ranked = _rank_order(np.fromiter((r.score for r in rels), dtype=np.float64, count=len(rels)), subj, obj, options)
     subj, obj = subj[ranked], obj[ranked]
     pred_on = _frames_matrix([rels[i].spans for i in ranked.tolist()], T)  # (R, T)
     # class pairs and predicates as integer codes shared by the predictions and the GT (-1: no prediction has it)
     labels: dict[str, int] = {}
-    label_of = {i: labels.setdefault(o.label, len(labels)) for i, o in pobj.items()}
+    label_of = [labels.setdefault(o.label, len(labels)) for o in pobj]
     L = len(labels)
     pc_raw = np.fromiter((label_of[i] for i in subj.tolist()), dtype=np.int64, count=len(subj)) * L
     pc_raw += np.fromiter((label_of[i] for i in obj.tolist()), dtype=np.int64, count=len(obj))
     pair_values, pc = np.unique(pc_raw, return_inverse=True)  # dense class-pair codes
     codes: dict[str, int] = {}
     pred_code = np.array([codes.setdefault(rels[i].predicate, len(codes)) for i in ranked.tolist()])
-    g_subj = np.array([r.subject for r in gt.relations], dtype=np.int64)
-    g_obj = np.array([r.object for r in gt.relations], dtype=np.int64)
-    gl_s = np.array([labels.get(gobj[r.subject].label, -1) for r in gt.relations])
-    gl_o = np.array([labels.get(gobj[r.object].label, -1) for r in gt.relations])
+    g_subj = np.array([g_index[r.subject] for r in gt.relations], dtype=np.int64)
+    g_obj = np.array([g_index[r.object] for r in gt.relations], dtype=np.int64)
+    gl_s = np.array([labels.get(gobj[i].label, -1) for i in g_subj.tolist()])
+    gl_o = np.array([labels.get(gobj[i].label, -1) for i in g_obj.tolist()])
     pos = np.searchsorted(pair_values, gl_s * L + gl_o).clip(max=len(pair_values) - 1)
     g_pc = np.where((gl_s >= 0) & (gl_o >= 0) & (pair_values[pos] == gl_s * L + gl_o), pos, -1)
     g_code = np.array([codes.get(r.predicate, -1) for r in gt.relations])
@@ -239,10 +243,10 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     # 3. per-frame mask IoUs of the (predicted, GT) object pairs those candidates test, subjects first: the
     #    objects are then tested only for the candidates whose subject can still reach the vIoU bound, and only
     #    on the frames where their subject is good. Masks are packed once, on the frames where they can matter.
-    base = max(gobj) + 1
+    base = len(gobj)
     width = (max(gt.num_points) + 63) // 64 if gt.num_points else 1
-    gt_packed = PackedMasks({i: o.masks for i, o in gobj.items()}, T, width)
-    pred_packed = PackedMasks({i: o.masks for i, o in pobj.items()}, T, width)
+    gt_packed = PackedMasks({k: o.masks for k, o in enumerate(gobj)}, T, width)
+    pred_packed = PackedMasks({k: o.masks for k, o in enumerate(pobj)}, T, width)
     hit_s = _side_hits(subj[C] * base + g_subj[J], rows, base, pred_packed, gt_packed, options.mask_iou_threshold)
     keep = hit_s.sum(1) / n_on[J] >= bound
     J, C, hit_s = J[keep], C[keep], hit_s[keep]

@@ -123,6 +123,29 @@ class PredictionFile2D:
             raise PredictionFileError(f"{self.path}: {e}") from None
 
 
+def triplet_masks_2d(pf: PredictionFile2D, image_id: str, size: tuple[int, int]) -> dict[int, tuple]:
+    """The per-triplet masks of one image of a 2D prediction file: relation index -> (subject mask, object mask),
+    for the relations that carry both ``subject_mask`` and ``object_mask`` RLEs of the image size (the
+    ``--per-triplet-masks`` setting, docs/metrics.md)."""
+    from spade4d import rle
+
+    out = {}
+    for r, rel in enumerate(pf.images[image_id].get("relations") or []):
+        if not isinstance(rel, Mapping) or ("subject_mask" not in rel and "object_mask" not in rel):
+            continue
+        where = f"{pf.path}: image {image_id!r}: relation {r}"
+        if "subject_mask" not in rel or "object_mask" not in rel:
+            raise PredictionFileError(f"{where}: has one of subject_mask / object_mask but not both")
+        try:
+            out[r] = tuple(
+                rle.decode_mask(rel[k], expected_size=size, context=f"{where} {k}")
+                for k in ("subject_mask", "object_mask")
+            )
+        except RLEError as e:
+            raise PredictionFileError(str(e)) from None
+    return out
+
+
 def load_predictions_4d(
     path: str | os.PathLike, num_points: Mapping[str, Sequence[int]] | None = None, only: Iterable[str] | None = None
 ) -> dict[str, SceneGraph4D]:

@@ -332,21 +332,19 @@ class Model4D(OpenVocabulary, nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides) -> Model4D:
-        from safetensors.torch import load_file
+        from spade4d.models.weights import WeightsError, build_config, load_weights, read_config
 
         path = Path(path)
         cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
         if not cfg_file.is_file() or not w_file.is_file():
             raise ModelError(f"{path}: not a spade4d model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
-            d = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ModelError(f"{cfg_file}: invalid JSON ({e})") from e
-        if d.get("model_type") != "spade4d-4d":
-            raise ModelError(f"{cfg_file}: model_type is {d.get('model_type')!r}, expected 'spade4d-4d'")
-        d.update(overrides)
-        config = Model4DConfig.from_dict(d)
-        state = load_file(str(w_file))
+            d = read_config(cfg_file, "spade4d-4d")
+            d.update(overrides)
+            config = build_config(Model4DConfig, d, cfg_file)
+            state = load_weights(w_file)
+        except WeightsError as e:
+            raise ModelError(str(e)) from None
         lift = None
         if config.lift is not None:
             from spade4d.models.diffusion_backbone import DiffusionBackbone
@@ -363,9 +361,12 @@ class Model4D(OpenVocabulary, nn.Module):
                 raise ModelError(f"{path}: the model has a SceneLLM but {SCENE_LLM}/ is missing")
             llm = SceneLLM.from_pretrained(path / SCENE_LLM, config.dim)
             config.llm = llm.config.to_dict()
-        model = cls(
-            config, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"], lift=lift, llm=llm
-        )
+        try:
+            model = cls(
+                config, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"], lift=lift, llm=llm
+            )
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ModelError(f"{path}: config and weights do not build a model ({type(e).__name__}: {e})") from None
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith(("lift.backbone.", "llm."))]
         if missing or unexpected:

@@ -196,7 +196,7 @@ class Spade2D(OpenVocabulary, nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> Spade2D:
-        from safetensors.torch import load_file
+        from spade4d.models.weights import WeightsError, build_config, load_weights, read_config
 
         path = Path(path)
         cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
@@ -205,15 +205,15 @@ class Spade2D(OpenVocabulary, nn.Module):
                 f"{path}: not a spade4d 2D model folder (needs {CONFIG_NAME}, {WEIGHTS_NAME}, backbone/)"
             )
         try:
-            d = json.loads(cfg_file.read_text())
-        except json.JSONDecodeError as e:
-            raise Model2DError(f"{cfg_file}: invalid JSON ({e})") from e
-        if d.get("model_type") != "spade4d-2d":
-            raise Model2DError(f"{cfg_file}: model_type is {d.get('model_type')!r}, expected 'spade4d-2d'")
-        config = Spade2DConfig.from_dict(d)
+            config = build_config(Spade2DConfig, read_config(cfg_file, "spade4d-2d"), cfg_file)
+            state = load_weights(w_file)
+        except WeightsError as e:
+            raise Model2DError(str(e)) from None
         backbone = DiffusionBackbone.from_pretrained(path / "backbone")
-        state = load_file(str(w_file))
-        model = cls(config, backbone, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"])
+        try:
+            model = cls(config, backbone, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise Model2DError(f"{path}: config and weights do not build a model ({type(e).__name__}: {e})") from None
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("backbone.")]
         if missing or unexpected:

@@ -71,8 +71,11 @@ def _check_checkpoint(ckpt: Path, models) -> None:
         f = ckpt / ("model.safetensors" if i == 0 else f"model_{i}.safetensors")
         if not f.is_file():
             continue  # another serialisation (pickle): accelerate's own errors apply
-        with safe_open(str(f), "pt") as st:
-            have = set(st.keys())
+        try:
+            with safe_open(str(f), "pt") as st:
+                have = set(st.keys())
+        except Exception as e:  # safetensors raises its own error type on a truncated header
+            raise TrainError(f"{f}: unreadable checkpoint weights ({str(e).splitlines()[0][:160]})") from None
         frozen = frozen_names(model)
         by_storage: dict[tuple, list[str]] = {}  # tied tensors (an LM's embedding and head) are saved once
         for name, t in model.state_dict(keep_vars=True).items():
@@ -84,6 +87,31 @@ def _check_checkpoint(ckpt: Path, models) -> None:
                 f"{f}: the checkpoint lacks {len(missing)} trainable tensors of this run's model (first: "
                 f"{missing[0]}); it was written by another configuration: use another --out or retrain"
             )
+
+
+def save_checkpoint(acc, out: Path, step: int, history: list[dict]) -> Path:
+    """Write ``checkpoints/step_XXXXXX`` through a ``.partial`` folder. A failed save (a full disk) removes the
+    partial folder and raises a one-line :class:`TrainError` naming it and the free space; the previous complete
+    checkpoint stays, so ``--resume`` continues from it."""
+    ckpt = out / "checkpoints" / f"step_{step:06d}"
+    partial = ckpt.with_name(ckpt.name + ".partial")
+    try:
+        acc.save_state(str(partial))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            write_json(partial / "trainer_state.json", {"step": step, "history": history})
+            if ckpt.exists():
+                shutil.rmtree(ckpt)
+            os.replace(partial, ckpt)
+    except (OSError, RuntimeError) as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        free = shutil.disk_usage(out).free if out.exists() else 0
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:200]
+        raise TrainError(
+            f"{partial}: saving the step-{step} checkpoint failed ({reason}; {free / 2**20:.0f} MiB free); "
+            "the previous checkpoint is kept: free space and rerun with --resume"
+        ) from None
+    return ckpt
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -166,8 +194,14 @@ def train_loop(
             acc.print(f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
         else:
             _check_checkpoint(ckpt, getattr(acc, "_models", []))
-            acc.load_state(str(ckpt), strict=False)  # frozen parameters are not in it (they were built above)
-            st = json.loads((ckpt / "trainer_state.json").read_text())
+            try:
+                acc.load_state(str(ckpt), strict=False)  # frozen parameters are not in it (they were built above)
+                st = json.loads((ckpt / "trainer_state.json").read_text())
+            except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+                raise TrainError(
+                    f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]}); delete "
+                    "this folder to resume from the one before it"
+                ) from None
             step, history = st["step"], st["history"]
             acc.print(f"[{name}] resumed from {ckpt} at step {step}")
     elif acc.is_main_process and (out / "checkpoints").exists():
@@ -184,6 +218,11 @@ def train_loop(
         for k in range(settings.accumulation):
             with acc.accumulate(model), acc.autocast():
                 loss, parts = step_fn(step, k)
+                if not torch.isfinite(loss.detach()).all():
+                    raise TrainError(
+                        f"[{name}] step {step + 1}: the loss is {float(loss.detach()):g}; not a finite number "
+                        "(lower the learning rate, or check the data); the last checkpoint is intact"
+                    )
                 acc.backward(loss)
                 if acc.sync_gradients and settings.grad_clip:
                     for group in groups:
@@ -202,15 +241,8 @@ def train_loop(
             bar.set_postfix(loss=f"{parts_sum['loss']:.3f}")
         if step % settings.checkpoint_every == 0 or step == settings.steps:
             acc.wait_for_everyone()
-            ckpt = out / "checkpoints" / f"step_{step:06d}"
-            partial = ckpt.with_name(ckpt.name + ".partial")
-            acc.save_state(str(partial))
-            acc.wait_for_everyone()
+            save_checkpoint(acc, out, step, history)
             if acc.is_main_process:
-                write_json(partial / "trainer_state.json", {"step": step, "history": history})
-                if ckpt.exists():
-                    shutil.rmtree(ckpt)
-                os.replace(partial, ckpt)
                 write_json(out / "trainer_state.json", {"step": step, "history": history})
                 plot_losses(history, out / "loss.png", f"{name} losses")
                 done = sorted(p for p in (out / "checkpoints").glob("step_*") if not p.name.endswith(".partial"))
