@@ -294,7 +294,7 @@ def test_damaged_model_files_are_refused_where_they_enter(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from spade4d.models.weights import WeightsError, build_config, load_weights, read_config
+    from spade4d.models.weights import WeightsError, load_weights, read_config
 
     w = tmp_path / "model.safetensors"
     save_file({"a": torch.ones(3), "b": torch.tensor([1.0, float("nan")])}, str(w))
