@@ -537,7 +537,7 @@ class SceneGraph4D:
                     raise StructureError(f"{w}objects[{k}] has no {key!r}")
             oid = as_int(o["id"], f"objects[{k}].id", w)
             ow = f"{w}object {oid} "
-            masks_in = o.get("masks") or {}
+            masks_in = o.get("masks", {})
             if not isinstance(masks_in, Mapping):
                 raise StructureError(f"{ow}masks is a {type(masks_in).__name__}, expected an object of frames")
             masks = {}

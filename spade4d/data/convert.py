@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spade4d.data.lift import LiftedFrame, lift_points, lift_rgbd
+from spade4d.data.lift import LiftedFrame, LiftError, lift_points, lift_rgbd
 from spade4d.data.psg4d import DatasetError, VideoAnnotation, _RGBDDataset
 from spade4d.io import write_json, write_with
 
@@ -74,12 +74,16 @@ def _convert_video(args: tuple) -> tuple[ConvertSummary, dict]:
             summary.frames_without_files.append(ds.skipped[-1] if getattr(ds, "skipped", None) else f"{vid} {t}")
             lifted = LiftedFrame(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
             lifted.instance = np.zeros(0, np.int64)
-        elif rec.points is not None:
-            lifted = lift_points(rec.rgb, rec.points, rec.valid, instance=rec.instance, voxel_size=voxel_size)
         else:
-            lifted = lift_rgbd(
-                rec.rgb, rec.depth, rec.K, rec.world_from_camera, instance=rec.instance, voxel_size=voxel_size
-            )
+            try:
+                if rec.points is not None:
+                    lifted = lift_points(rec.rgb, rec.points, rec.valid, instance=rec.instance, voxel_size=voxel_size)
+                else:
+                    lifted = lift_rgbd(
+                        rec.rgb, rec.depth, rec.K, rec.world_from_camera, instance=rec.instance, voxel_size=voxel_size
+                    )
+            except LiftError as e:
+                raise DatasetError(f"{rec.source}: {e}") from None
         if not np.isfinite(lifted.xyz).all():
             raise DatasetError(f"{rec.source}: lifting gave non-finite points (check the camera and pose)")
         summary.invalid_depth_pixels += lifted.dropped_invalid

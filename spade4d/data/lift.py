@@ -38,7 +38,7 @@ class LiftedFrame:
 
 def _check_K(K: np.ndarray) -> np.ndarray:
     K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3) or K[0, 0] <= 0 or K[1, 1] <= 0:
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
         raise LiftError(f"intrinsics must be a 3x3 matrix with positive focal lengths, got {K.tolist()}")
     return K
 
@@ -58,6 +58,8 @@ def backproject(
     pts = np.stack([x, y, z], axis=1)
     if world_from_camera is not None:
         T = np.asarray(world_from_camera, dtype=np.float64)
+        if T.shape == (4, 4) and (not np.isfinite(T).all() or abs(np.linalg.det(T[:3, :3])) < 1e-9):
+            raise LiftError(f"world_from_camera must be a finite, invertible pose, got {T.tolist()}")
         if T.shape != (4, 4):
             raise LiftError(f"world_from_camera must be 4x4, got shape {T.shape}")
         pts = pts @ T[:3, :3].T + T[:3, 3]

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from spade4d.data.psg4d import DatasetError, load_json
-from spade4d.structures import Object2D, Relation2D, SceneGraph2D, StructureError
+from spade4d.structures import Object2D, Relation2D, SceneGraph2D, StructureError, as_int
 
 
 def read_panoptic_ids(path: str | os.PathLike) -> np.ndarray:
@@ -25,6 +25,12 @@ def read_panoptic_ids(path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(f"{path}: panoptic PNG not found")
     try:
         with Image.open(path) as im:
+            if im.format != "PNG":
+                raise DatasetError(f"{path}: a {im.format} image, expected a COCO panoptic PNG")
+            if im.mode not in ("RGB", "RGBA"):
+                raise DatasetError(
+                    f"{path}: a {im.mode}-mode image, expected an RGB panoptic PNG (id = R + 256 G + ...)"
+                )
             rgb = np.asarray(im.convert("RGB"), dtype=np.int64)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DatasetError(f"{path}: unreadable or truncated PNG ({e})") from None
@@ -73,28 +79,40 @@ class PSGDataset:
         where = f"{self.json_path} [image {d.get('image_id')!r}]"
         try:
             h, w = int(d["height"]), int(d["width"])
-            if d.get("pan_seg_file_name") is None:  # box-only entries (VG converted by `spade4d convert vg`)
+            if (
+                d["pan_seg_file_name"] is None
+            ):  # box-only entries (explicitly null) (VG converted by `spade4d convert vg`)
                 return self._box_only(d, h, w, where)
             ids = read_panoptic_ids(self.coco_root / d["pan_seg_file_name"])
             if ids.shape != (h, w):
                 raise DatasetError(
                     f"{self.coco_root / d['pan_seg_file_name']}: size {ids.shape[::-1]} but the annotation says {w}x{h}"
                 )
-            objects = []
+            objects, seen = [], set()
             for k, seg in enumerate(d["segments_info"]):
-                cat = int(seg["category_id"])
+                cat = as_int(seg["category_id"], f"segment {k} category_id", "")
                 if not 0 <= cat < len(self.classes):
                     raise DatasetError(f"{where}: segment {k} category_id {cat} outside 0..{len(self.classes) - 1}")
-                objects.append(Object2D(label=self.classes[cat], mask=ids == seg["id"]))
+                sid = as_int(seg["id"], f"segment {k} id", "")
+                if sid in seen:
+                    raise DatasetError(f"{where}: segment id {sid} appears twice in segments_info")
+                seen.add(sid)
+                mask = ids == sid
+                if not mask.any():
+                    raise DatasetError(f"{where}: segment {k} id {sid} has no pixel in {d['pan_seg_file_name']}")
+                objects.append(Object2D(label=self.classes[cat], mask=mask))
             rels = []
-            for k, (s, o, p) in enumerate(d.get("relations", [])):
-                if not 0 <= int(p) < len(self.predicates):
+            for k, rel in enumerate(d.get("relations", [])):
+                if not isinstance(rel, (list, tuple)) or len(rel) != 3:
+                    raise DatasetError(f"{where}: relation {k} {rel!r} is not [subject, object, predicate]")
+                s, o, p = (as_int(x, f"relation {k} index", "") for x in rel)
+                if not 0 <= p < len(self.predicates):
                     raise DatasetError(f"{where}: relation {k} predicate {p} outside 0..{len(self.predicates) - 1}")
-                rels.append(Relation2D(int(s), int(o), self.predicates[int(p)]))
+                rels.append(Relation2D(s, o, self.predicates[p]))
             return SceneGraph2D(str(d["image_id"]), h, w, objects, rels, file_name=d.get("file_name", ""))
         except KeyError as e:
             raise DatasetError(f"{where}: missing field {e.args[0]!r}") from None
-        except StructureError as e:
+        except (StructureError, TypeError) as e:
             raise DatasetError(f"{where}: {e}") from None
 
     def _box_only(self, d: dict, h: int, w: int, where: str) -> SceneGraph2D:

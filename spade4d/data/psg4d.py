@@ -254,8 +254,8 @@ class PointCloudDataset:
                 raise DatasetError(f"{self.ann_path}: split.{split} names videos not in data: {unknown[:3]}")
             data = [by_id[v] for v in dict.fromkeys(wanted)]
         self.entries = data
-        preds = ann.get("predicates", ann.get("relations"))
-        if preds is None:
+        preds = ann["predicates"] if "predicates" in ann else ann.get("relations")
+        if preds is None and "predicates" not in ann:
             self.predicates = sorted(self.names_used_in(ann["data"])[1])
         elif isinstance(preds, list) and all(isinstance(p, str) for p in preds):
             self.predicates = list(preds)
@@ -268,7 +268,9 @@ class PointCloudDataset:
     def _class_lists(self, ann: dict) -> tuple[list[str], list[str]]:
         objs = ann.get("objects")
         if isinstance(objs, dict):
-            thing, stuff = objs.get("thing", []), objs.get("stuff", [])
+            if "thing" not in objs:
+                raise DatasetError(f"{self.ann_path}: objects has no 'thing' class list")
+            thing, stuff = objs["thing"], objs.get("stuff", [])
         elif isinstance(objs, list):
             thing, stuff = objs, []
         else:
