@@ -341,3 +341,58 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(tmp_path):
         save_checkpoint(Acc(), tmp_path, 2, [])
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000001"]
     assert latest_checkpoint(tmp_path).name == "step_000001"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PSG records
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _psg(tmp_path, mutate=None, png=None):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "coco"
+    (root / "pan").mkdir(parents=True, exist_ok=True)
+    pan = np.zeros((4, 4, 3), np.uint8)
+    pan[:2, :, 0], pan[2:, :, 0] = 1, 2
+    (png or (lambda p: Image.fromarray(pan).save(p)))(root / "pan" / "0.png")
+    d = {
+        "file_name": "0.jpg", "height": 4, "width": 4, "image_id": "0", "coco_image_id": "0",
+        "pan_seg_file_name": "pan/0.png",
+        "segments_info": [{"id": i, "category_id": 0, "iscrowd": 0, "isthing": 1, "area": 8} for i in (1, 2)],
+        "annotations": [{"bbox": [0, 0, 4, 2], "bbox_mode": 0, "category_id": 0}] * 2,
+        "relations": [[0, 1, 0]],
+    }  # fmt: skip
+    if mutate:
+        mutate(d)
+    psg = {"data": [d], "thing_classes": ["a"], "stuff_classes": [], "predicate_classes": ["on"],
+           "test_image_ids": ["0"]}  # fmt: skip
+    (tmp_path / "psg.json").write_text(json.dumps(psg))
+    from spade4d.data.psg import PSGDataset
+
+    return PSGDataset(tmp_path / "psg.json", root)[0]
+
+
+def test_psg_records_are_checked_against_their_panoptic_png(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from spade4d.data.psg4d import DatasetError
+
+    assert len(_psg(tmp_path).objects) == 2
+    cases = [
+        (lambda d: d.pop("pan_seg_file_name"), "missing field 'pan_seg_file_name'"),
+        (lambda d: d.update(pan_seg_file_name="pan/none.png"), "none.png: panoptic PNG not found"),
+        (lambda d: d["segments_info"][1].update(id=9), "segment 1 id 9 has no pixel in pan/0.png"),
+        (lambda d: d["segments_info"][1].update(id=1), "segment id 1 appears twice"),
+        (lambda d: d["relations"][0].__setitem__(0, 0.5), "relation 0 index 0.5 is not an integer"),
+    ]
+    for mutate, message in cases:
+        with pytest.raises(DatasetError, match=message):
+            _psg(tmp_path, mutate)
+    grey = np.zeros((4, 4), np.uint8)
+    with pytest.raises(DatasetError, match="0.png: a L-mode image, expected an RGB panoptic PNG"):
+        _psg(tmp_path, png=lambda p: Image.fromarray(grey).save(p, format="PNG"))
+    with pytest.raises(DatasetError, match="0.png: a JPEG image, expected a COCO panoptic PNG"):
+        _psg(tmp_path, png=lambda p: Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(p, format="JPEG"))

@@ -284,6 +284,10 @@ def test_gta_rgbd_ndc_depth_cameras_stuff_and_missing_depth(tmp_path):
     points, graph = Spade4DPointCloud(tmp_path / "pc", "val")[0]
     assert points.counts.tolist() == [H * W - 1, 0, H * W - 1]
     assert {o.label: len(o.masks) for o in graph.objects} == {"person": 2, "car": 0, "wall": 2}
+    stale = tmp_path / "pc" / "point_clouds" / VID / ".000001.pth.abc.tmp.pth"  # left by a SIGKILLed write
+    stale.write_bytes(b"partial")
+    convert_rgbd(gta, tmp_path / "pc", split_name="val", progress=False)  # resumes, writes nothing new
+    assert not stale.exists()
     with pytest.raises(DatasetError, match="this folder holds a conversion made with"):
         convert_rgbd(gta, tmp_path / "pc", voxel_size=0.05, split_name="val", progress=False)
     with pytest.raises(DatasetError, match=r"no split 'test' \(has train, val\)"):
@@ -355,6 +359,9 @@ def test_hoi_class_names_from_categories_and_per_camera_intrinsics(tmp_path):
         xyz, *_ = torch.load(tmp_path / "pc" / "point_clouds" / vid / "000000.pth")
         # pixel u = 0 at 0.5 m: x = (0 - 2.5) * 0.5 / fx, with this video's camera
         assert float(xyz[:, 0].min()) == pytest.approx(-2.5 * 0.5 / fx, rel=1e-5)
+    argv = ["convert", "psg4d-hoi", "--root", str(root), "--mask-root", str(mroot), "--ann"]
+    assert main([*argv, str(tmp_path / "psg4d_hoi.json"), "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    assert (tmp_path / "cli" / "point_clouds" / HOI_VIDS[1] / "000001.pth").is_file()
     override = PSG4DHOI(root, mroot, tmp_path / "psg4d_hoi.json", K=np.diag([10.0, 10.0, 1.0]))
     assert override.intrinsics(HOI_VIDS[1])[0, 0] == 10.0
     (tmp_path / "categories.json").write_text(json.dumps({"1": "toy car"}))

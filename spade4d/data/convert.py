@@ -62,6 +62,8 @@ def _convert_video(args: tuple) -> tuple[ConvertSummary, dict]:
     vid = ann.video_id
     folder = Path(out) / "point_clouds" / vid
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp*"):  # a temporary file of a conversion killed mid-write
+        stale.unlink(missing_ok=True)
     summary = ConvertSummary(videos=1)
     sem_lut = {oid: class_index.get(lab, -100) for oid, lab in ann.labels.items()}
     for t in range(ann.num_frames):
