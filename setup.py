@@ -28,11 +28,13 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6.0",
         "h5py>=3.9",
-        "safetensors>=0.4",
-        "accelerate>=1.0",
-        "diffusers>=0.30",
-        "peft>=0.12",
-        "transformers>=4.45",
+        # tested with accelerate 1.15, diffusers 0.42, peft 0.21, transformers 5.24 (2026-11); the upper bounds stop
+        # an untested major release from being picked up
+        "safetensors>=0.4,<1",
+        "accelerate>=1.0,<2",
+        "diffusers>=0.30,<1",
+        "peft>=0.12,<1",
+        "transformers>=4.45,<6",
         "tensorboard>=2.14",
     ],
     extras_require={

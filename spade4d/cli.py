@@ -357,6 +357,7 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
         args.preset,
         steps=args.steps,
         lr=args.lr,
+        warmup=args.warmup,
         seed=args.seed,
         clips_per_step=args.clips_per_step,
         checkpoint_every=args.checkpoint_every,
@@ -802,6 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="quick", help="quick | small | full (spade4d/training/finetune_4d.py)")
     s.add_argument("--steps", type=_positive_int, default=None)
     s.add_argument("--lr", type=_positive_float, default=None)
+    s.add_argument("--warmup", type=_non_negative_int, default=None, help="learning-rate warm-up steps")
     s.add_argument("--seed", type=_non_negative_int, default=None)
     s.add_argument("--clips-per-step", type=_positive_int, default=None, help="gradient accumulation")
     s.add_argument("--checkpoint-every", type=_positive_int, default=None)

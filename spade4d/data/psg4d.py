@@ -67,6 +67,14 @@ def normalise_rgb(rgb: np.ndarray, rgb_range: str = "auto") -> np.ndarray:
     raise ValueError(f"rgb_range must be auto, unit, byte or signed, not {rgb_range!r}")
 
 
+def dataset_root(root: str | os.PathLike) -> Path:
+    """``root`` as a Path, refused in one line when it is not a folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root not found")
+    return root
+
+
 def _frame_error(path: Path, msg: str) -> DatasetError:
     return DatasetError(f"{path}: {msg}")
 
@@ -421,9 +429,7 @@ class Spade4DPointCloud(PointCloudDataset):
         annotation: str | os.PathLike | None = None,
         rgb_range: str = "auto",
     ):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: dataset root not found")
+        self.root = dataset_root(root)
         super().__init__(annotation or self.root / "psg4d.json", split)
         self.rgb_range = rgb_range
 
@@ -451,9 +457,7 @@ class PSG4DGTAPointCloud(PointCloudDataset):
     rgb_range = "signed"
 
     def __init__(self, root: str | os.PathLike, split: str | None = None, annotation: str | os.PathLike | None = None):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: dataset root not found")
+        self.root = dataset_root(root)
         super().__init__(annotation or self.root / "sailvos3d.json", split)
 
     def frame_paths(self, video_id: str, num_frames: int) -> list[Path | None]:
@@ -481,9 +485,7 @@ class PSG4DHOIPointCloud(PointCloudDataset):
         annotation: str | os.PathLike | None = None,
         instance_key: str = "mask_id",
     ):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: dataset root not found")
+        self.root = dataset_root(root)
         if instance_key not in ("mask_id", "object_id"):
             raise ValueError(f"instance_key must be mask_id or object_id, not {instance_key!r}")
         self.instance_key = instance_key
@@ -791,9 +793,7 @@ class PSG4DGTA(_RGBDDataset):
         annotation: str | os.PathLike | None = None,
         image_ext: str = "bmp",
     ):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: dataset root not found")
+        self.root = dataset_root(root)
         super().__init__(annotation or self.root / "sailvos3d.json", split)
         self.image_ext = image_ext
         self.mask_dir = "masks" if (self.root / "masks").is_dir() else "visible"

@@ -217,7 +217,7 @@ def score_continuations(
         emb = torch.cat([llm.embed(i, scene) for i in ids])  # (B, n - 1, H)
         batch_cache = copy.deepcopy(cache)
         batch_cache.batch_repeat_interleave(len(batch))
-        hidden = llm.decoder(inputs_embeds=emb, past_key_values=batch_cache, use_cache=True).last_hidden_state
+        hidden = llm.forward_cached(emb, batch_cache).last_hidden_state
         logp = torch.log_softmax(llm.logits(hidden, keys).float(), -1)  # (B, n - 1, V)
         for b, cont in enumerate(batch):
             lp = [float(lp0[cont[0]])] + [float(logp[b, i, t]) for i, t in enumerate(cont[1:])]

@@ -55,6 +55,19 @@ TINY_BASE = "tiny_base.safetensors"
 LORA_DIR = "lora"
 
 
+def cache_kwargs(decoder, cache) -> dict:
+    """``{"cache": cache}`` where the decoder's forward takes ``cache``, else ``{"past_key_values": cache}``."""
+    import inspect
+
+    name = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    return {name: cache}
+
+
+def output_cache(out):
+    """The KV cache a decoder output carries (``cache`` in transformers 5.x, ``past_key_values`` before)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
+
+
 class SceneLLMError(ValueError):
     pass
 
@@ -328,8 +341,13 @@ class SceneLLM(nn.Module):
 
     def run(self, embeds: torch.Tensor, cache=None):
         """(1, L, H) -> last hidden states (L, H) and the KV cache (continued when given)."""
-        out = self.decoder(inputs_embeds=embeds, past_key_values=cache, use_cache=True)
-        return out.last_hidden_state[0], out.past_key_values
+        out = self.forward_cached(embeds, cache)
+        return out.last_hidden_state[0], output_cache(out)
+
+    def forward_cached(self, embeds: torch.Tensor, cache=None):
+        """The decoder on ``embeds`` (B, L, H) continuing ``cache``, through the cache argument this transformers
+        release names (``cache`` since 5.x, ``past_key_values`` before), so no deprecation warning prints."""
+        return self.decoder(inputs_embeds=embeds, use_cache=True, **cache_kwargs(self.decoder, cache))
 
     def pointer_keys(self, scene: torch.Tensor) -> torch.Tensor:
         """Scene tokens (num_tubes + 1, H) -> the tubes' pointer keys (num_tubes, H), for :meth:`logits`."""
