@@ -108,6 +108,25 @@ def as_int(value: Any, what: str, where: str) -> int:
     return v
 
 
+def check_keys(entry: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    """Refuse a field the format does not define (a typo such as ``"socre"`` would otherwise be ignored)."""
+    unknown = [k for k in entry if k not in allowed]
+    if unknown:
+        raise StructureError(f"{where}unknown field {unknown[0]!r} (the format defines {', '.join(allowed)})")
+
+
+PRED_KEYS_4D = {
+    "sequence": ("num_frames", "objects", "relations"),
+    "object": ("id", "label", "score", "masks"),
+    "relation": ("subject", "object", "predicate", "score", "spans"),
+}
+PRED_KEYS_2D = {
+    "image": ("height", "width", "objects", "relations"),
+    "object": ("id", "label", "score", "mask"),
+    "relation": ("subject", "object", "predicate", "score", "subject_mask", "object_mask"),
+}
+
+
 def _list_field(entry: Mapping[str, Any], key: str, where: str) -> list:
     value = entry.get(key, [])
     if not isinstance(value, list):
@@ -343,6 +362,7 @@ class SceneGraph2D:
         w = _where(context or f"image {image_id!r}")
         if not isinstance(entry, Mapping):
             raise StructureError(f"{w}entry is a {type(entry).__name__}, expected an object")
+        check_keys(entry, PRED_KEYS_2D["image"], w)
         for key in ("height", "width"):
             if key not in entry:
                 raise StructureError(f"{w}missing field {key!r}")
@@ -353,6 +373,7 @@ class SceneGraph2D:
         for k, o in enumerate(_list_field(entry, "objects", w)):
             if not isinstance(o, Mapping):
                 raise StructureError(f"{w}objects[{k}] is a {type(o).__name__}, expected an object")
+            check_keys(o, PRED_KEYS_2D["object"], f"{w}objects[{k}]: ")
             for key in ("label", "mask"):
                 if key not in o:
                     raise StructureError(f"{w}objects[{k}] has no {key!r}")
@@ -366,6 +387,7 @@ class SceneGraph2D:
         for r, rel in enumerate(_list_field(entry, "relations", w)):
             if not isinstance(rel, Mapping):
                 raise StructureError(f"{w}relations[{r}] is a {type(rel).__name__}, expected an object")
+            check_keys(rel, PRED_KEYS_2D["relation"], f"{w}relations[{r}]: ")
             ends = []
             for role in ("subject", "object"):
                 if role not in rel:
@@ -525,6 +547,7 @@ class SceneGraph4D:
         w = _where(context or f"sequence {video_id!r}")
         if not isinstance(entry, Mapping):
             raise StructureError(f"{w}entry is a {type(entry).__name__}, expected an object")
+        check_keys(entry, PRED_KEYS_4D["sequence"], w)
         if "num_frames" not in entry:
             raise StructureError(f"{w}missing field 'num_frames'")
         num_frames = as_int(entry["num_frames"], "num_frames", w)
@@ -532,6 +555,7 @@ class SceneGraph4D:
         for k, o in enumerate(_list_field(entry, "objects", w)):
             if not isinstance(o, Mapping):
                 raise StructureError(f"{w}objects[{k}] is a {type(o).__name__}, expected an object")
+            check_keys(o, PRED_KEYS_4D["object"], f"{w}objects[{k}]: ")
             for key in ("id", "label"):
                 if key not in o:
                     raise StructureError(f"{w}objects[{k}] has no {key!r}")
@@ -555,6 +579,7 @@ class SceneGraph4D:
         for k, r in enumerate(_list_field(entry, "relations", w)):
             if not isinstance(r, Mapping):
                 raise StructureError(f"{w}relations[{k}] is a {type(r).__name__}, expected an object")
+            check_keys(r, PRED_KEYS_4D["relation"], f"{w}relations[{k}]: ")
             missing = [f for f in ("subject", "object", "predicate", "spans") if f not in r]
             if missing:
                 raise StructureError(f"{w}relations[{k}] has no {missing[0]!r}")

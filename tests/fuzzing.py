@@ -153,6 +153,12 @@ def _paths(obj, prefix=""):
             yield from _paths(v, f"{prefix}.{i}" if prefix else str(i))
 
 
+def _get(obj, path: str):
+    for k in path.split("."):
+        obj = obj[int(k)] if isinstance(obj, list) else obj[k]
+    return obj
+
+
 def _set(obj, path: str, value, delete: bool = False):
     keys = path.split(".")
     for k in keys[:-1]:
@@ -169,9 +175,10 @@ def _set(obj, path: str, value, delete: bool = False):
         obj[last] = value
 
 
-def mutate_json(text: str, rng: random.Random, types) -> tuple[bytes, bool, str]:
-    """(new file bytes, whether the format requires a refusal, a description)."""
-    kind = rng.choice(["value", "value", "value", "delete", "bytes"])
+def mutate_json(text: str, rng: random.Random, types, strict_keys: bool = False) -> tuple[bytes, bool, str]:
+    """(new file bytes, whether the format requires a refusal, a description). ``strict_keys``: the format
+    defines every field (prediction files), so an added field must be refused too."""
+    kind = rng.choice(["value", "value", "value", "delete", "bytes", "extra"])
     if kind == "bytes":
         raw = text.encode()
         how = rng.choice(["truncate", "garbage", "nest"])
@@ -185,6 +192,12 @@ def mutate_json(text: str, rng: random.Random, types) -> tuple[bytes, bool, str]
     paths = [p for p, _ in _paths(obj) if p]
     path = rng.choice(paths)
     expected = next((t for pattern, t in types if re.match(pattern, path)), None)
+    if kind == "extra":
+        objects = [p for p, v in _paths(obj) if isinstance(v, dict) and p and not p.endswith("masks")]
+        where = rng.choice(objects + [""])
+        target = obj if not where else _get(obj, where)
+        target["socre"] = 1.0
+        return json.dumps(obj).encode(), strict_keys and not re.search(r"masks\.\d+$", where), f"{where}.socre added"
     if kind == "delete":
         _set(obj, path, None, delete=True)
         # deleting a required field must be refused; deleting from a list shortens it (still well-typed)
@@ -241,7 +254,7 @@ def run_case(fixture: dict, seed: int, work: Path) -> tuple[str, str]:
     target = rng.choice(["pred", "pred", "ann", "frame"])
     if target == "pred":
         path = work / "pred.json"
-        raw, must_refuse, what = mutate_json(path.read_text(), rng, PRED_TYPES)
+        raw, must_refuse, what = mutate_json(path.read_text(), rng, PRED_TYPES, strict_keys=True)
     elif target == "ann":
         path = work / "psg4d.json"
         raw, must_refuse, what = mutate_json(path.read_text(), rng, ANN_TYPES)

@@ -46,6 +46,9 @@ def _read(path: str | os.PathLike, fmt: str, key: str) -> dict[str, Any]:
         )
     if not isinstance(data.get(key), dict):
         raise PredictionFileError(f"{path}: field {key!r} missing or not an object")
+    unknown = [k for k in data if k not in ("format", "version", key)]
+    if unknown:
+        raise PredictionFileError(f"{path}: unknown top-level field {unknown[0]!r} (format, version, {key})")
     return data
 
 
