@@ -25,6 +25,13 @@ def _umask() -> int:
     return mask
 
 
+def _free_mib(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB"
+    except OSError:
+        return "unknown space"
+
+
 def honour_umask(path: Path, directory: bool = False) -> None:
     """Give a temporary file (0600) or folder (0700) the mode a plain ``open``/``mkdir`` would have, so outputs on a
     shared machine are readable by whom the user's umask allows."""
@@ -58,6 +65,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if isinstance(e, OutputError):
+            raise
+        raise OutputError(f"{path}: cannot be written ({e.strerror or e}; {_free_mib(path.parent)} free)") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -341,6 +341,27 @@ def test_a_checkpoint_that_does_not_fit_leaves_the_previous_one(tmp_path):
         save_checkpoint(Acc(), tmp_path, 2, [])
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000001"]
     assert latest_checkpoint(tmp_path).name == "step_000001"
+    # a file replaced after saving (an RNG state, weights) is noticed on resume, before anything is loaded
+    from spade4d.training.loop import verify_checkpoint
+
+    ckpt = latest_checkpoint(tmp_path)
+    assert verify_checkpoint(ckpt)["step"] == 1
+    (ckpt / "model.safetensors").write_bytes(b"y" * 100)
+    with pytest.raises(TrainError, match="model.safetensors: differs from the file this checkpoint was saved with"):
+        verify_checkpoint(ckpt)
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path):
+    import errno
+
+    from spade4d.io import OutputError, write_with
+
+    def full(_tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OutputError, match=r"out.pth: cannot be written \(No space left on device; \d+ MiB free\)"):
+        write_with(tmp_path / "out.pth", full)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
 
 
 # ---------------------------------------------------------------------------------------------------------------

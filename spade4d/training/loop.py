@@ -89,6 +89,41 @@ def _check_checkpoint(ckpt: Path, models) -> None:
             )
 
 
+def checkpoint_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file a checkpoint holds (but its trainer state), to notice files changed after saving."""
+    import hashlib
+
+    out = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "trainer_state.json"):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        out[str(f.relative_to(folder))] = h.hexdigest()
+    return out
+
+
+def verify_checkpoint(ckpt: Path) -> dict:
+    """The trainer state of ``ckpt``, after checking its files are those it was saved with (a replaced RNG-state
+    or weights file is refused with its name)."""
+    try:
+        st = json.loads((ckpt / "trainer_state.json").read_text())
+    except (OSError, ValueError) as e:
+        raise TrainError(
+            f"{ckpt / 'trainer_state.json'}: unreadable ({e}); delete {ckpt} to resume from the one before"
+        ) from None
+    recorded = st.get("sha256")
+    if recorded is not None:  # checkpoints of earlier versions carry no digests
+        now = checkpoint_digests(ckpt)
+        changed = sorted(k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k))
+        if changed:
+            raise TrainError(
+                f"{ckpt / changed[0]}: differs from the file this checkpoint was saved with "
+                f"({len(changed)} files changed); delete {ckpt} to resume from the one before"
+            )
+    return st
+
+
 def save_checkpoint(acc, out: Path, step: int, history: list[dict]) -> Path:
     """Write ``checkpoints/step_XXXXXX`` through a ``.partial`` folder. A failed save (a full disk) removes the
     partial folder and raises a one-line :class:`TrainError` naming it and the free space; the previous complete
@@ -99,7 +134,8 @@ def save_checkpoint(acc, out: Path, step: int, history: list[dict]) -> Path:
         acc.save_state(str(partial))
         acc.wait_for_everyone()
         if acc.is_main_process:
-            write_json(partial / "trainer_state.json", {"step": step, "history": history})
+            state = {"step": step, "history": history, "sha256": checkpoint_digests(partial)}
+            write_json(partial / "trainer_state.json", state)
             if ckpt.exists():
                 shutil.rmtree(ckpt)
             os.replace(partial, ckpt)
@@ -193,10 +229,10 @@ def train_loop(
         if ckpt is None:
             acc.print(f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
         else:
+            st = verify_checkpoint(ckpt)
             _check_checkpoint(ckpt, getattr(acc, "_models", []))
             try:
                 acc.load_state(str(ckpt), strict=False)  # frozen parameters are not in it (they were built above)
-                st = json.loads((ckpt / "trainer_state.json").read_text())
             except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
                 raise TrainError(
                     f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]}); delete "
