@@ -128,7 +128,9 @@ PRED_KEYS_2D = {
 
 
 def _list_field(entry: Mapping[str, Any], key: str, where: str) -> list:
-    value = entry.get(key, [])
+    if key not in entry:  # an empty entry ({}) is a mistake, not "no predictions": those write empty lists
+        raise StructureError(f"{where}missing field {key!r} (write [] for none)")
+    value = entry[key]
     if not isinstance(value, list):
         raise StructureError(f"{where}{key} is a {type(value).__name__}, expected a list")
     return value

@@ -201,8 +201,10 @@ def mutate_json(text: str, rng: random.Random, types, strict_keys: bool = False)
     if kind == "delete":
         _set(obj, path, None, delete=True)
         # deleting a required field must be refused; deleting from a list shortens it (still well-typed)
-        # optional: list items, scores, masks (an empty tube), relations (none), the predicate and stuff lists
-        optional = re.search(r"\.\d+$", path) or path.endswith(("score", "masks", "relations", "stuff"))
+        # optional: list items, scores, masks (an empty tube), an annotation's relations, the predicate and
+        # stuff lists
+        optional = re.search(r"\.\d+$", path) or path.endswith(("score", "masks", "stuff"))
+        optional = optional or bool(re.match(r"^data\.\d+\.relations$", path))
         optional = optional or path == "predicates"
         return json.dumps(obj).encode(), expected is not None and not optional, f"deleted {path}"
     value = copy.deepcopy(rng.choice(POOL))
