@@ -127,6 +127,19 @@ PRED_KEYS_2D = {
 }
 
 
+def _records(entry: Mapping[str, Any], key: str, allowed: Sequence[str], required: Sequence[str], where: str):
+    """``(k, record)`` of the list ``entry[key]``, each checked to be an object with the ``required`` fields and
+    no field outside ``allowed``."""
+    for k, rec in enumerate(_list_field(entry, key, where)):
+        if not isinstance(rec, Mapping):
+            raise StructureError(f"{where}{key}[{k}] is a {type(rec).__name__}, expected an object")
+        check_keys(rec, allowed, f"{where}{key}[{k}]: ")
+        missing = [f for f in required if f not in rec]
+        if missing:
+            raise StructureError(f"{where}{key}[{k}] has no {missing[0]!r}")
+        yield k, rec
+
+
 def _list_field(entry: Mapping[str, Any], key: str, where: str) -> list:
     if key not in entry:  # an empty entry ({}) is a mistake, not "no predictions": those write empty lists
         raise StructureError(f"{where}missing field {key!r} (write [] for none)")
@@ -372,13 +385,7 @@ class SceneGraph2D:
         if height <= 0 or width <= 0 or height * width > 2**31:
             raise StructureError(f"{w}image size {height}x{width} is not a positive size below 2^31 pixels")
         objs, id_to_index = [], {}
-        for k, o in enumerate(_list_field(entry, "objects", w)):
-            if not isinstance(o, Mapping):
-                raise StructureError(f"{w}objects[{k}] is a {type(o).__name__}, expected an object")
-            check_keys(o, PRED_KEYS_2D["object"], f"{w}objects[{k}]: ")
-            for key in ("label", "mask"):
-                if key not in o:
-                    raise StructureError(f"{w}objects[{k}] has no {key!r}")
+        for k, o in _records(entry, "objects", PRED_KEYS_2D["object"], ("label", "mask"), w):
             oid = as_int(o.get("id", k), f"objects[{k}].id", w)
             if oid in id_to_index:
                 raise StructureError(f"{w}object id {oid} appears twice")
@@ -386,20 +393,14 @@ class SceneGraph2D:
             id_to_index[oid] = k
             objs.append(Object2D(label=o["label"], mask=mask, score=o.get("score", 1.0)))
         rels = []
-        for r, rel in enumerate(_list_field(entry, "relations", w)):
-            if not isinstance(rel, Mapping):
-                raise StructureError(f"{w}relations[{r}] is a {type(rel).__name__}, expected an object")
-            check_keys(rel, PRED_KEYS_2D["relation"], f"{w}relations[{r}]: ")
+        required = ("subject", "object", "predicate")
+        for r, rel in _records(entry, "relations", PRED_KEYS_2D["relation"], required, w):
             ends = []
             for role in ("subject", "object"):
-                if role not in rel:
-                    raise StructureError(f"{w}relations[{r}] has no {role!r}")
                 oid = as_int(rel[role], f"relation {r} {role} id", w)
                 if oid not in id_to_index:
                     raise StructureError(f"{w}relation {r} {role} id {oid!r} names no object")
                 ends.append(id_to_index[oid])
-            if "predicate" not in rel:
-                raise StructureError(f"{w}relations[{r}] has no 'predicate'")
             rels.append(
                 Relation2D(subject=ends[0], object=ends[1], predicate=rel["predicate"], score=rel.get("score", 1.0))
             )
@@ -554,13 +555,7 @@ class SceneGraph4D:
             raise StructureError(f"{w}missing field 'num_frames'")
         num_frames = as_int(entry["num_frames"], "num_frames", w)
         objects = []
-        for k, o in enumerate(_list_field(entry, "objects", w)):
-            if not isinstance(o, Mapping):
-                raise StructureError(f"{w}objects[{k}] is a {type(o).__name__}, expected an object")
-            check_keys(o, PRED_KEYS_4D["object"], f"{w}objects[{k}]: ")
-            for key in ("id", "label"):
-                if key not in o:
-                    raise StructureError(f"{w}objects[{k}] has no {key!r}")
+        for k, o in _records(entry, "objects", PRED_KEYS_4D["object"], ("id", "label"), w):
             oid = as_int(o["id"], f"objects[{k}].id", w)
             ow = f"{w}object {oid} "
             masks_in = o.get("masks", {})
@@ -578,13 +573,8 @@ class SceneGraph4D:
                 masks[t] = rle.decode_mask(r, expected_size=expected, context=f"{ow}frame {t}").reshape(-1)
             objects.append(ObjectTube(id=oid, label=o["label"], masks=masks, score=o.get("score", 1.0)))
         relations = []
-        for k, r in enumerate(_list_field(entry, "relations", w)):
-            if not isinstance(r, Mapping):
-                raise StructureError(f"{w}relations[{k}] is a {type(r).__name__}, expected an object")
-            check_keys(r, PRED_KEYS_4D["relation"], f"{w}relations[{k}]: ")
-            missing = [f for f in ("subject", "object", "predicate", "spans") if f not in r]
-            if missing:
-                raise StructureError(f"{w}relations[{k}] has no {missing[0]!r}")
+        required = ("subject", "object", "predicate", "spans")
+        for k, r in _records(entry, "relations", PRED_KEYS_4D["relation"], required, w):
             relations.append(
                 Relation4D(
                     subject=as_int(r["subject"], f"relations[{k}].subject", w),
