@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spade4d.data.lift import LiftedFrame, LiftError, lift_points, lift_rgbd
-from spade4d.data.psg4d import DatasetError, VideoAnnotation, _RGBDDataset
+from spade4d.data.psg4d import DatasetError, RGBDDataset, VideoAnnotation
 from spade4d.io import write_json, write_with
 
 
@@ -117,7 +117,7 @@ def _convert_video(args: tuple) -> tuple[ConvertSummary, dict]:
 
 
 def convert_rgbd(
-    ds: _RGBDDataset,
+    ds: RGBDDataset,
     out: str | os.PathLike,
     voxel_size: float | None = None,
     workers: int = 1,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from spade4d.data.psg4d import DatasetError, load_json
+from spade4d.data.files import DatasetError, load_json
 from spade4d.structures import Object2D, Relation2D, SceneGraph2D, StructureError, as_int
 
 

@@ -25,22 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from spade4d.io import read_json
+from spade4d.data.cameras import load_camera_yaml
+from spade4d.data.files import DatasetError, load_image, load_json, load_npy
 from spade4d.structures import PointSequence, Relation4D, SceneGraph4D, StructureError, as_int, merge_spans
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing or malformed; the message names the file and the problem."""
-
-
-def load_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    try:
-        return read_json(path)
-    except ValueError as e:
-        raise DatasetError(str(e)) from None
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -588,76 +575,6 @@ class RGBDFrameRecord:
         self.points, self.valid = points, valid
 
 
-def _load_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DatasetError(f"{path}: unreadable or truncated .npy ({e})") from None
-
-
-def _load_image(path: Path, mode: str | None = None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert(mode) if mode else im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"{path}: unreadable or truncated image ({e})") from None
-
-
-def _yaml_matrix(cam: dict, key: str, shape: tuple[int, int], path: Path) -> np.ndarray:
-    try:
-        m = np.asarray(cam[key], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise DatasetError(f"{path}: camera file lacks a numeric {key!r} ({shape[0]}x{shape[1]})") from None
-    if m.shape != shape or not np.isfinite(m).all():
-        raise DatasetError(f"{path}: {key} has shape {m.shape} or non-finite values, expected a finite {shape}")
-    return m
-
-
-GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])  # OpenGL camera axes (y up, looking down -z) <-> OpenCV (y down, +z)
-
-
-def _load_camera_yaml(path: Path, width: int, height: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """(K in pixels, 4x4 world_from_camera in OpenCV axes) of a camera file.
-
-    PSG4D-GTA / SAIL-VOS 3D files hold ``K`` (3x3, principal point relative to the image centre) and ``Rt`` (3x4
-    world -> camera in OpenGL axes). Files of spade4d's earlier synthetic world (``fx fy cx cy`` and an OpenCV
-    ``world_from_camera``) are still read."""
-    import yaml
-
-    if not path.is_file():
-        raise DatasetError(f"{path}: camera file not found")
-    try:
-        cam = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not a readable YAML file ({str(e).splitlines()[0]})") from None
-    if not isinstance(cam, dict):
-        raise DatasetError(f"{path}: camera file is not a YAML mapping")
-    if "K" in cam or "Rt" in cam:
-        K = _yaml_matrix(cam, "K", (3, 3), path).copy()
-        K[0, 2] += width / 2.0
-        K[1, 2] += height / 2.0
-        camera_from_world = np.eye(4)
-        camera_from_world[:3] = _yaml_matrix(cam, "Rt", (3, 4), path)
-        try:
-            pose = np.linalg.inv(GL_TO_CV @ camera_from_world)
-        except np.linalg.LinAlgError:
-            raise DatasetError(f"{path}: Rt is singular") from None
-        return K, pose
-    try:
-        K = np.array([[cam["fx"], 0.0, cam["cx"]], [0.0, cam["fy"], cam["cy"]], [0.0, 0.0, 1.0]], dtype=np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise DatasetError(f"{path}: camera file lacks K and Rt (PSG4D-GTA camera)") from None
-    pose = cam.get("world_from_camera")
-    return K, None if pose is None else _yaml_matrix(cam, "world_from_camera", (4, 4), path)
-
-
 GTA_SKY_DEPTH = np.float32(24e-5)
 
 
@@ -714,7 +631,7 @@ class VideoAnnotation:
         self.relations, self.mask_ids = relations, mask_ids or {}
 
 
-class _RGBDDataset:
+class RGBDDataset:
     """Common part of the RGB-D readers: annotation parsing, splits, frame counting."""
 
     relation_style = "gta"
@@ -774,7 +691,7 @@ class _RGBDDataset:
         raise NotImplementedError
 
 
-class PSG4DGTA(_RGBDDataset):
+class PSG4DGTA(RGBDDataset):
     """PSG4D-GTA RGB-D frames as published (docs/formats.md, PSG4D-GTA):
     ``<root>/{images,depth,camera,rage_matrices,masks|visible}/<video_id>/%06d.{bmp,npy,yaml,npz,npy}``.
 
@@ -821,22 +738,22 @@ class PSG4DGTA(_RGBDDataset):
         if absent:
             self.skipped.append(f"{vid} frame {t} (no {', '.join(absent)})")
             return None
-        rgb = _load_image(paths["image"], "RGB")
+        rgb = load_image(paths["image"], "RGB")
         h, w = rgb.shape[:2]
-        depth_file = _load_npy(paths["depth"])
-        ids = _load_npy(paths["mask"])
+        depth_file = load_npy(paths["depth"])
+        ids = load_npy(paths["mask"])
         for arr, what, path in ((depth_file, "depth", paths["depth"]), (ids, "mask", paths["mask"])):
             if arr.shape != (h, w):
                 raise DatasetError(f"{path}: {what} has shape {arr.shape}, the image is {(h, w)}")
         if not np.issubdtype(ids.dtype, np.integer):
             raise DatasetError(f"{paths['mask']}: mask has dtype {ids.dtype}, expected integer object ids")
         points, valid = gta_ndc_to_points(depth_file, _load_rage(paths["rage_matrices"]))
-        K, pose = _load_camera_yaml(self.root / "camera" / vid / f"{name}.yaml", w, h)
+        K, pose = load_camera_yaml(self.root / "camera" / vid / f"{name}.yaml", w, h)
         depth = np.where(valid, 1.0, 0.0).astype(np.float32)  # lifting reads ``points``; depth marks validity
         return RGBDFrameRecord(rgb, depth, K, pose, ids.astype(np.int64), str(paths["mask"]), points, valid)
 
 
-class PSG4DHOI(_RGBDDataset):
+class PSG4DHOI(RGBDDataset):
     """PSG4D-HOI RGB-D frames (docs/formats.md, PSG4D-HOI): ``<root>/<video_id>/align_rgb/%05d.jpg`` and
     ``align_depth/%05d.png`` (uint16 millimetres, ``depth_scale=0.001``), masks ``<mask_root>/<video_id>/mask/
     %05d.npz`` (key ``array``, stored transposed) whose pixels are the objects' ``mask_id``, relations
@@ -890,7 +807,7 @@ class PSG4DHOI(_RGBDDataset):
             path = self.camera_root / camera / "intrin.npy"
             if not path.is_file():
                 raise DatasetError(f"{path}: intrinsics of camera {camera!r} not found (or pass --intrinsics)")
-            K = _load_npy(path).astype(np.float64)
+            K = load_npy(path).astype(np.float64)
             if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
                 raise DatasetError(f"{path}: not a 3x3 intrinsics matrix with positive focal lengths")
             self._intrinsics[camera] = K
@@ -908,8 +825,8 @@ class PSG4DHOI(_RGBDDataset):
 
     def frame(self, vid: str, t: int, mask_ids: dict[int, int] | None = None) -> RGBDFrameRecord:
         name = f"{t:05d}"
-        rgb = _load_image(self.root / vid / "align_rgb" / f"{name}.jpg", "RGB")
-        depth = _load_image(self.root / vid / "align_depth" / f"{name}.png").astype(np.float32) * self.depth_scale
+        rgb = load_image(self.root / vid / "align_rgb" / f"{name}.jpg", "RGB")
+        depth = load_image(self.root / vid / "align_depth" / f"{name}.png").astype(np.float32) * self.depth_scale
         mpath = self.mask_root / vid / "mask" / f"{name}.npz"
         if not mpath.is_file():
             raise DatasetError(f"{mpath}: file not found")
@@ -926,3 +843,6 @@ class PSG4DHOI(_RGBDDataset):
         for mid, oid in (mask_ids or {}).items():
             instance[pix == mid] = oid
         return RGBDFrameRecord(rgb, depth, self.intrinsics(vid), None, instance, str(mpath))
+
+
+_RGBDDataset = RGBDDataset  # the name this base class had before

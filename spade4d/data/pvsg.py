@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spade4d.data.psg4d import DatasetError, VideoAnnotation, _load_image, _RGBDDataset, load_json, parse_relations
+from spade4d.data.files import DatasetError, load_image, load_json, load_npy
+from spade4d.data.psg4d import RGBDDataset, RGBDFrameRecord, VideoAnnotation, parse_relations
 
 
-class PVSG(_RGBDDataset):
+class PVSG(RGBDDataset):
     def __init__(self, root: str | os.PathLike, split: str = "val", annotation: str | os.PathLike | None = None):
         self.root = Path(root)
         self.ann_path = Path(annotation) if annotation else self.root / "pvsg.json"
@@ -75,7 +76,7 @@ class PVSG(_RGBDDataset):
 
     def read_mask(self, vid: str, t: int) -> np.ndarray:
         """(H, W) int64 object ids of frame t (P-mode PNG: the palette index is the object id)."""
-        return _load_image(self.root / self.source_of[vid] / "masks" / vid / f"{t:04d}.png").astype(np.int64)
+        return load_image(self.root / self.source_of[vid] / "masks" / vid / f"{t:04d}.png").astype(np.int64)
 
 
 class PVSGWithDepth(PVSG):
@@ -99,11 +100,10 @@ class PVSGWithDepth(PVSG):
         self.depth_scale = depth_scale
 
     def frame(self, vid: str, t: int):
-        from spade4d.data.psg4d import RGBDFrameRecord, _load_npy
 
         rgb = self.read_frames(vid, [t])[0]
         dpath = self.depth_root / vid / f"{t:04d}.npy"
-        depth = _load_npy(dpath).astype(np.float32) * self.depth_scale
+        depth = load_npy(dpath).astype(np.float32) * self.depth_scale
         mask = self.read_mask(vid, t)
         if depth.shape != rgb.shape[:2] or mask.shape != rgb.shape[:2]:
             raise DatasetError(

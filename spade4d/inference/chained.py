@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from spade4d.data.frames import load_frames, sequence_center
 from spade4d.inference.grammar import (
     GrammarLogitsProcessor,
     ObjectListGrammar,
@@ -57,7 +58,6 @@ from spade4d.inference.grammar import (
 )
 from spade4d.inference.infer_4d import assign_window, relation_frames, tube_names
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans, merge_spans
-from spade4d.training.clips import load_frames, sequence_center
 
 COMPLETE_MODES = ("none", "after", "joint", "graph")
 NAME_TEMPERATURE = 0.05  # cosine similarity of a said name to the vocabulary -> a distribution over names

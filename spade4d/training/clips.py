@@ -3,50 +3,21 @@ and the loss of the 4D model on a clip (windows with carried memory, one tube-le
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spade4d.batch import Frames
+from spade4d.data.frames import FramesError, load_frames, sequence_center  # noqa: F401 - re-exported
 from spade4d.models.losses import LossWeights, dice_loss, hungarian_match, mask_match_cost
 from spade4d.models.model4d import Model4D
-from spade4d.structures import PointSequence, SceneGraph4D, frames_to_spans, spans_to_frames
+from spade4d.structures import SceneGraph4D, frames_to_spans, spans_to_frames
 
 
-class ClipError(ValueError):
-    pass
-
-
-@dataclass
-class Frames:
-    """Points of some frames of a sequence, ready for the model (NaN points already dropped)."""
-
-    xyz: torch.Tensor  # (N, 3) float32
-    rgb: torch.Tensor  # (N, 3) in [0, 1]
-    frame: torch.Tensor  # (N,) index into ``times``
-    times: torch.Tensor  # (T,) frame indices in the sequence
-    keep: list[np.ndarray]  # per frame: indices of the kept (finite) points among the frame's original points
-    images: torch.Tensor | None = None  # (T, 3, H, W) in [0, 1]: the RGB frames the points came from
-    uv: torch.Tensor | None = None  # (N, 2) each point's position in its image (grid_sample units, NaN: none)
-
-    def to(self, device: torch.device | str) -> Frames:
-        """The tensors on ``device`` (``keep`` stays: numpy indices into the original frames)."""
-        moved = {k: getattr(self, k) for k in ("xyz", "rgb", "frame", "times", "images", "uv")}
-        return replace(self, **{k: None if v is None else v.to(device) for k, v in moved.items()})
-
-    def window(self, a: int, b: int) -> Frames:
-        sel = (self.frame >= a) & (self.frame < b)
-        return Frames(
-            self.xyz[sel],
-            self.rgb[sel],
-            self.frame[sel] - a,
-            self.times[a:b],
-            self.keep[a:b],
-            None if self.images is None else self.images[a:b],
-            None if self.uv is None else self.uv[sel],
-        )
+class ClipError(FramesError):
+    """A clip cannot be built (a class outside the model's vocabulary, mismatched frames)."""
 
 
 @dataclass(frozen=True)
@@ -91,56 +62,6 @@ class Augment:
         gain = torch.from_numpy(rng.uniform(1 - self.color, 1 + self.color, 3).astype(np.float32))
         rgb = (frames.rgb * gain + float(rng.uniform(-self.color, self.color))).clamp(0, 1)
         return replace(frames, xyz=xyz, rgb=rgb)
-
-
-def sequence_center(seq: PointSequence) -> torch.Tensor:
-    """The reference point of a sequence: the median of its first non-empty frame (finite points only)."""
-    for t in range(seq.num_frames):
-        xyz = seq.frame(t)["xyz"]
-        xyz = xyz[np.isfinite(xyz).all(1)]
-        if len(xyz):
-            return torch.from_numpy(np.median(xyz, 0).astype(np.float32))
-    return torch.zeros(3)
-
-
-def load_frames(seq: PointSequence, times: list[int], name: str = "", rgb_source=None) -> Frames:
-    """The finite points of frames ``times``; with ``rgb_source`` (a :class:`~spade4d.data.cameras.CameraFrames`)
-    also the RGB frames and each point's pixel, for models that lift 2D features."""
-    xyz, rgb, frame, keep = [], [], [], []
-    images, uv = [], []
-    dropped = 0
-    for i, t in enumerate(times):
-        f = seq.frame(t)
-        ok = np.isfinite(f["xyz"]).all(1) & np.isfinite(f["rgb"]).all(1)
-        dropped += int((~ok).sum())
-        idx = np.flatnonzero(ok)
-        keep.append(idx)
-        xyz.append(f["xyz"][idx].astype(np.float32))
-        rgb.append(np.clip(f["rgb"][idx], 0, 1).astype(np.float32))
-        frame.append(np.full(len(idx), i, dtype=np.int64))
-        if rgb_source is not None:
-            from spade4d.data.cameras import point_uv
-
-            image, K, pose = rgb_source.get(name, t)
-            if images and image.shape != images[0].shape:
-                raise ClipError(
-                    f"{name}: frame {t}'s image is {image.shape[:2]}, frame {times[0]}'s {images[0].shape[:2]}"
-                )
-            images.append(image)
-            uv.append(point_uv(xyz[-1], K, pose, image.shape[0], image.shape[1]))
-    if dropped:
-        warnings.warn(
-            f"{name or 'sequence'}: dropped {dropped} points with NaN/inf coordinates or colours", stacklevel=2
-        )
-    return Frames(
-        torch.from_numpy(np.concatenate(xyz)),
-        torch.from_numpy(np.concatenate(rgb)),
-        torch.from_numpy(np.concatenate(frame)),
-        torch.tensor(times, dtype=torch.long),
-        keep,
-        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0 if images else None,
-        torch.from_numpy(np.concatenate(uv)) if uv else None,
-    )
 
 
 @dataclass

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from spade4d.data.frames import load_frames, sequence_center
 from spade4d.data.psg4d import PointCloudDataset, open_point_clouds
 from spade4d.io import write_json
 from spade4d.models.losses import LossWeights
 from spade4d.models.model4d import Model4D, Model4DConfig
-from spade4d.training.clips import Augment, clip_targets, load_frames, sequence_center
+from spade4d.training.clips import Augment, clip_loss, clip_targets
 from spade4d.training.loop import LoopSettings, TrainError, cosine_warmup, make_accelerator, plot_losses, train_loop
 
 
@@ -252,7 +253,7 @@ def finetune_4d(
             frames = augment(frames, center, rng)
         targets = clip_targets(graph, frames, core.config.classes, core.config.predicates)
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        return model(frames, targets, center, weights, cfg.points_per_frame, gen)
+        return model(clip_loss, frames, targets, center, weights, cfg.points_per_frame, gen)
 
     settings = LoopSettings(
         cfg.steps, cfg.clips_per_step, cfg.grad_clip, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints

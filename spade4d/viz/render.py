@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from spade4d.data.lift import project
-from spade4d.data.synthetic.sensor import intrinsics, look_at
+from spade4d.geometry import intrinsics, look_at
 from spade4d.io import atomic_path
 from spade4d.structures import PointSequence, SceneGraph4D
 
