@@ -484,16 +484,27 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from spade4d.evaluation.predictions import write_predictions_4d
-    from spade4d.inference.infer_4d import predict_sequence
+    from spade4d.inference.pipeline import InferenceOptions, Pipeline4D
     from spade4d.models.model4d import Model4D
 
     device = _device(args.device)  # refused before anything is loaded
+    options = InferenceOptions(
+        window=args.window,
+        use_llm=not args.no_llm,
+        closed_vocabulary=not args.open_vocabulary,
+        samples=args.samples,
+        rescore=args.rescore,
+        name_rescore=args.name_rescore,
+        spans=args.spans,
+        complete=args.complete,
+        scores=args.scores,
+    )
     model = Model4D.from_pretrained(args.model)
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
     model.to(device)
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
-    rgb_source = _model_rgb_source(model, args)
+    pipe = Pipeline4D(model, options, _model_rgb_source(model, args))
     ids = ds.video_ids()
     if args.video:
         unknown = [v for v in args.video if v not in ids]
@@ -501,30 +512,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.root}: no sequence {unknown[0]!r} in split {args.split!r}")
         ids = args.video
 
-    use_llm = model.llm is not None and not getattr(args, "no_llm", False)
-
     def graphs():
-        for vid in tqdm(ids, desc="infer (SceneLLM)" if use_llm else "infer", disable=args.quiet):
-            seq, gt = ds[ds.index_of(vid)]
-            if use_llm:
-                from spade4d.inference.chained import chained_predict
-
-                yield chained_predict(
-                    model,
-                    seq,
-                    vid,
-                    window=args.window,
-                    closed_vocabulary=not getattr(args, "open_vocabulary", False),
-                    samples=getattr(args, "samples", None),
-                    rescore=getattr(args, "rescore", None),
-                    name_rescore=getattr(args, "name_rescore", None),
-                    spans=getattr(args, "spans", None),
-                    complete=getattr(args, "complete", None),
-                    scores=getattr(args, "scores", None),
-                    rgb_source=rgb_source,
-                )
-            else:
-                yield predict_sequence(model, seq, vid, window=args.window, rgb_source=rgb_source)
+        for vid in tqdm(ids, desc="infer (SceneLLM)" if pipe.uses_llm else "infer", disable=args.quiet):
+            seq, _ = ds[ds.index_of(vid)]
+            yield pipe(seq, vid)
 
     path = write_predictions_4d(args.out, graphs())
     print(f"wrote {path} ({len(ids)} sequences)")

@@ -406,3 +406,29 @@ def summarise_4d(
     opts["ks"] = list(options.ks)
     m["options"] = opts
     return m
+
+
+def evaluate_4d(predictions, ground_truth, predicates: Sequence[str] | None = None, **options) -> dict[str, Any]:
+    """4D R@K / mR@K (docs/metrics.md) of ``predictions`` against ``ground_truth``, in percent.
+
+    ``predictions``: a mapping ``video_id -> SceneGraph4D``, a list of predicted graphs, or a prediction file path.
+    ``ground_truth``: GT graphs carrying ``num_points`` (as the readers make them), or ``(PointSequence, graph)``
+    pairs such as a dataset of :func:`spade4d.data.psg4d.open_point_clouds`. ``options``: :class:`Options4D`
+    fields (``ks``, ``graph_constraint``, ``top_pairs``, ``penalize_extra_frames``, thresholds). A GT sequence
+    without a prediction scores 0."""
+    import os
+
+    from spade4d.evaluation.predictions import PredictionFile4D
+
+    file = PredictionFile4D(predictions) if isinstance(predictions, (str, os.PathLike)) else None
+    if file is None and not isinstance(predictions, dict):
+        predictions = {g.video_id: g for g in predictions}
+    ev = Evaluator4D(Options4D(**options), predicates=predicates or getattr(ground_truth, "predicates", None))
+    for item in ground_truth:
+        gt = item[1] if isinstance(item, tuple) else item
+        if file is not None:
+            pred = file.get(gt.video_id, gt.num_points) if gt.video_id in file else None
+        else:
+            pred = predictions.get(gt.video_id)
+        ev.process(gt, pred)
+    return ev.evaluate()

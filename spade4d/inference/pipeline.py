@@ -1,0 +1,153 @@
+"""The Python entry point for inference: a trained 4D model folder in, a :class:`SceneGraph4D` per sequence out.
+
+    import spade4d
+
+    pipe = spade4d.Pipeline4D.from_pretrained("outputs/demo/finetune_4d/model")
+    graph = pipe(points)                     # a PointSequence, or a list of per-frame (N, 3) xyz arrays
+    graph.objects[0].label, graph.relations[0].predicate, graph.relations[0].spans
+
+A model trained with a SceneLLM answers through the chain (objects first, then relations); ``use_llm=False`` uses
+the 4D model's relation head instead. ``spade4d infer`` is this pipeline over a dataset split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from spade4d.structures import PointSequence, SceneGraph4D
+
+CHOICES = {"spans": ("llm", "head"), "complete": ("none", "after", "joint", "graph"), "scores": ("decoded", "dense")}
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How a sequence is run; every field is checked once, here. ``None`` means the model's own setting."""
+
+    window: int | None = None  # frames per window
+    use_llm: bool = True  # with a SceneLLM: the chain; False: the 4D model's relation head
+    closed_vocabulary: bool = True  # SceneLLM names mapped onto the vocabulary (False: free text)
+    samples: int | None = None  # SceneLLM: sampled turn-2 answers
+    rescore: float | None = None  # SceneLLM: relation-head weight in relation scores
+    name_rescore: float | None = None  # SceneLLM: class-head weight in object names
+    spans: str | None = None  # SceneLLM: relation frames "llm" (as written) or "head"
+    complete: str | None = None  # SceneLLM: how the head's relations complete the LLM's graph
+    scores: str | None = None  # SceneLLM: "decoded" or "dense" relation scores
+
+    def __post_init__(self):
+        if self.window is not None and (
+            isinstance(self.window, bool) or int(self.window) != self.window or self.window < 1
+        ):
+            raise ValueError(f"window must be a positive integer, not {self.window!r}")
+        if self.samples is not None and (int(self.samples) != self.samples or self.samples < 0):
+            raise ValueError(f"samples must be a non-negative integer, not {self.samples!r}")
+        for name in ("rescore", "name_rescore"):
+            v = getattr(self, name)
+            if v is not None and not (np.isfinite(v) and 0.0 <= v <= 1.0):
+                raise ValueError(f"{name} must lie in [0, 1], not {v!r}")
+        for name, allowed in CHOICES.items():
+            v = getattr(self, name)
+            if v is not None and v not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {v!r}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+def as_point_sequence(points, video_id: str = "sequence") -> PointSequence:
+    """A :class:`PointSequence` from itself, or from per-frame arrays: ``[xyz, ...]`` (grey colour) or
+    ``[(xyz, rgb), ...]`` with rgb in [0, 1]."""
+    if isinstance(points, PointSequence):
+        return points
+    if not isinstance(points, Sequence) or not len(points):
+        raise ValueError("points must be a PointSequence or a non-empty list of per-frame (N, 3) arrays")
+    xyz, rgb = [], []
+    for t, f in enumerate(points):
+        x, c = (f[0], f[1]) if isinstance(f, (tuple, list)) and len(f) == 2 else (f, None)
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != 3:
+            raise ValueError(f"frame {t}: xyz has shape {x.shape}, expected (N, 3)")
+        c = np.full_like(x, 0.5) if c is None else np.asarray(c, dtype=np.float32)
+        if c.shape != x.shape:
+            raise ValueError(f"frame {t}: rgb has shape {c.shape}, expected {x.shape}")
+        xyz.append(x)
+        rgb.append(c)
+    return PointSequence.from_frames(xyz, rgb, video_id=video_id)
+
+
+class Pipeline4D:
+    """A trained 4D model (with its SceneLLM when it has one) ready to run on point-cloud sequences."""
+
+    def __init__(self, model, options: InferenceOptions | None = None, rgb_source=None):
+        self.model = model
+        self.options = options or InferenceOptions()
+        self.rgb_source = rgb_source
+        if model.lift is not None and rgb_source is None:
+            raise ValueError("this model lifts 2D features: pass rgb_root (the RGB frames and cameras)")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model_dir: str | os.PathLike,
+        device: str = "auto",
+        classes: Sequence[str] | None = None,
+        predicates: Sequence[str] | None = None,
+        rgb_root: str | os.PathLike | None = None,
+        **options,
+    ) -> Pipeline4D:
+        """Load ``model_dir`` (``finetune-4d``'s ``<out>/model``) onto ``device`` (``auto``: a CUDA GPU when there
+        is one). ``classes`` / ``predicates`` replace the vocabulary (open vocabulary: any names); ``rgb_root``: the
+        RGB frames and cameras, for models that lift 2D features; ``options``: :class:`InferenceOptions` fields."""
+        import torch
+
+        from spade4d.models.model4d import Model4D
+
+        unknown = sorted(set(options) - set(InferenceOptions.names()))
+        if unknown:
+            raise TypeError(f"unknown option {unknown[0]!r} (options: {', '.join(InferenceOptions.names())})")
+        opts = InferenceOptions(**options)
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+        model = Model4D.from_pretrained(model_dir)
+        if classes or predicates:
+            model.set_vocabulary(list(classes) if classes else None, list(predicates) if predicates else None)
+        model.to(dev)
+        rgb_source = None
+        if rgb_root is not None:
+            from spade4d.data.cameras import CameraFrames
+
+            rgb_source = CameraFrames(rgb_root)
+        return cls(model, opts, rgb_source)
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.model.llm is not None and self.options.use_llm
+
+    def __call__(self, points, video_id: str | None = None) -> SceneGraph4D:
+        """The predicted scene graph of one sequence (a :class:`PointSequence` or a list of per-frame arrays)."""
+        seq = as_point_sequence(points, video_id or "sequence")
+        vid = video_id or seq.video_id or "sequence"
+        o = self.options
+        if self.uses_llm:
+            from spade4d.inference.chained import chained_predict
+
+            return chained_predict(
+                self.model,
+                seq,
+                vid,
+                window=o.window,
+                closed_vocabulary=o.closed_vocabulary,
+                samples=o.samples,
+                rescore=o.rescore,
+                name_rescore=o.name_rescore,
+                spans=o.spans,
+                complete=o.complete,
+                scores=o.scores,
+                rgb_source=self.rgb_source,
+            )
+        from spade4d.inference.infer_4d import predict_sequence
+
+        return predict_sequence(self.model, seq, vid, window=o.window, rgb_source=self.rgb_source)
