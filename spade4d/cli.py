@@ -242,6 +242,9 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     )
     if missing:
         print(f"note: {len(missing)} sequences have no predictions and score 0")
+    extra = set(preds.video_ids()) - set(ds.video_ids())
+    if extra:
+        print(f"note: {len(extra)} sequences of {args.pred} are not in split {args.split!r} and were not scored")
     print_dataset_notes(ds)
     print(f"wrote {paths['json']} and {paths['png']}")
     return 0

@@ -205,6 +205,7 @@ def mutate_json(text: str, rng: random.Random, types, strict_keys: bool = False)
         # stuff lists
         optional = re.search(r"\.\d+$", path) or path.endswith(("score", "masks", "stuff"))
         optional = optional or bool(re.match(r"^data\.\d+\.relations$", path))
+        optional = optional or bool(re.match(r"^sequences\.[^.]+$", path))  # a sequence without predictions scores 0
         optional = optional or path == "predicates"
         return json.dumps(obj).encode(), expected is not None and not optional, f"deleted {path}"
     value = copy.deepcopy(rng.choice(POOL))

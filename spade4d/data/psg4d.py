@@ -273,6 +273,8 @@ class PointCloudDataset:
         for name, lst in (("objects.thing", thing), ("objects.stuff", stuff)):
             if not isinstance(lst, list) or not all(isinstance(c, str) for c in lst):
                 raise DatasetError(f"{self.ann_path}: {name} is not a list of class names")
+        if not thing and not stuff:
+            raise DatasetError(f"{self.ann_path}: the objects lists name no class")
         return list(thing), list(stuff)
 
     def names_used_in(self, entries: list[dict]) -> tuple[set[str], set[str]]:

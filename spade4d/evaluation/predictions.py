@@ -73,6 +73,9 @@ class PredictionFile4D:
         self.path = Path(path)
         self._data = _read(self.path, PRED_FORMAT_4D, "sequences")
         self.sequences: dict[str, Any] = self._data["sequences"]
+        for vid, entry in self.sequences.items():  # every entry, scored or not, is at least an object
+            if not isinstance(entry, Mapping):
+                raise PredictionFileError(f"{self.path}: sequence {vid!r}: entry is a {type(entry).__name__}")
 
     def __contains__(self, video_id: str) -> bool:
         return video_id in self.sequences
