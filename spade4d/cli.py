@@ -358,6 +358,8 @@ def cmd_finetune_4d(args: argparse.Namespace) -> int:
 
     cfg = preset(
         args.preset,
+        args.config,
+        args.overrides,
         steps=args.steps,
         lr=args.lr,
         warmup=args.warmup,
@@ -794,7 +796,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ann", default=None, help=ANN_HELP)
     s.add_argument("--split", default="train")
     s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
-    s.add_argument("--preset", default="quick", help="quick | small | full (spade4d/training/finetune_4d.py)")
+    s.add_argument("--preset", default="quick", help="quick | small | full (configs/finetune_4d/<preset>.yaml)")
+    s.add_argument(
+        "--config",
+        default=None,
+        help="a YAML config over the preset (configs/finetune_4d/*.yaml, or a run's train_config.json to repeat it)",
+    )
+    s.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=50 model.dim=32 weights.dice=2"
+    )
     s.add_argument("--steps", type=_positive_int, default=None)
     s.add_argument("--lr", type=_positive_float, default=None)
     s.add_argument("--warmup", type=_non_negative_int, default=None, help="learning-rate warm-up steps")

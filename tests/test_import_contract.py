@@ -22,7 +22,7 @@ LAYER = {  # what each part may import from spade4d (besides itself)
 
 def part_of(module: str) -> str:
     parts = module.split(".")
-    if len(parts) == 1 or parts[1] in ("structures", "io", "rle", "vocab", "geometry", "batch", "version"):
+    if len(parts) == 1 or parts[1] in ("structures", "io", "rle", "vocab", "geometry", "batch", "config", "version"):
         return "core"
     if parts[1] in ("cli", "demo", "__init__"):
         return "cli"

@@ -101,10 +101,25 @@ PRESETS: dict[str, Train4DConfig] = {
 }
 
 
-def preset(name: str, **overrides) -> Train4DConfig:
+def preset(name: str, config: str | os.PathLike | None = None, overrides=(), **flags) -> Train4DConfig:
+    """The ``name`` preset, then the YAML ``config`` file, then ``key=value`` ``overrides`` (docs in
+    :mod:`spade4d.config`; ``model.*``, ``weights.*``, ``llm.*``, ``augment.*`` are checked against their
+    dataclasses), then the non-None ``flags`` (the command line's named options)."""
+    from spade4d.config import load_config
+
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    cfg = load_config(Train4DConfig, PRESETS[name], config, overrides, nested_schema())
+    return replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+
+
+def nested_schema() -> dict[str, type]:
+    """The dataclasses the dict-valued fields of :class:`Train4DConfig` hold overrides of."""
+    from spade4d.models.losses import LossWeights
+    from spade4d.models.scene_llm import SceneLLMConfig
+    from spade4d.training.clips import Augment
+
+    return {"model": Model4DConfig, "weights": LossWeights, "llm": SceneLLMConfig, "augment": Augment}
 
 
 @dataclass
