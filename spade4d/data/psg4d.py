@@ -206,17 +206,11 @@ GTA_NO_INSTANCE, GTA_UNKNOWN_INSTANCE = 25, 9
 IGNORE = -100
 
 
-class PointCloudDataset:
-    """A point-cloud layout as a sequence dataset of ``(PointSequence, SceneGraph4D)`` pairs.
+class VideoAnnotations:
+    """A GTA/HOI-style annotation file read and checked once: class lists, the split's video entries, predicates.
+    Shared by the point-cloud layouts and the RGB-D readers."""
 
-    Subclasses name where frame ``t`` of a video lies and how a file's instance ids become annotation object ids.
-    Per-point ``instance`` in the returned sequences is the annotation's ``object_id`` (``-100``: none) and
-    ``semantic`` the object's index in :attr:`classes`. ``stats`` counts what a user should know about the split
-    (frames missing on disk, GT relations that cannot be recalled because an object has no points)."""
-
-    format_name = ""
     relation_style = "gta"
-    rgb_range = "auto"
 
     def __init__(self, annotation: str | os.PathLike, split: str | None):
         self.ann_path = Path(annotation)
@@ -257,7 +251,6 @@ class PointCloudDataset:
         else:
             raise DatasetError(f"{self.ann_path}: predicates is not a list of names")
         self.split = split
-        self.stats = {"missing_frames": 0, "unrecallable_relations": 0, "gt_relations": 0}
 
     # -- annotation -------------------------------------------------------------------------------------------
     def _class_lists(self, ann: dict) -> tuple[list[str], list[str]]:
@@ -332,13 +325,30 @@ class PointCloudDataset:
 
     def num_frames(self, i: int) -> int:
         """The frame count of sequence ``i`` from its annotation (no frame is read)."""
-        e = self.entries[i]
+        return self.meta_num_frames(self.entries[i])
+
+    def meta_num_frames(self, e: dict) -> int:
         n = e.get("meta", {}).get("num_frames") if isinstance(e.get("meta"), dict) else None
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise DatasetError(f"{self.ann_path} [{e['video_id']}]: meta.num_frames missing or not a positive integer")
         return n
 
-    # -- frames -----------------------------------------------------------------------------------------------
+
+class PointCloudDataset(VideoAnnotations):
+    """A point-cloud layout as a sequence dataset of ``(PointSequence, SceneGraph4D)`` pairs.
+
+    Subclasses name where frame ``t`` of a video lies and how a file's instance ids become annotation object ids.
+    Per-point ``instance`` in the returned sequences is the annotation's ``object_id`` (``-100``: none) and
+    ``semantic`` the object's index in :attr:`classes`. ``stats`` counts what a user should know about the split
+    (frames missing on disk, GT relations that cannot be recalled because an object has no points)."""
+
+    format_name = ""
+    rgb_range = "auto"
+
+    def __init__(self, annotation: str | os.PathLike, split: str | None):
+        super().__init__(annotation, split)
+        self.stats = {"missing_frames": 0, "unrecallable_relations": 0, "gt_relations": 0}
+
     def frame_paths(self, video_id: str, num_frames: int) -> list[Path | None]:
         """The file of each frame, ``None`` where the layout has none (an empty frame)."""
         raise NotImplementedError
@@ -633,61 +643,25 @@ class VideoAnnotation:
         self.relations, self.mask_ids = relations, mask_ids or {}
 
 
-class RGBDDataset:
-    """Common part of the RGB-D readers: annotation parsing, splits, frame counting."""
-
-    relation_style = "gta"
-
-    def __init__(self, annotation: str | os.PathLike, split: str | None):
-        self.ann_path = Path(annotation)
-        ann = load_json(self.ann_path)
-        try:
-            data = ann["data"]
-        except (KeyError, TypeError):
-            raise DatasetError(f"{self.ann_path}: missing 'data'") from None
-        objs = ann.get("objects", {})
-        self.thing_classes = list(objs.get("thing", [])) if isinstance(objs, dict) else list(objs)
-        self.stuff_classes = list(objs.get("stuff", [])) if isinstance(objs, dict) else []
-        self.classes = self.thing_classes + self.stuff_classes
-        if split is not None:
-            splits = ann.get("split", {})
-            if split not in splits:
-                raise DatasetError(f"{self.ann_path}: no split {split!r} (has {', '.join(splits) or 'none'})")
-            wanted = set(splits[split])
-            data = [d for d in data if d["video_id"] in wanted]
-        self.entries = data
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def video_ids(self) -> list[str]:
-        return [e["video_id"] for e in self.entries]
-
-    def names_used(self) -> tuple[set[str], set[str]]:
-        """The object categories and predicates this split's annotations use (no frame is read)."""
-        return names_used(self.entries, self.relation_style)
+class RGBDDataset(VideoAnnotations):
+    """Common part of the RGB-D readers: the checked annotation (:class:`VideoAnnotations`) and, per video, its
+    objects, mask ids and relations; subclasses count the frames on disk."""
 
     def annotation(self, i: int) -> VideoAnnotation:
         e = self.entries[i]
         vid = e["video_id"]
         where = f"{self.ann_path} [{vid}]"
         num_frames = self.count_frames(vid, e)
-        labels, mask_ids = {}, {}
-        for o in e.get("object", e.get("objects", [])):
-            try:
-                oid = int(o["object_id"])
-            except (KeyError, TypeError, ValueError):
-                raise DatasetError(f"{where}: object entry {o!r} lacks object_id") from None
+        labels = self.object_labels(e)
+        mask_ids = {}
+        for o in self._objects(e, where):
             if "mask_id" in o:
-                mask_ids[int(o["mask_id"])] = oid
-            labels[oid] = self.class_of(o, where)
+                try:
+                    mask_ids[as_int(o["mask_id"], "mask_id", "")] = o["object_id"]
+                except StructureError as err:
+                    raise DatasetError(f"{where}: object {o['object_id']} {err}") from None
         rels = parse_relations(e, set(labels), num_frames, where, self.relation_style)
         return VideoAnnotation(vid, num_frames, labels, rels, mask_ids)
-
-    def class_of(self, obj: dict, where: str) -> str:
-        if "category" not in obj:
-            raise DatasetError(f"{where}: object {obj.get('object_id')!r} has no category")
-        return str(obj["category"])
 
     def count_frames(self, vid: str, entry: dict) -> int:
         raise NotImplementedError
@@ -719,9 +693,7 @@ class PSG4DGTA(RGBDDataset):
         self.skipped: list[str] = []
 
     def count_frames(self, vid: str, entry: dict) -> int:
-        n = entry.get("meta", {}).get("num_frames") if isinstance(entry.get("meta"), dict) else None
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise DatasetError(f"{self.ann_path} [{vid}]: meta.num_frames missing or not a positive integer")
+        n = self.meta_num_frames(entry)
         folder = self.root / "images" / vid
         if not folder.is_dir():
             raise DatasetError(f"{folder}: image folder of {vid!r} not found")
@@ -781,14 +753,15 @@ class PSG4DHOI(RGBDDataset):
         self.root, self.mask_root = Path(root), Path(mask_root)
         self.categories = load_hoi_categories(Path(annotation).parent / "categories.json")
         super().__init__(annotation, split)
-        if self.categories:
-            self.thing_classes = [self.categories[k] for k in sorted(self.categories, key=int)]
-            self.stuff_classes = []
-            self.classes = list(self.thing_classes)
         self.K = None if K is None else np.asarray(K, dtype=np.float64)
         self.camera_root = Path(camera_root) if camera_root else self.root / "camera_params"
         self.depth_scale = depth_scale
         self._intrinsics: dict[str, np.ndarray] = {}
+
+    def _class_lists(self, ann: dict) -> tuple[list[str], list[str]]:
+        if self.categories:
+            return [self.categories[k] for k in sorted(self.categories, key=int)], []
+        return super()._class_lists(ann)
 
     def class_of(self, obj: dict, where: str) -> str:
         if self.categories:
