@@ -86,7 +86,7 @@ def bench_kernel_map(coords: torch.Tensor, repeats: int) -> tuple[float, float]:
 
 def bench_point_features(xyz, frame, frames: int, per_frame: int, repeats: int) -> tuple[float, float]:
     torch.manual_seed(0)
-    enc = SparseEncoder(6, (32, 48, 64, 96), 96)
+    enc = SparseEncoder(in_channels=6, channels=(32, 48, 64, 96), out_dim=96)
     rgb = torch.rand(len(xyz), 3)
     _, points = enc.encode_points(xyz, rgb, frame, 0.1, xyz.mean(0))
     voxel_feats = points.voxel_feats.detach().requires_grad_(True)

@@ -1,55 +1,54 @@
-"""Multi-process entry point of ``spade4d finetune-4d`` for launchers.
+"""Multi-process entry point of ``spade4d finetune-4d`` for launchers: every option of the command, forwarded to it.
 
-GPUs:      accelerate launch --num_processes 8 scripts/finetune_4d.py --root D --out RUN [--preset full]
-CPU ranks: torchrun --nproc_per_node 2 scripts/finetune_4d.py --root D --out RUN
+GPUs:      accelerate launch --num_processes 8 scripts/finetune_4d.py --root D --out RUN --preset full \\
+               --init-from-2d RUN2D/model --llm smollm2
+CPU ranks: torchrun --nproc_per_node 2 scripts/finetune_4d.py --format synthetic --root D --out RUN
 (``accelerate launch --cpu --num_processes 2`` starts a single process on a CPU-only machine; torchrun starts
-both gloo ranks.) Every rank draws its own clips; gradients are averaged by DDP. With ``--report FILE`` each
-rank writes a checksum of its final parameters to ``FILE.rank<N>`` (the multi-process test compares them).
+both gloo ranks.) Every rank draws its own clips; gradients are averaged by DDP.
+
+One option of its own: ``--report FILE`` makes each rank write a checksum of its final parameters to
+``FILE.rank<N>`` (the ranks must agree; the multi-process test compares them).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 
 import torch
 
-from spade4d.training.finetune_4d import finetune_4d, preset
+from spade4d.cli import USER_ERRORS, build_parser, run_finetune_4d
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="PSG4D point-cloud root")
-    p.add_argument("--out", required=True)
-    p.add_argument("--split", default="train")
-    p.add_argument("--preset", default="quick")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=None)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--model-json", default=None, help="JSON of Model4DConfig overrides (tiny test models)")
-    p.add_argument("--report", default=None)
-    args = p.parse_args(argv)
-    overrides = {"steps": args.steps, "checkpoint_every": args.checkpoint_every}
-    if args.model_json:
-        overrides["model"] = json.loads(args.model_json)
-    cfg = preset(args.preset, **overrides)
-    res = finetune_4d(args.root, args.out, cfg, split=args.split, resume=args.resume, progress=False)
-    if args.report:
+def main(argv: list[str]) -> int:
+    report = None
+    if "--report" in argv:
+        i = argv.index("--report")
+        report, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
+    args = build_parser().parse_args(["finetune-4d", "--quiet", *argv])
+    try:
+        res = run_finetune_4d(args)
+    except USER_ERRORS as e:
+        print(f"finetune_4d.py: error: {e}", file=sys.stderr)
+        return 2
+    if report:
         rank = int(os.environ.get("RANK", 0))
-        m = res.model
-        with open(f"{args.report}.rank{rank}", "w") as f:
+        values = [v.detach().double() for v in res.model.parameters()]
+        with open(f"{report}.rank{rank}", "w") as f:
             json.dump(
                 {
                     "rank": rank,
                     "world": int(os.environ.get("WORLD_SIZE", 1)),
-                    "checksum": float(sum(v.detach().double().sum() for v in m.parameters())),
-                    "abs": float(sum(v.detach().double().abs().sum() for v in m.parameters())),
+                    "checksum": float(sum(v.sum() for v in values)),
+                    "abs": float(sum(v.abs().sum() for v in values)),
+                    "llm": res.model.llm is not None,
                 },
                 f,
             )
+    return 0
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -148,3 +148,20 @@ def dump_config(cfg: Any) -> str:
         return v
 
     return yaml.safe_dump({k: plain(v) for k, v in dataclasses.asdict(cfg).items()}, sort_keys=False)
+
+
+def preset_config(
+    cls: type,
+    presets: Mapping[str, Any],
+    name: str,
+    path: str | os.PathLike | None = None,
+    overrides: Sequence[str] = (),
+    nested: dict[str, type] | None = None,
+    **flags,
+):
+    """The preset ``name`` of ``presets``, then the YAML file ``path``, then ``key=value`` ``overrides``
+    (:func:`load_config`), then the non-None keyword ``flags`` (a command line's named options)."""
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(presets))}")
+    cfg = load_config(cls, presets[name], path, overrides, nested)
+    return dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})

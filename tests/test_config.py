@@ -17,6 +17,49 @@ def test_config_files_are_the_presets(name):
     assert load_config(Train4DConfig, Train4DConfig(), CONFIGS / f"{name}.yaml", (), nested_schema()) == PRESETS[name]
 
 
+def _other_kinds():
+    from spade4d.data.synthetic.generate import PRESETS as SYNTHETIC
+    from spade4d.data.synthetic.generate import Preset
+    from spade4d.models.scene_llm import LLM_PRESETS, SceneLLMConfig
+    from spade4d.training.pretrain_2d import PRESETS_2D, Pretrain2DConfig, nested_schema_2d
+    from spade4d.training.pretrain_diffusion import DIFFUSION_PRESETS, DiffusionTrainConfig
+
+    return {
+        "synthetic": (Preset, SYNTHETIC, None),
+        "pretrain_diffusion": (DiffusionTrainConfig, DIFFUSION_PRESETS, None),
+        "pretrain_2d": (Pretrain2DConfig, PRESETS_2D, nested_schema_2d()),
+        "scene_llm": (SceneLLMConfig, LLM_PRESETS, None),
+    }
+
+
+@pytest.mark.parametrize("kind", ["synthetic", "pretrain_diffusion", "pretrain_2d", "scene_llm"])
+def test_every_preset_of_every_stage_is_a_config_file(kind):
+    cls, presets, nested = _other_kinds()[kind]
+    files = sorted((CONFIGS.parent / kind).glob("*.yaml"))
+    assert [f.stem for f in files] == sorted(presets)
+    for f in files:
+        assert load_config(cls, presets[f.stem], f, (), nested) == presets[f.stem], f
+
+
+def test_the_2d_and_synthetic_presets_take_files_and_overrides(tmp_path):
+    from spade4d.data.synthetic.generate import synthetic_preset
+    from spade4d.training.finetune_4d import scene_llm_settings
+    from spade4d.training.pretrain_2d import preset_2d
+    from spade4d.training.pretrain_diffusion import diffusion_preset
+
+    cfg = preset_2d("quick", None, ["model.dim=32", "diffusion.steps=7", "weights.dice=1"], steps=5)
+    assert cfg.steps == 5 and cfg.model["dim"] == 32 and cfg.diffusion == {"steps": 7} and cfg.weights == {"dice": 1}
+    with pytest.raises(ConfigError, match="unknown key 'model.dimm'"):
+        preset_2d("quick", None, ["model.dimm=32"])
+    with pytest.raises(ConfigError, match="unknown key 'backbone.blocks'"):
+        diffusion_preset("quick", None, ["backbone.blocks=3"])
+    assert synthetic_preset("quick", None, ["train=3", "test=2"]).train == 3
+    with pytest.raises(ConfigError, match="unknown preset 'tiny'"):
+        synthetic_preset("tiny")
+    llm = scene_llm_settings(str(CONFIGS.parent / "scene_llm" / "tiny.yaml"), "single")
+    assert llm["llm"] == "tiny" and llm["train_base"] is True and llm["chain"] == "single"
+
+
 def test_overrides_merge_into_nested_fields_and_dump_round_trips(tmp_path):
     cfg = preset("quick", None, ["steps=50", "model.dim=32", "weights.dice=2.5", "frame_strides=[1, 3]", "lr=1e-4"])
     assert cfg.steps == 50 and cfg.lr == 1e-4 and cfg.frame_strides == (1, 3)

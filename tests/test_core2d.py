@@ -183,7 +183,7 @@ def test_backbone_save_load_keeps_unet_lora_and_prompt(tmp_path):
 
 def test_rgt_is_equivariant_to_node_order():
     torch.manual_seed(0)
-    rgt = RelationGraphTransformer(16, 2, 32, 2).double()
+    rgt = RelationGraphTransformer(dim=16, heads=2, ffn_dim=32, layers=2).double()
     B, N, P = 2, 6, 40
     x, m, c = torch.randn(B, N, 16).double(), torch.rand(B, N, P).double(), torch.randn(B, P, 3).double()
     pairs = torch.tensor([(i, j) for i in range(N) for j in range(N) if i != j])

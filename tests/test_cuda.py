@@ -16,6 +16,7 @@ from spade4d.inference.chained import chained_predict
 from spade4d.inference.infer_4d import predict_sequence
 from spade4d.models.sparse import SparseConv3d, SparseConvTranspose3d, SparseTensor, sparse_quantize
 from spade4d.training.clips import clip_loss, clip_targets, load_frames, sequence_center
+from spade4d.training.loop import sum_losses
 
 # SPADE4D_TEST_DEVICE=cpu runs these comparisons CPU against CPU (a check of the tests themselves)
 DEV = os.environ.get("SPADE4D_TEST_DEVICE", "cuda")
@@ -97,7 +98,9 @@ def _loss(model, clip):
     _, _, seq, graph = clip
     frames = load_frames(seq, list(range(seq.num_frames)), graph.video_id)
     targets = clip_targets(graph, frames, model.config.classes, model.config.predicates)
-    return clip_loss(model, frames, targets, sequence_center(seq), generator=torch.Generator().manual_seed(0))
+    return sum_losses(
+        clip_loss(model, frames, targets, sequence_center(seq), generator=torch.Generator().manual_seed(0))
+    )
 
 
 def test_clip_loss_and_gradients_on_the_gpu_match_the_cpu(clip):
@@ -109,7 +112,7 @@ def test_clip_loss_and_gradients_on_the_gpu_match_the_cpu(clip):
     gmodel.zero_grad()
     loss_g, parts_g = _loss(gmodel, clip)  # the CPU clip goes to the model's device by itself
     assert _on(loss_g) and parts_c["matched"] == parts_g["matched"] > 0
-    assert parts_c["lm"] > 0 and parts_c["llm_mask"] > 0
+    assert parts_c["loss_lm"] > 0 and parts_c["loss_llm_mask"] > 0
     for k in parts_c:
         assert parts_g[k] == pytest.approx(parts_c[k], rel=1e-3, abs=1e-5), k
     loss_g.backward()

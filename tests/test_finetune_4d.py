@@ -69,37 +69,34 @@ def test_resume_continues_exactly(synthetic_root, tmp_path):
     shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
     reason="torchrun not found",
 )
-def test_two_cpu_processes_train_in_step(synthetic_root, tmp_path):
+def test_two_cpu_processes_train_the_full_method_through_the_launcher_script(synthetic_root, tmp_path):
+    """scripts/finetune_4d.py takes every option of finetune-4d: two ranks train the method the README describes
+    (2D transfer + SceneLLM) for two steps, in step."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(ROOT / "tests"))
+    from test_core2d import tiny_2d
+
+    core = tiny_2d().save_pretrained(tmp_path / "core2d")
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     report = tmp_path / "report"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        torchrun,
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        str(ROOT / "scripts" / "finetune_4d.py"),
-        "--root",
-        str(synthetic_root / "psg4d_pc"),
-        "--out",
-        str(tmp_path / "run"),
-        "--steps",
-        "2",
-        "--checkpoint-every",
-        "2",
-        "--model-json",
-        json.dumps(TINY),
-        "--report",
-        str(report),
-    ]
+    tiny = [f"model.{k}={json.dumps(v)}" for k, v in TINY.items()]
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29517", str(ROOT / "scripts" / "finetune_4d.py")]
+    cmd += ["--format", "synthetic", "--root", str(synthetic_root), "--out", str(tmp_path / "run")]
+    cmd += ["--steps", "2", "--checkpoint-every", "2", "--init-from-2d", str(core), "--llm", "tiny"]
+    cmd += ["--report", str(report), *tiny, "clip_frames=4", "points_per_frame=256", "bn_windows=2"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [json.loads(Path(f"{report}.rank{r}").read_text()) for r in (0, 1)]
-    assert [r["world"] for r in ranks] == [2, 2]
+    assert [r["world"] for r in ranks] == [2, 2] and all(r["llm"] for r in ranks)
     # DDP averaged the gradients: both ranks hold the same parameters after drawing different clips
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6)
     assert ranks[0]["abs"] == pytest.approx(ranks[1]["abs"], rel=1e-6)
+    run = tmp_path / "run"
+    assert json.loads((run / "trainer_state.json").read_text())["step"] == 2
+    assert json.loads((run / "transfer.json").read_text())["moved"]  # the 2D core's tensors moved
+    assert (run / "model" / "scene_llm" / "lora").is_dir() and (run / "model" / "README.md").is_file()
 
 
 def test_open_vocabulary_training_leaves_unseen_names_out_of_the_loss(synthetic_root, tmp_path):
@@ -163,8 +160,7 @@ def test_gradient_clipping_per_part_keeps_a_small_gradient_whole(tmp_path, apart
     seen = {}
 
     def step_fn(step, k):
-        loss = model["small"](x).sum() * 0.01 + model["big"](x).sum() * 100.0
-        return loss, {"loss": float(loss.detach())}
+        return {"loss_small": model["small"](x).sum() * 0.01, "loss_big": model["big"](x).sum() * 100.0}
 
     acc = make_accelerator(tmp_path)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -207,12 +203,11 @@ def test_saved_model_carries_recalibrated_batchnorm_statistics_and_the_cli_recal
     assert torch.equal(load_file(tmp_path / "kept" / "model" / "model.safetensors")[stats[0]], kept[stats[0]])
 
 
-def test_the_demos_training_command_line_runs_through_the_real_parser(synthetic_root, tmp_path):
-    """The demo trains through finetune-4d's own parser, so an option added there cannot break it (a hand-built
-    argument set once lacked --up-axis and the demo stopped at the 4D stage)."""
-    from spade4d.cli import _demo_finetune_argv, _run_command, build_parser
+def test_the_demos_training_stage_runs_as_a_function_call(synthetic_root, tmp_path):
+    """The demo's 4D stage calls the library with the preset it names (no argument lists to drift)."""
+    from spade4d.demo import DemoSettings, demo_model_4d
 
-    args = build_parser().parse_args(["demo", "--steps", "1", "--llm", "none"])
-    argv = _demo_finetune_argv(args, synthetic_root, tmp_path / "run", None, resume=False)
-    assert _run_command(argv) == 0
-    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    model_dir = demo_model_4d(tmp_path, synthetic_root, None, DemoSettings(steps=1, llm="none"), log=lambda m: None)
+    assert model_dir == tmp_path / "finetune_4d" / "model" and (model_dir / "config.json").is_file()
+    saved = json.loads((tmp_path / "finetune_4d" / "train_config.json").read_text())["train"]
+    assert saved["steps"] == 1 and saved["llm"] is None and saved["clip_frames"] == preset("quick").clip_frames

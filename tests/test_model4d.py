@@ -17,6 +17,7 @@ from spade4d.models.model4d import Model4D, Model4DConfig, ModelError
 from spade4d.models.query_decoder import cross_attention
 from spade4d.structures import PointSequence
 from spade4d.training.clips import Augment, ClipError, clip_loss, clip_targets, load_frames, sequence_center
+from spade4d.training.loop import sum_losses
 
 TINY = dict(voxel_size=0.15, channels=(8, 16), dim=16, num_queries=6, decoder_layers=1, heads=2, ffn_dim=32, window=3)
 
@@ -38,7 +39,7 @@ def tiny_model(vocab, seed=0, **kw):
 
 
 def test_encoder_gives_one_feature_per_point():
-    enc = SparseEncoder(6, (8, 16, 24), 12)
+    enc = SparseEncoder(in_channels=6, channels=(8, 16, 24), out_dim=12)
     g = torch.Generator().manual_seed(0)
     xyz = torch.rand(500, 3, generator=g) * 2
     rgb = torch.rand(500, 3, generator=g)
@@ -91,16 +92,19 @@ def test_losses_decrease_when_overfitting_one_clip(vocab, train_set):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = last = None
     for _ in range(40):
-        loss, parts = clip_loss(
+        terms = clip_loss(
             model, frames, targets, center, points_per_frame=512, generator=torch.Generator().manual_seed(0)
         )
+        assert set(terms) == {"loss_sem", "loss_cls", "loss_bce", "loss_dice", "loss_rel", "matched"}
+        loss, parts = sum_losses(terms)
         opt.zero_grad()
         loss.backward()
         opt.step()
         first = first or parts
         last = parts
     assert last["loss"] < 0.6 * first["loss"]
-    assert last["dice"] < first["dice"] and last["cls"] < first["cls"] and last["rel"] < first["rel"]
+    assert last["loss_dice"] < first["loss_dice"] and last["loss_cls"] < first["loss_cls"]
+    assert last["loss_rel"] < first["loss_rel"]
 
 
 def test_save_load_round_trip_gives_identical_outputs(vocab, train_set, tmp_path):
@@ -112,8 +116,8 @@ def test_save_load_round_trip_gives_identical_outputs(vocab, train_set, tmp_path
     frames = load_frames(seq, [0, 1, 2])
     c = sequence_center(seq)
     with torch.no_grad():
-        a = model.forward_window(frames.xyz, frames.rgb, frames.frame, frames.times, c, model.init_memory())
-        b = again.forward_window(frames.xyz, frames.rgb, frames.frame, frames.times, c, again.init_memory())
+        a = model.forward_window(frames, c, model.init_memory())
+        b = again.forward_window(frames, c, again.init_memory())
     assert torch.equal(a.class_logits, b.class_logits) and torch.equal(a.mask_logits(1), b.mask_logits(1))
     with pytest.raises(ModelError, match="not a spade4d model folder"):
         Model4D.from_pretrained(tmp_path)
@@ -215,7 +219,7 @@ def test_batchnorm_recalibration_averages_the_batch_statistics_of_every_inferenc
             seq, g = train_set[i]
             for a in range(0, seq.num_frames, TINY["window"]):
                 fr = load_frames(seq, list(range(a, min(a + TINY["window"], seq.num_frames))), g.video_id)
-                model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, sequence_center(seq), model.init_memory())
+                model.forward_window(fr, sequence_center(seq), model.init_memory())
     hook.remove()
     for m in batchnorm_layers(model):  # whatever was there before must not matter
         m.running_mean.fill_(7.0)
@@ -260,7 +264,7 @@ def test_batchnorm_recalibration_that_fails_midway_leaves_the_statistics_as_they
 
 
 def test_infer_device_option_picks_the_gpu_only_when_there_is_one():
-    from spade4d.cli import _device
+    from spade4d.cli_types import device as _device
 
     assert _device("cpu") == torch.device("cpu")
     assert _device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

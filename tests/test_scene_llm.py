@@ -22,6 +22,7 @@ from spade4d.inference.grammar import (
 from spade4d.models.model4d import Model4D, Model4DConfig
 from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig, SceneLLMError, load_tokenizer
 from spade4d.training.clips import clip_loss, clip_targets, load_frames, sequence_center
+from spade4d.training.loop import sum_losses
 
 TINY4D = dict(voxel_size=0.15, channels=(8, 16), dim=16, num_queries=5, decoder_layers=1, heads=2, ffn_dim=32, window=3)
 TINY_LLM = {
@@ -271,8 +272,8 @@ def test_mask_loss_of_obj_tokens_reaches_the_lora_weights(clip):
     from spade4d.models.losses import LossWeights
 
     only_llm_mask = LossWeights(cls=0, bce=0, dice=0, relation=0, semantic=0, llm=0, llm_mask=1)
-    loss, parts = clip_loss(model, frames, targets, sequence_center(seq), only_llm_mask)
-    assert parts["llm_mask"] > 0
+    loss, parts = sum_losses(clip_loss(model, frames, targets, sequence_center(seq), only_llm_mask))
+    assert parts["loss_llm_mask"] > 0 and parts["loss_cls"] == 0.0
     loss.backward()
     lora = {n: p for n, p in model.llm.named_parameters() if "lora_B" in n}
     assert lora and all(p.grad is not None and p.grad.abs().sum() > 0 for p in lora.values())
@@ -289,8 +290,8 @@ def test_grad_to_4d_sets_how_much_of_the_llm_losses_reaches_the_4d_model(clip, s
     from spade4d.models.losses import LossWeights
 
     only_llm = LossWeights(cls=0, bce=0, dice=0, relation=0, semantic=0, llm=1, llm_mask=1)
-    loss, _ = clip_loss(
-        model, frames, targets, sequence_center(seq), only_llm, generator=torch.Generator().manual_seed(0)
+    loss, _ = sum_losses(
+        clip_loss(model, frames, targets, sequence_center(seq), only_llm, generator=torch.Generator().manual_seed(0))
     )
     loss.backward()
     lora = [p for n, p in model.llm.named_parameters() if "lora_B" in n]
@@ -303,8 +304,8 @@ def test_grad_to_4d_sets_how_much_of_the_llm_losses_reaches_the_4d_model(clip, s
         assert norm > 0
         model.zero_grad()
         full = _model(clip, grad_to_4d=1.0)
-        loss, _ = clip_loss(
-            full, frames, targets, sequence_center(seq), only_llm, generator=torch.Generator().manual_seed(0)
+        loss, _ = sum_losses(
+            clip_loss(full, frames, targets, sequence_center(seq), only_llm, generator=torch.Generator().manual_seed(0))
         )
         loss.backward()
         ref = dict(full.named_parameters())
@@ -454,7 +455,7 @@ def test_training_with_the_llm_then_cli_inference(synthetic_root, tmp_path):
         llm={**TINY_LLM, "chain": "single"},
     )
     res = finetune_4d(synthetic_root / "psg4d_pc", tmp_path / "run", cfg, progress=False)
-    assert "lm" in res.history[-1] and np.isfinite(res.history[-1]["lm"])
+    assert "loss_lm" in res.history[-1] and np.isfinite(res.history[-1]["loss_lm"])
     out = tmp_path / "pred.json"
     assert (
         main(
@@ -554,7 +555,7 @@ def test_an_llm_that_sends_no_gradient_leaves_the_4d_models_training_bit_for_bit
     assert alone.keys() == beside.keys()
     for k in alone:
         assert torch.equal(alone[k], beside[k]), k
-    assert [h["cls"] for h in h_alone] == [h["cls"] for h in h_beside] and "lm" in h_beside[-1]
+    assert [h["loss_cls"] for h in h_alone] == [h["loss_cls"] for h in h_beside] and "loss_lm" in h_beside[-1]
     # clipped together, the LLM's gradient norm shrinks the 4D model's steps: the runs part
     together, _ = run("together", {**TINY_LLM, "grad_to_4d": 0.0}, False)
     assert any(not torch.equal(alone[k], together[k]) for k in alone)

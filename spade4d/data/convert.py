@@ -42,6 +42,14 @@ class ConvertSummary:
         self.invalid_depth_pixels += other.invalid_depth_pixels
         self.points += other.points
 
+    def describe(self) -> str:
+        return (
+            f"converted {self.videos} videos: {self.frames_written} frames written, "
+            f"{self.frames_skipped_existing} already there, {len(self.empty_frames)} empty, "
+            f"{len(self.frames_without_files)} without their depth/rage-matrix/image/mask files (written empty), "
+            f"{self.invalid_depth_pixels} invalid depth pixels dropped"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "videos": self.videos,
@@ -185,3 +193,43 @@ def check_out_dir(out: str | os.PathLike) -> Path:
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out}: exists and is not a directory")
     return out
+
+
+def open_rgbd_source(
+    source: str,
+    root: str | os.PathLike,
+    split: str | None = None,
+    *,
+    annotation: str | os.PathLike | None = None,
+    mask_root: str | os.PathLike | None = None,
+    depth_root: str | os.PathLike | None = None,
+    intrinsics=None,
+    depth_scale: float | None = None,
+    camera_root: str | os.PathLike | None = None,
+) -> RGBDDataset:
+    """The RGB-D dataset ``convert`` reads: ``psg4d-gta`` (NDC depth through rage matrices), ``psg4d-hoi``
+    (``mask_root`` and ``annotation`` needed; depth in mm unless ``depth_scale``) or ``pvsg`` (no depth of its
+    own: ``depth_root`` and ``intrinsics`` needed; default split val). docs/formats.md describes each layout."""
+    if source == "pvsg":
+        from spade4d.data.pvsg import PVSGWithDepth
+
+        if not depth_root or not intrinsics:
+            raise ValueError("pvsg needs --depth-root and --intrinsics fx,fy,cx,cy (PVSG ships no depth)")
+        return PVSGWithDepth(
+            root, depth_root, intrinsics, split or "val", annotation=annotation, depth_scale=depth_scale or 1.0
+        )
+    if source == "psg4d-gta":
+        from spade4d.data.psg4d import PSG4DGTA
+
+        if depth_scale is not None:
+            raise ValueError("psg4d-gta depth is NDC and is read through rage_matrices; --depth-scale does not apply")
+        return PSG4DGTA(root, split, annotation=annotation)
+    if source == "psg4d-hoi":
+        from spade4d.data.psg4d import PSG4DHOI
+
+        if not mask_root or not annotation:
+            raise ValueError("psg4d-hoi needs --mask-root and --ann (psg4d_hoi.json, categories.json beside it)")
+        return PSG4DHOI(
+            root, mask_root, annotation, intrinsics, split, depth_scale=depth_scale or 0.001, camera_root=camera_root
+        )
+    raise ValueError(f"unknown RGB-D source {source!r} (psg4d-gta | psg4d-hoi | pvsg)")

@@ -3,7 +3,9 @@ point a sequence is centred on. Used by training, inference and BatchNorm recali
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -64,3 +66,9 @@ def load_frames(seq: PointSequence, times: list[int], name: str = "", rgb_source
         torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0 if images else None,
         torch.from_numpy(np.concatenate(uv)) if uv else None,
     )
+
+
+def frame_loader(seq: PointSequence, name: str = "", rgb_source=None) -> Callable[[list[int]], Frames]:
+    """``load(times)``: :func:`load_frames` of ``seq`` bound to its name and RGB source (the loader
+    :meth:`~spade4d.models.model4d.Model4D.run` takes)."""
+    return functools.partial(load_frames, seq, name=name, rgb_source=rgb_source)

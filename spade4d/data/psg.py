@@ -47,6 +47,7 @@ class PSGDataset:
     ):
         self.json_path = Path(psg_json)
         self.coco_root = Path(coco_root)
+        self.split = split
         ann = load_json(self.json_path)
         try:
             self.thing_classes = list(ann["thing_classes"])

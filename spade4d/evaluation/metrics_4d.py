@@ -197,32 +197,9 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     ranked = _rank_order(np.fromiter((r.score for r in rels), dtype=np.float64, count=len(rels)), subj, obj, options)
     subj, obj = subj[ranked], obj[ranked]
     pred_on = _frames_matrix([rels[i].spans for i in ranked.tolist()], T)  # (R, T)
-    # class pairs and predicates as integer codes shared by the predictions and the GT (-1: no prediction has it)
-    labels: dict[str, int] = {}
-    label_of = [labels.setdefault(o.label, len(labels)) for o in pobj]
-    L = len(labels)
-    pc_raw = np.fromiter((label_of[i] for i in subj.tolist()), dtype=np.int64, count=len(subj)) * L
-    pc_raw += np.fromiter((label_of[i] for i in obj.tolist()), dtype=np.int64, count=len(obj))
-    pair_values, pc = np.unique(pc_raw, return_inverse=True)  # dense class-pair codes
-    codes: dict[str, int] = {}
-    pred_code = np.array([codes.setdefault(rels[i].predicate, len(codes)) for i in ranked.tolist()])
-    g_subj = np.array([g_index[r.subject] for r in gt.relations], dtype=np.int64)
-    g_obj = np.array([g_index[r.object] for r in gt.relations], dtype=np.int64)
-    gl_s = np.array([labels.get(gobj[i].label, -1) for i in g_subj.tolist()])
-    gl_o = np.array([labels.get(gobj[i].label, -1) for i in g_obj.tolist()])
-    pos = np.searchsorted(pair_values, gl_s * L + gl_o).clip(max=len(pair_values) - 1)
-    g_pc = np.where((gl_s >= 0) & (gl_o >= 0) & (pair_values[pos] == gl_s * L + gl_o), pos, -1)
-    g_code = np.array([codes.get(r.predicate, -1) for r in gt.relations])
+    pc, pair_values, pred_code, g_subj, g_obj, g_pc, g_code = _class_codes(gt, pobj, g_index, subj, obj, rels, ranked)
 
-    # 1. where each GT relation can be recalled at all: the frames of its spans on which both GT masks are
-    #    non-empty (a short-circuiting ``any`` per GT object and span frame, cheap next to packing; only for the
-    #    relations whose class pair some prediction has)
-    spans = _frames_matrix([r.spans for r in gt.relations], T) & (g_pc >= 0)[:, None]  # (G, T)
-    gt_ids, gt_frames, _ = _union_by(np.concatenate([g_subj, g_obj]), np.concatenate([spans, spans]))
-    gt_nonempty = {i: _nonempty(gobj[i].masks, f) for i, f in zip(gt_ids.tolist(), gt_frames)}
-    gt_on = (
-        spans & np.stack([gt_nonempty[g] for g in g_subj.tolist()]) & np.stack([gt_nonempty[g] for g in g_obj.tolist()])
-    )
+    gt_on = _recallable_frames(gt, gobj, g_subj, g_obj, g_pc, T)  # 1. (G, T)
     n_on = gt_on.sum(1)
 
     # 2. the candidates of every GT relation: the ranked entries with its class pair (in rank order), flattened
@@ -267,6 +244,42 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
         GTOutcome(gt.video_id, r.subject, r.object, r.predicate, a, b, c)
         for r, a, b, c in zip(gt.relations, rank, weak, pair_rank)
     ]
+
+
+def _class_codes(gt: SceneGraph4D, pobj, g_index, subj, obj, rels, ranked):
+    """Class pairs and predicates as integer codes shared by the ranked predictions and the GT (-1: no prediction
+    has it): each ranked entry's class-pair code, the pair values, each entry's predicate code, the GT relations'
+    subject and object indices, class-pair codes and predicate codes."""
+    gobj = gt.objects
+    labels: dict[str, int] = {}
+    label_of = [labels.setdefault(o.label, len(labels)) for o in pobj]
+    L = len(labels)
+    pc_raw = np.fromiter((label_of[i] for i in subj.tolist()), dtype=np.int64, count=len(subj)) * L
+    pc_raw += np.fromiter((label_of[i] for i in obj.tolist()), dtype=np.int64, count=len(obj))
+    pair_values, pc = np.unique(pc_raw, return_inverse=True)  # dense class-pair codes
+    codes: dict[str, int] = {}
+    pred_code = np.array([codes.setdefault(rels[i].predicate, len(codes)) for i in ranked.tolist()])
+    g_subj = np.array([g_index[r.subject] for r in gt.relations], dtype=np.int64)
+    g_obj = np.array([g_index[r.object] for r in gt.relations], dtype=np.int64)
+    gl_s = np.array([labels.get(gobj[i].label, -1) for i in g_subj.tolist()])
+    gl_o = np.array([labels.get(gobj[i].label, -1) for i in g_obj.tolist()])
+    pos = np.searchsorted(pair_values, gl_s * L + gl_o).clip(max=len(pair_values) - 1)
+    g_pc = np.where((gl_s >= 0) & (gl_o >= 0) & (pair_values[pos] == gl_s * L + gl_o), pos, -1)
+    g_code = np.array([codes.get(r.predicate, -1) for r in gt.relations])
+    return pc, pair_values, pred_code, g_subj, g_obj, g_pc, g_code
+
+
+def _recallable_frames(gt: SceneGraph4D, gobj, g_subj, g_obj, g_pc, T: int) -> np.ndarray:
+    """(G, T) where each GT relation can be recalled at all: the frames of its spans on which both GT masks are
+    non-empty (a short-circuiting ``any`` per GT object and span frame, cheap next to packing; only for the
+    relations whose class pair some prediction has)."""
+    spans = _frames_matrix([r.spans for r in gt.relations], T) & (g_pc >= 0)[:, None]  # (G, T)
+    gt_ids, gt_frames, _ = _union_by(np.concatenate([g_subj, g_obj]), np.concatenate([spans, spans]))
+    gt_nonempty = {i: _nonempty(gobj[i].masks, f) for i, f in zip(gt_ids.tolist(), gt_frames)}
+    gt_on = (
+        spans & np.stack([gt_nonempty[g] for g in g_subj.tolist()]) & np.stack([gt_nonempty[g] for g in g_obj.tolist()])
+    )
+    return gt_on
 
 
 def _rank_order(scores: np.ndarray, subj: np.ndarray, obj: np.ndarray, options: Options4D) -> np.ndarray:

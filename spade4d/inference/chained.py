@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from spade4d.data.frames import load_frames, sequence_center
+from spade4d.data.frames import frame_loader, sequence_center
 from spade4d.inference.grammar import (
     GrammarLogitsProcessor,
     ObjectListGrammar,
@@ -57,9 +57,9 @@ from spade4d.inference.grammar import (
     render,
 )
 from spade4d.inference.infer_4d import assign_window, relation_frames, tube_names
+from spade4d.inference.options import InferenceOptions
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans, merge_spans
 
-COMPLETE_MODES = ("none", "after", "joint", "graph")
 NAME_TEMPERATURE = 0.05  # cosine similarity of a said name to the vocabulary -> a distribution over names
 
 
@@ -225,15 +225,15 @@ def score_continuations(
     return out
 
 
-def dense_relations(llm, cache, first, scene, merged, head_prob, kept, K, obj_scores, cfg, name_ids, tubes, w):
-    """Relations among the LLM's ``K`` objects scored densely: the candidates are the relation head's
+def dense_relations(llm, cache, first, turn, merged, head_prob, kept, obj_scores, cfg, w):
+    """Relations among the LLM's ``K = turn.K`` objects scored densely: the candidates are the relation head's
     ``dense_per_pair`` best predicates of each pair of kept objects, cut to the ``dense_top`` best by head score x
     the objects' scores, plus the relations decoded (``merged``); each gets the LLM probability of being the first
     relation of turn 2's answer (:func:`score_continuations` after the question), combined with the head as
     ``llm^(1-w) x head^w x sqrt(object scores)``, and the head's frames. Relations of other objects in ``merged``
     are kept as they are."""
-    lcfg = llm.config
-    tok = llm.tokens
+    lcfg, tok = llm.config, llm.tokens
+    K, name_ids, tubes = turn.K, turn.name_ids, turn.tubes
     pidx = {p: i for i, p in enumerate(cfg.predicates)}
     pool: dict[tuple[int, str, int], float] = {}
     for (s, o), pr in head_prob.items():
@@ -255,7 +255,7 @@ def dense_relations(llm, cache, first, scene, merged, head_prob, kept, K, obj_sc
         + llm.ref_tokens(name_ids[o], o, tubes[o])
         for s, p, o in chosen
     ]
-    p_llm = score_continuations(llm, cache, first, scene, conts)
+    p_llm = score_continuations(llm, cache, first, turn.scene, conts)
     out = {k: v for k, v in merged.items() if not (k[0] < K and k[2] < K)}
     for (s, p, o), q in zip(chosen, p_llm):
         pr = head_prob[(s, o)][:, pidx[p]]
@@ -270,201 +270,210 @@ def run_4d(model, seq: PointSequence, video_id: str, window: int | None = None, 
     """The 4D model over a sequence, window by window (memory carried). Returns the windows as
     ``(frame indices, kept point indices per frame, WindowOutput)`` and the (Q, D) tube states: each query's
     states averaged over all frames (the SceneLLM's scene tokens)."""
-    W = window or model.config.window
-    T = seq.num_frames
-    center = sequence_center(seq)
-    memory = model.init_memory()
-    wins = []
+    load = frame_loader(seq, video_id, rgb_source if model.lift is not None else None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*dropped.*")
-        for a in range(0, T, W):
-            times = list(range(a, min(a + W, T)))
-            fr = load_frames(seq, times, video_id, rgb_source if model.lift is not None else None)
-            out = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, memory, fr.images, fr.uv)
-            memory = out.memory
-            wins.append((times, fr.keep, out))
+        steps = model.run(load, model.windows(seq.num_frames, window), sequence_center(seq))
+        wins = [(times, fr.keep, out) for times, fr, out in steps]
     nf = torch.tensor([len(t) for t, _, _ in wins], dtype=torch.float32)
     tube_states = sum(o.states.mean(0) * n for (_, _, o), n in zip(wins, nf)) / nf.sum()
     return wins, tube_states
 
 
-@torch.no_grad()
-def chained_predict(
-    model,
-    seq: PointSequence,
-    video_id: str,
-    window: int | None = None,
-    closed_vocabulary: bool = True,
-    samples: int | None = None,
-    rescore: float | None = None,
-    name_rescore: float | None = None,
-    reuse_cache: bool = True,
-    rgb_source=None,
-    max_new_tokens: int = 768,
-    chain: str | None = None,
-    stats: ChainStats | None = None,
-    spans: str | None = None,
-    complete: str | None = None,
-    scores: str | None = None,
-) -> SceneGraph4D:
-    llm = model.llm
-    if llm is None:
-        raise ValueError("this 4D model has no SceneLLM (train it with --llm)")
-    cfg, lcfg = model.config, llm.config
-    chain = chain or lcfg.chain
-    samples = lcfg.samples if samples is None else samples
-    w_head = lcfg.rescore if rescore is None else rescore
-    w_name = lcfg.name_rescore if name_rescore is None else name_rescore
-    w_name = w_head if w_name is None else w_name
-    for k, w in (("rescore", w_head), ("name_rescore", w_name)):
-        if not 0.0 <= w <= 1.0:
-            raise ValueError(f"{k} must be in [0, 1], got {w}")
-    span_source = spans or lcfg.spans
-    if span_source not in ("llm", "head"):
-        raise ValueError(f"spans must be 'llm' or 'head', got {span_source!r}")
-    complete = complete or lcfg.complete
-    if complete not in COMPLETE_MODES:
-        raise ValueError(f"complete must be one of {', '.join(COMPLETE_MODES)}, got {complete!r}")
-    scores = scores or lcfg.scores
-    if scores not in ("decoded", "dense"):
-        raise ValueError(f"scores must be 'decoded' or 'dense', got {scores!r}")
-    stats = stats if stats is not None else ChainStats()
-    model.eval()
-    W = window or cfg.window
-    T = seq.num_frames
-    counts = [int(c) for c in seq.counts]
+@dataclass(frozen=True)
+class ChainSettings:
+    """The chain's settings for one call: :class:`InferenceOptions` (already checked) over the SceneLLM's config."""
 
-    # 1. the 4D model over the sequence
-    t0 = time.perf_counter()
-    wins, tube_states = run_4d(model, seq, video_id, W, rgb_source)
-    stats.model4d_s += time.perf_counter() - t0
+    chain: str
+    closed_vocabulary: bool
+    samples: int
+    w_head: float  # relation-head weight in relation scores
+    w_name: float  # class-head weight in object names
+    spans: str
+    complete: str
+    scores: str
+    reuse_cache: bool
+    max_new_tokens: int
 
-    # 2. turn 1 (or the single turn)
+    @classmethod
+    def resolve(cls, lcfg, opts: InferenceOptions, chain: str | None, reuse_cache: bool, max_new_tokens: int):
+        w_head = lcfg.rescore if opts.rescore is None else opts.rescore
+        w_name = lcfg.name_rescore if opts.name_rescore is None else opts.name_rescore
+        return cls(
+            chain=chain or lcfg.chain,
+            closed_vocabulary=opts.closed_vocabulary,
+            samples=lcfg.samples if opts.samples is None else opts.samples,
+            w_head=w_head,
+            w_name=w_head if w_name is None else w_name,
+            spans=opts.spans or lcfg.spans,
+            complete=opts.complete or lcfg.complete,
+            scores=opts.scores or lcfg.scores,
+            reuse_cache=reuse_cache,
+            max_new_tokens=max_new_tokens,
+        )
+
+
+@dataclass
+class ObjectTurn:
+    """Turn 1's outcome: the objects the LLM listed (K of them) and the state to continue from."""
+
+    prompt: list[int]  # the question's tokens
+    answer: Decoded  # the whole answer (with a single turn: objects and relations)
+    scene: torch.Tensor  # the scene tokens
+    cache: object  # the KV cache after the answer
+    names: list[str]  # as said
+    tubes: list[int]  # the tube each object points at
+    hidden: torch.Tensor  # (K, H) the LLM's hidden state at each <obj>
+    scores: list[float]  # geometric mean probability of each object's tokens
+    name_ids: list[list[int]]  # canonical tokens of each name
+    relation_answers: list[Decoded] = field(default_factory=list)  # the single turn's relation part
+
+    @property
+    def K(self) -> int:
+        return len(self.names)
+
+    def refs(self, llm) -> list[list[int]]:
+        """Each object's reference tokens (name, index, tube pointer), as turn 2 writes them."""
+        return [llm.ref_tokens(n, i, q) for i, (n, q) in enumerate(zip(self.name_ids, self.tubes))]
+
+
+def object_turn(llm, tube_states: torch.Tensor, T: int, cfg: ChainSettings, stats: ChainStats) -> ObjectTurn:
+    """Turn 1 (or the single turn): which objects are in the scene, each a tube pointer, a name and ``<obj>``."""
     t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(lcfg.seed)
-    prompt = llm.prompt_ids(T, chain)
+    lcfg, tok = llm.config, llm.tokens
+    prompt = llm.prompt_ids(T, cfg.chain)
     stats.prompt1_tokens += len(prompt)
     scene = llm.scene_tokens(tube_states)
     hidden, cache = llm.run(llm.embed(prompt, scene))
     logits = llm.logits(hidden[-1], llm.pointer_keys(scene))
-    tok = llm.tokens
+    if cfg.chain == "single":
 
-    def refs_of(names_ids, tubes):
-        return [llm.ref_tokens(n, i, q) for i, (n, q) in enumerate(zip(names_ids, tubes))]
+        def refs_of(names_ids, tubes):
+            return [llm.ref_tokens(n, i, q) for i, (n, q) in enumerate(zip(names_ids, tubes))]
 
-    if chain == "single":
         grammar = SingleTurnGrammar(
-            tok,
-            refs_of,
-            T,
-            lcfg.max_objects,
-            max_name_tokens=lcfg.max_name_tokens,
-            max_relations=lcfg.max_relations,
+            tok, refs_of, T, lcfg.max_objects, max_name_tokens=lcfg.max_name_tokens, max_relations=lcfg.max_relations
         )
     else:
         grammar = ObjectListGrammar(tok, lcfg.max_objects, lcfg.max_name_tokens)
-    ans1, cache = decode(llm, grammar, logits, cache, max_new_tokens, scene=scene)
-    obj_grammar = grammar.objects if chain == "single" else grammar
-    if chain == "single":
-        split = ans1.tokens.index(tok.period) + 1 if tok.period in ans1.tokens else len(ans1.tokens)
-        obj_dec = Decoded(ans1.tokens[:split], ans1.logprobs[:split], ans1.obj_hidden, True)
-        rel_decs = [Decoded(ans1.tokens[split:], ans1.logprobs[split:], [], ans1.complete)]
+    ans, cache = decode(llm, grammar, logits, cache, cfg.max_new_tokens, scene=scene)
+    rel_decs = []
+    if cfg.chain == "single":
+        split = ans.tokens.index(tok.period) + 1 if tok.period in ans.tokens else len(ans.tokens)
+        obj_dec = Decoded(ans.tokens[:split], ans.logprobs[:split], ans.obj_hidden, True)
+        rel_decs = [Decoded(ans.tokens[split:], ans.logprobs[split:], [], ans.complete)]
+        grammar = grammar.objects
     else:
-        obj_dec = _truncate(ans1, tok.comma, tok.period)
-        rel_decs = []
-    text1 = render(llm.tokenizer, obj_dec.tokens, llm.obj_id)
+        obj_dec = _truncate(ans, tok.comma, tok.period)
     stats.answers.append(render(llm.tokenizer, obj_dec.tokens, llm.obj_id, pointers=True))
-    names = parse_objects(text1)
+    names = parse_objects(render(llm.tokenizer, obj_dec.tokens, llm.obj_id))
     K = len(names)
-    tubes = obj_grammar.tubes[:K]
-    dev = model.device
-    tubes_t = torch.tensor(tubes, dtype=torch.long, device=dev)
+    dev = tube_states.device
     obj_h = torch.stack(obj_dec.obj_hidden[:K]) if K else torch.zeros((0, llm.hidden_size), device=dev)
-    # object scores: geometric mean probability of each name's tokens and its <obj>
-    obj_scores, cur = [], []
+    scores, cur = [], []  # geometric mean probability of each name's tokens and its <obj>
     for t, lp in zip(obj_dec.tokens, obj_dec.logprobs):
         if t in (tok.comma, tok.period):
             continue
         cur.append(lp)
         if t == llm.obj_id:
-            obj_scores.append(float(np.exp(np.mean(cur))))
+            scores.append(float(np.exp(np.mean(cur))))
             cur = []
-    name_ids = [tok.encode_name(llm.tokenizer, n) for n in names]  # canonical tokens of the parsed names
+    name_ids = [tok.encode_name(llm.tokenizer, n) for n in names]
     stats.turn1_s += time.perf_counter() - t0
-    stats.turn1_tokens += len(ans1.tokens)
+    stats.turn1_tokens += len(ans.tokens)
+    return ObjectTurn(prompt, ans, scene, cache, names, grammar.tubes[:K], obj_h, scores, name_ids, rel_decs)
 
-    # 3. masks of the objects (and of the 4D model's own objects no LLM object points at, for "graph")
-    t0 = time.perf_counter()
-    C = len(cfg.classes)
-    # (Q, C + 1), on the CPU like everything below that is not a model call
+
+def tube_naming(model, wins, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4D model's view of its tubes: (Q, C + 1) class probabilities averaged over the windows and (Q, C) names
+    as :func:`~spade4d.inference.infer_4d.predict_sequence` gives them (query and dense point heads), on the CPU."""
     class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in wins]).mean(0).float().cpu()
-    named = None  # the 4D model's names of its tubes, as predict_sequence gives them; only when they are used
-    if closed_vocabulary and (complete == "graph" or (K and w_name > 0)):
-        sem_sum = torch.zeros(len(class_prob), C, device=dev)
-        scratch = [np.full(n, -1, dtype=np.int16) for n in counts]
-        for times, keep, out in wins:
-            assign_window(model, out, times, keep, out.class_logits.softmax(-1), scratch, sem_sum)
-        named = torch.from_numpy(tube_names(class_prob.numpy(), sem_sum)).float()  # (Q, C)
-    extra, extra_labels, extra_scores = [], [], []
-    if complete == "graph" and closed_vocabulary:
-        conf, lab = named.max(1)
-        own = (conf * (1 - class_prob[:, C])).sqrt()  # the 4D model's object score (name confidence x objectness)
-        pointed = set(tubes)
-        extra = [q for q in range(len(own)) if q not in pointed and float(own[q]) >= cfg.object_threshold]
-        extra_labels = [cfg.classes[int(lab[q])] for q in extra]
-        extra_scores = [float(own[q]) for q in extra]
-    all_tubes = list(tubes) + extra
+    sem_sum = torch.zeros(len(class_prob), len(model.config.classes), device=model.device)
+    scratch = [np.full(n, -1, dtype=np.int16) for n in counts]
+    for times, keep, out in wins:
+        assign_window(model, out, times, keep, out.class_logits.softmax(-1), scratch, sem_sum)
+    return class_prob, torch.from_numpy(tube_names(class_prob.numpy(), sem_sum)).float()
+
+
+def own_objects(model, class_prob, named, pointed: list[int]) -> tuple[list[int], list[str], list[float]]:
+    """The tubes the 4D model keeps as objects (name confidence x objectness >= its object threshold) that no LLM
+    object points at: their query indices, labels and scores."""
+    cfg = model.config
+    conf, lab = named.max(1)
+    own = (conf * (1 - class_prob[:, len(cfg.classes)])).sqrt()
+    extra = [q for q in range(len(own)) if q not in set(pointed) and float(own[q]) >= cfg.object_threshold]
+    return extra, [cfg.classes[int(lab[q])] for q in extra], [float(own[q]) for q in extra]
+
+
+def assign_points(model, wins, counts, turn: ObjectTurn, extra: list[int], scores: list[float]) -> list[np.ndarray]:
+    """Per frame, the object (index into the LLM's objects, then ``extra``) of every point, -1 for none: the LLM's
+    objects' masks come from their ``<obj>`` states (:meth:`SceneLLM.mask_query`), the extra tubes' from the 4D
+    model; a point goes to the object maximising score x mask probability where that probability is >= 0.5."""
+    llm, K, dev = model.llm, turn.K, model.device
     assign = [np.full(n, -1, dtype=np.int16) for n in counts]
-    score_t = torch.tensor(obj_scores[:K] + extra_scores, dtype=torch.float32, device=dev)
-    if all_tubes:
-        for times, keep, out in wins:
-            emb = llm.mask_query(obj_h, out.states, out.mask_embed, tubes_t) if K else None  # (Tw, K, D)
-            for i, t in enumerate(times):
-                if len(keep[i]) == 0:
-                    continue
-                idx = torch.nonzero(out.point_frame == i).squeeze(1)
-                parts = [(emb[i] @ out.point_feats[idx].T).sigmoid()] if K else []  # (K, n)
-                if extra:
-                    parts.append(out.mask_logits(i)[extra].sigmoid())  # (E, n)
-                mp = torch.cat(parts)
-                _, k = (mp * score_t[:, None]).max(0)
-                ok = mp.gather(0, k[None]).squeeze(0) >= 0.5
-                assign[t][keep[i][ok.cpu().numpy()]] = k[ok].cpu().numpy().astype(np.int16)
-    stats.masks_s += time.perf_counter() - t0
+    if not K and not extra:
+        return assign
+    score_t = torch.tensor(scores, dtype=torch.float32, device=dev)
+    tubes_t = torch.tensor(turn.tubes, dtype=torch.long, device=dev)
+    for times, keep, out in wins:
+        emb = llm.mask_query(turn.hidden, out.states, out.mask_embed, tubes_t) if K else None  # (Tw, K, D)
+        for i, t in enumerate(times):
+            if len(keep[i]) == 0:
+                continue
+            idx = torch.nonzero(out.point_frame == i).squeeze(1)
+            parts = [(emb[i] @ out.point_feats[idx].T).sigmoid()] if K else []  # (K, n)
+            if extra:
+                parts.append(out.mask_logits(i)[extra].sigmoid())  # (E, n)
+            mp = torch.cat(parts)  # (K + E, n)
+            _, k = (mp * score_t[:, None]).max(0)
+            ok = mp.gather(0, k[None]).squeeze(0) >= 0.5
+            assign[t][keep[i][ok.cpu().numpy()]] = k[ok].cpu().numpy().astype(np.int16)
+    return assign
 
-    # 4. turn 2: relations, greedy then sampled
+
+def relation_turn(llm, turn: ObjectTurn, T: int, cfg: ChainSettings, stats: ChainStats):
+    """Turn 2 on turn 1's cache (or re-encoded): the relations among the objects, greedy then ``samples`` sampled
+    answers. Appends the answers to ``turn.relation_answers``; returns the next-token logits after the question and
+    the cache cropped back to the question (for dense scoring)."""
     t0 = time.perf_counter()
-    refs = [llm.ref_text(n, i) for i, n in enumerate(names)]
-    if chain != "single" and K >= 2:
-        bridge = llm.bridge_ids(T, refs)
-        if reuse_cache:
-            base_len = len(prompt) + len(ans1.tokens)
-            hidden, cache = llm.run(llm.embed(bridge), cache)
-            stats.prompt2_tokens += len(bridge)
-        else:
-            full = prompt + ans1.tokens + bridge
-            hidden, cache = llm.run(llm.embed(full, scene))
-            stats.prompt2_tokens += len(full)
-            base_len = len(prompt) + len(ans1.tokens)
-        q_len = base_len + len(bridge)
-        first = llm.logits(hidden[-1], llm.pointer_keys(scene))
-        for j in range(1 + samples):
-            if j:  # back to the end of the question (a negative count removes tokens in every version)
-                cache.crop(-(cache.get_seq_length() - q_len))
-            g2 = RelationGrammar(tok, refs_of(name_ids, tubes), T, lcfg.max_relations, lcfg.max_name_tokens)
-            temp = 0.0 if j == 0 else lcfg.temperature
-            d, cache = decode(llm, g2, first, cache, max_new_tokens, gen, temp, scene)
-            rel_decs.append(_truncate(d, tok.semicolon, tok.period))
-            stats.turn2_tokens += len(d.tokens)
-        cache.crop(-(cache.get_seq_length() - q_len))  # back to the question, for dense scoring
+    lcfg, tok = llm.config, llm.tokens
+    refs = [llm.ref_text(n, i) for i, n in enumerate(turn.names)]
+    bridge = llm.bridge_ids(T, refs)
+    base_len = len(turn.prompt) + len(turn.answer.tokens)
+    if cfg.reuse_cache:
+        hidden, cache = llm.run(llm.embed(bridge), turn.cache)
+        stats.prompt2_tokens += len(bridge)
+    else:
+        full = turn.prompt + turn.answer.tokens + bridge
+        hidden, cache = llm.run(llm.embed(full, turn.scene))
+        stats.prompt2_tokens += len(full)
+    q_len = base_len + len(bridge)
+    first = llm.logits(hidden[-1], llm.pointer_keys(turn.scene))
+    gen = torch.Generator().manual_seed(lcfg.seed)
+    for j in range(1 + cfg.samples):
+        if j:  # back to the end of the question (a negative count removes tokens in every version)
+            cache.crop(-(cache.get_seq_length() - q_len))
+        g2 = RelationGrammar(tok, turn.refs(llm), T, lcfg.max_relations, lcfg.max_name_tokens)
+        temp = 0.0 if j == 0 else lcfg.temperature
+        d, cache = decode(llm, g2, first, cache, cfg.max_new_tokens, gen, temp, turn.scene)
+        turn.relation_answers.append(_truncate(d, tok.semicolon, tok.period))
+        stats.turn2_tokens += len(d.tokens)
+    cache.crop(-(cache.get_seq_length() - q_len))
     stats.turn2_s += time.perf_counter() - t0
+    return first, cache
 
+
+def parse_answers(llm, turn: ObjectTurn, T: int, video_id: str, stats: ChainStats):
+    """The relations of every answer: (subject, predicate as said, object) -> (best LLM score, spans); a
+    relation's score is the geometric mean probability of its subject, predicate and object tokens."""
+    tok = llm.tokens
+    refs = [llm.ref_text(n, i) for i, n in enumerate(turn.names)]
     cands: dict[tuple[int, str, int], tuple[float, list]] = {}
-    for d in rel_decs:
-        text = render(llm.tokenizer, d.tokens, llm.obj_id)
+    for d in turn.relation_answers:
         stats.answers.append(render(llm.tokenizer, d.tokens, llm.obj_id, pointers=True))
         try:
-            parsed = parse_relations(text, refs, T) if K >= 2 else []
+            text = render(llm.tokenizer, d.tokens, llm.obj_id)
+            parsed = parse_relations(text, refs, T) if turn.K >= 2 else []
         except ParseError as e:  # the grammar makes this unreachable; never guess if it happens
             raise ParseError(f"{video_id}: {e}") from e
         segs = _segments(d.tokens[:-1], tok.semicolon) if parsed else []
@@ -475,91 +484,155 @@ def chained_predict(
             key = (r.subject, r.predicate, r.object)
             if key not in cands or cands[key][0] < sc:
                 cands[key] = (sc, r.spans)
+    return cands
 
-    # 5. names: free text, or the closest names of the model's vocabulary
-    labels = list(names)
-    pred_names = sorted({k[1] for k in cands})
-    pred_map = {p: p for p in pred_names}
-    if closed_vocabulary:
-        if names and w_name > 0:  # the LLM's name and the class head of the tube its <obj> attends to
-            tube = class_prob[tubes]  # (K, C + 1)
-            head_p = named[tubes] / named[tubes].sum(1, keepdim=True).clamp_min(1e-9)
-            joint = head_p**w_name
-            if w_name < 1:  # at 1 the LLM's words carry no weight: no need to embed them
-                said = torch.softmax(_similarity(names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
-                joint = said ** (1 - w_name) * joint
-            best = joint.argmax(1)
-            labels = [cfg.classes[i] for i in best.tolist()]
-            objectness = 1 - tube[:, C]
-            obj_scores = [
-                float(sc ** (1 - w_name) * (head_p[k, best[k]] * objectness[k]) ** w_name)
-                for k, sc in enumerate(obj_scores)
-            ]
-        elif names:
-            labels = [cfg.classes[i] for i in _nearest(names, model.class_embed, cfg.text_model)]
-        if pred_names:
-            idx = _nearest(pred_names, model.predicate_embed, cfg.text_model)
-            pred_map = {p: cfg.predicates[i] for p, i in zip(pred_names, idx)}
 
-    # relation head probabilities for re-scoring, head spans and completion (closed predicates only)
-    labels, obj_scores = labels[:K] + extra_labels, list(obj_scores[:K]) + extra_scores
-    N = K + len(extra)  # objects: the LLM's, then the 4D model's own ("graph")
-    head, head_on, head_prob = {}, {}, {}
-    fill = complete != "none" and closed_vocabulary and N >= 2
-    dense = scores == "dense" and closed_vocabulary and chain != "single" and K >= 2
-    if ((w_head > 0 or span_source == "head") and cands and closed_vocabulary) or fill or dense:
-        every = {(s, o) for s in range(N) for o in range(N) if s != o} if (fill or dense) else set()
-        pairs = sorted({(s, o) for s, _, o in cands} | every)
-        qp = torch.tensor([(all_tubes[s], all_tubes[o]) for s, o in pairs], dtype=torch.long, device=dev)
-        prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1).float().cpu()  # (R, T, P)
-        row = {pair: r for r, pair in enumerate(pairs)}
-        head_prob = {pair: prob[r].numpy() for pair, r in row.items()}  # (T, P) each
-        best = prob.max(1).values
-        pidx = {p: i for i, p in enumerate(cfg.predicates)}
-        for (s, p, o), _ in cands.items():
-            r, j = row[(s, o)], pidx[pred_map[p]]
-            if w_head > 0:
-                head[(s, p, o)] = float(best[r, j])
-            if span_source == "head":
-                head_on[(s, p, o)] = relation_frames(prob[r, :, j].numpy(), cfg.relation_threshold, cfg.min_span)
+def closed_names(model, turn: ObjectTurn, said_predicates, class_prob, named, w_name: float):
+    """Closed vocabulary: the LLM's objects' labels and scores (weighing in the 4D model's naming of the tube each
+    points at with weight ``w_name``) and each said predicate's nearest predicate of the vocabulary."""
+    cfg, C = model.config, len(model.config.classes)
+    labels, scores = list(turn.names), list(turn.scores)
+    if turn.names and w_name > 0:
+        head_p = named[turn.tubes] / named[turn.tubes].sum(1, keepdim=True).clamp_min(1e-9)  # (K, C)
+        joint = head_p**w_name
+        if w_name < 1:  # at 1 the LLM's words carry no weight: no need to embed them
+            said = torch.softmax(_similarity(turn.names, model.class_embed, cfg.text_model) / NAME_TEMPERATURE, -1)
+            joint = said ** (1 - w_name) * joint
+        best = joint.argmax(1)
+        labels = [cfg.classes[i] for i in best.tolist()]
+        objectness = 1 - class_prob[turn.tubes][:, C]
+        scores = [
+            float(sc ** (1 - w_name) * (head_p[k, best[k]] * objectness[k]) ** w_name) for k, sc in enumerate(scores)
+        ]
+    elif turn.names:
+        labels = [cfg.classes[i] for i in _nearest(turn.names, model.class_embed, cfg.text_model)]
+    pred_map = {}
+    if said_predicates:
+        idx = _nearest(said_predicates, model.predicate_embed, cfg.text_model)
+        pred_map = {p: cfg.predicates[i] for p, i in zip(said_predicates, idx)}
+    return labels, scores, pred_map
 
-    objects = []
-    for k in range(N):
-        masks = {t: assign[t] == k for t in range(T) if (assign[t] == k).any()}
-        if masks:
-            objects.append(ObjectTube(k + 1, labels[k], masks, obj_scores[k]))
-    kept = {o.id - 1 for o in objects}
+
+def head_probabilities(model, wins, pairs: list[tuple[int, int]], tubes: list[int]) -> dict:
+    """(T, P) relation head probabilities of each ordered object pair (objects given by their tubes)."""
+    dev = model.device
+    qp = torch.tensor([(tubes[s], tubes[o]) for s, o in pairs], dtype=torch.long, device=dev)  # (R, 2)
+    prob = torch.cat([model.relation_logits(out, qp).sigmoid() for _, _, out in wins], 1).float().cpu()  # (R, T, P)
+    return {pair: prob[r].numpy() for r, pair in enumerate(pairs)}
+
+
+def merge_relations(cands, kept, pred_map, obj_scores, head_prob, cfg: ChainSettings, model_cfg):
+    """The LLM's relations between kept objects under vocabulary names, re-scored by the relation head (weight
+    ``w_head``), with the head's frames when ``spans == "head"``, times the geometric mean of the object scores."""
+    pidx = {p: i for i, p in enumerate(model_cfg.predicates)}
     merged: dict[tuple[int, str, int], tuple[float, list]] = {}
     for (s, p, o), (sc, spans) in cands.items():
         if s not in kept or o not in kept:
             continue
-        if (s, p, o) in head_on:
-            spans = frames_to_spans(head_on[(s, p, o)])
-        if (s, p, o) in head:
-            sc = sc ** (1 - w_head) * max(head[(s, p, o)], 1e-6) ** w_head
+        if head_prob:
+            pr = head_prob[(s, o)][:, pidx[pred_map[p]]]  # (T,)
+            if cfg.spans == "head":
+                spans = frames_to_spans(relation_frames(pr, model_cfg.relation_threshold, model_cfg.min_span))
+            if cfg.w_head > 0:
+                sc = sc ** (1 - cfg.w_head) * max(float(pr.max()), 1e-6) ** cfg.w_head
         sc *= float(np.sqrt(obj_scores[s] * obj_scores[o]))
         key = (s, pred_map[p], o)
         if key not in merged or merged[key][0] < sc:
             merged[key] = (sc, spans)
+    return merged
+
+
+def object_tubes(assign: list[np.ndarray], labels: list[str], scores: list[float]) -> list[ObjectTube]:
+    """Object k's tube: the points ``assign`` gives it, on the frames where it has any (none: no object)."""
+    objects = []
+    for k, (label, score) in enumerate(zip(labels, scores)):
+        masks = {t: a == k for t, a in enumerate(assign) if (a == k).any()}
+        if masks:
+            objects.append(ObjectTube(k + 1, label, masks, score))
+    return objects
+
+
+def _completion_settings(cfg: ChainSettings, floor: float, model_cfg) -> dict:
+    """:func:`complete_relations`' settings for the chain: ``graph`` completes as ``joint``; with no head weight
+    the LLM floor and the head count half each."""
+    return {
+        "predicates": model_cfg.predicates,
+        "mode": "joint" if cfg.complete == "graph" else cfg.complete,
+        "w": cfg.w_head if cfg.w_head > 0 else 0.5,
+        "floor": floor,
+        "threshold": model_cfg.relation_threshold,
+        "min_span": model_cfg.min_span,
+    }
+
+
+@torch.no_grad()
+def chained_predict(
+    model,
+    seq: PointSequence,
+    video_id: str,
+    options: InferenceOptions | None = None,
+    *,
+    reuse_cache: bool = True,
+    rgb_source=None,
+    max_new_tokens: int = 768,
+    chain: str | None = None,
+    stats: ChainStats | None = None,
+    **option_values,
+) -> SceneGraph4D:
+    """The scene graph of ``seq`` through the chain (module docstring). ``options`` (or its fields as keywords:
+    ``window``, ``samples``, ``rescore``...) are checked once by :class:`InferenceOptions`."""
+    llm = model.llm
+    if llm is None:
+        raise ValueError("this 4D model has no SceneLLM (train it with --llm)")
+    opts = options if options is not None else InferenceOptions(**option_values)
+    cfg = ChainSettings.resolve(llm.config, opts, chain, reuse_cache, max_new_tokens)
+    closed = cfg.closed_vocabulary
+    stats = stats if stats is not None else ChainStats()
+    model.eval()
+    T, counts = seq.num_frames, [int(c) for c in seq.counts]
+    t0 = time.perf_counter()
+    wins, tube_states = run_4d(model, seq, video_id, opts.window, rgb_source)
+    stats.model4d_s += time.perf_counter() - t0
+
+    turn = object_turn(llm, tube_states, T, cfg, stats)
+    t0 = time.perf_counter()
+    class_prob = named = None
+    if closed and (cfg.complete == "graph" or (turn.K and cfg.w_name > 0)):
+        class_prob, named = tube_naming(model, wins, counts)
+    extra, extra_labels, extra_scores = [], [], []
+    if closed and cfg.complete == "graph":
+        extra, extra_labels, extra_scores = own_objects(model, class_prob, named, turn.tubes)
+    assign = assign_points(model, wins, counts, turn, extra, turn.scores[: turn.K] + extra_scores)
+    stats.masks_s += time.perf_counter() - t0
+
+    first = cache = None
+    if cfg.chain != "single" and turn.K >= 2:
+        first, cache = relation_turn(llm, turn, T, cfg, stats)
+    cands = parse_answers(llm, turn, T, video_id, stats)
+    said = sorted({k[1] for k in cands})
+    labels, obj_scores, pred_map = list(turn.names), list(turn.scores), {p: p for p in said}
+    if closed:
+        labels, obj_scores, pred_map = closed_names(model, turn, said, class_prob, named, cfg.w_name)
+    labels, obj_scores = labels[: turn.K] + extra_labels, obj_scores[: turn.K] + extra_scores
+    all_tubes, N = list(turn.tubes) + extra, turn.K + len(extra)
+
+    fill = cfg.complete != "none" and closed and N >= 2
+    dense = cfg.scores == "dense" and closed and cfg.chain != "single" and turn.K >= 2
+    head_prob = {}
+    if ((cfg.w_head > 0 or cfg.spans == "head") and cands and closed) or fill or dense:
+        every = {(s, o) for s in range(N) for o in range(N) if s != o} if (fill or dense) else set()
+        head_prob = head_probabilities(model, wins, sorted({(s, o) for s, _, o in cands} | every), all_tubes)
+    objects = object_tubes(assign, labels, obj_scores)
+    kept = {o.id - 1 for o in objects}
+    merged = merge_relations(cands, kept, pred_map, obj_scores, head_prob, cfg, model.config)
     if dense:
         t0 = time.perf_counter()
-        merged = dense_relations(
-            llm, cache, first, scene, merged, head_prob, kept, K, obj_scores, cfg, name_ids, tubes, w_head
-        )
+        merged = dense_relations(llm, cache, first, turn, merged, head_prob, kept, obj_scores, model.config, cfg.w_head)
         stats.turn2_s += time.perf_counter() - t0
     if fill:
         merged = complete_relations(
-            merged,
-            head_prob,
-            kept,
-            obj_scores,
-            cfg.predicates,
-            "joint" if complete == "graph" else complete,
-            w_head if w_head > 0 else 0.5,
-            lcfg.floor,
-            cfg.relation_threshold,
-            cfg.min_span,
+            merged, head_prob, kept, obj_scores, **_completion_settings(cfg, llm.config.floor, model.config)
         )
-    rels = sorted(merged.items(), key=lambda kv: -kv[1][0])[: cfg.max_relations]
+    rels = sorted(merged.items(), key=lambda kv: -kv[1][0])[: model.config.max_relations]
     relations = [Relation4D(s + 1, o + 1, p, merge_spans(sp), sc) for (s, p, o), (sc, sp) in rels]
     return SceneGraph4D(video_id, T, objects, relations, counts)

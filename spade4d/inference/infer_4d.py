@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from spade4d.data.frames import load_frames, sequence_center
+from spade4d.data.frames import frame_loader, sequence_center
 from spade4d.models.model4d import Model4D
 from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D, frames_to_spans
 
@@ -86,7 +86,6 @@ def predict_sequence(
     rgb_source=None,
 ) -> SceneGraph4D:
     cfg = model.config
-    W = window or cfg.window
     obj_thr = cfg.object_threshold if object_threshold is None else object_threshold
     max_rel = cfg.max_relations if max_relations is None else max_relations
     model.eval()
@@ -99,15 +98,11 @@ def predict_sequence(
     sem_sum = torch.zeros(Q, C, device=dev)  # per query: summed dense class probabilities of the points it takes
     pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], dtype=torch.long, device=dev)
     rel_prob = np.zeros((len(pairs), T, len(cfg.predicates)), dtype=np.float16)
-    memory = model.init_memory()
     n_win = 0
+    load = frame_loader(seq, video_id, rgb_source if model.lift is not None else None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for a in range(0, T, W):
-            times = list(range(a, min(a + W, T)))
-            fr = load_frames(seq, times, video_id, rgb_source if model.lift is not None else None)
-            out = model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, memory, fr.images, fr.uv)
-            memory = out.memory
+        for times, fr, out in model.run(load, model.windows(T, window), center):
             prob = out.class_logits.softmax(-1)
             prob_sum += prob
             n_win += 1

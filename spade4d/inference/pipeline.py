@@ -14,48 +14,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 
 import numpy as np
 
+from spade4d.inference.options import InferenceOptions
 from spade4d.structures import PointSequence, SceneGraph4D
 
-CHOICES = {"spans": ("llm", "head"), "complete": ("none", "after", "joint", "graph"), "scores": ("decoded", "dense")}
-
-
-@dataclass(frozen=True)
-class InferenceOptions:
-    """How a sequence is run; every field is checked once, here. ``None`` means the model's own setting."""
-
-    window: int | None = None  # frames per window
-    use_llm: bool = True  # with a SceneLLM: the chain; False: the 4D model's relation head
-    closed_vocabulary: bool = True  # SceneLLM names mapped onto the vocabulary (False: free text)
-    samples: int | None = None  # SceneLLM: sampled turn-2 answers
-    rescore: float | None = None  # SceneLLM: relation-head weight in relation scores
-    name_rescore: float | None = None  # SceneLLM: class-head weight in object names
-    spans: str | None = None  # SceneLLM: relation frames "llm" (as written) or "head"
-    complete: str | None = None  # SceneLLM: how the head's relations complete the LLM's graph
-    scores: str | None = None  # SceneLLM: "decoded" or "dense" relation scores
-
-    def __post_init__(self):
-        if self.window is not None and (
-            isinstance(self.window, bool) or int(self.window) != self.window or self.window < 1
-        ):
-            raise ValueError(f"window must be a positive integer, not {self.window!r}")
-        if self.samples is not None and (int(self.samples) != self.samples or self.samples < 0):
-            raise ValueError(f"samples must be a non-negative integer, not {self.samples!r}")
-        for name in ("rescore", "name_rescore"):
-            v = getattr(self, name)
-            if v is not None and not (np.isfinite(v) and 0.0 <= v <= 1.0):
-                raise ValueError(f"{name} must lie in [0, 1], not {v!r}")
-        for name, allowed in CHOICES.items():
-            v = getattr(self, name)
-            if v is not None and v not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {v!r}")
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+__all__ = ["InferenceOptions", "Pipeline4D", "as_point_sequence"]
 
 
 def as_point_sequence(points, video_id: str = "sequence") -> PointSequence:
@@ -122,6 +87,27 @@ class Pipeline4D:
             rgb_source = CameraFrames(rgb_root)
         return cls(model, opts, rgb_source)
 
+    def predict_split(self, ds, out: str | os.PathLike, video_ids: Sequence[str] | None = None, progress=True):
+        """Run every sequence of the dataset split ``ds`` (or those of ``video_ids``) and write the prediction file
+        ``out`` (docs/formats.md) as they come. Returns its path and the number of sequences."""
+        from tqdm import tqdm
+
+        from spade4d.evaluation.predictions import write_predictions_4d
+
+        ids = ds.video_ids()
+        if video_ids:
+            unknown = [v for v in video_ids if v not in ids]
+            if unknown:
+                raise ValueError(f"no sequence {unknown[0]!r} in this split ({len(ids)} sequences)")
+            ids = list(video_ids)
+
+        def graphs():
+            for vid in tqdm(ids, desc="infer (SceneLLM)" if self.uses_llm else "infer", disable=not progress):
+                seq, _ = ds[ds.index_of(vid)]
+                yield self(seq, vid)
+
+        return write_predictions_4d(out, graphs()), len(ids)
+
     @property
     def uses_llm(self) -> bool:
         return self.model.llm is not None and self.options.use_llm
@@ -134,20 +120,7 @@ class Pipeline4D:
         if self.uses_llm:
             from spade4d.inference.chained import chained_predict
 
-            return chained_predict(
-                self.model,
-                seq,
-                vid,
-                window=o.window,
-                closed_vocabulary=o.closed_vocabulary,
-                samples=o.samples,
-                rescore=o.rescore,
-                name_rescore=o.name_rescore,
-                spans=o.spans,
-                complete=o.complete,
-                scores=o.scores,
-                rgb_source=self.rgb_source,
-            )
+            return chained_predict(self.model, seq, vid, o, rgb_source=self.rgb_source)
         from spade4d.inference.infer_4d import predict_sequence
 
         return predict_sequence(self.model, seq, vid, window=o.window, rgb_source=self.rgb_source)

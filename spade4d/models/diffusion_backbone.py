@@ -18,7 +18,6 @@ MLP leaves the UNet's behaviour unchanged.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spade4d.io import atomic_dir
+from spade4d.models.pretrained import PretrainedMixin
 from spade4d.models.text import TEXT_DIM, encode_tokens
 
 BACKBONE_CONFIG = "backbone.json"
@@ -35,7 +34,7 @@ EXTRA_WEIGHTS = "backbone_extra.safetensors"
 
 
 class BackboneError(ValueError):
-    pass
+    """A diffusion backbone cannot be built or loaded; the message names the file."""
 
 
 @dataclass
@@ -97,7 +96,16 @@ def caption_of(labels: list[str], relations: list[tuple[int, str, int]]) -> str:
     return ", ".join(p.replace("_", " ") for p in parts)
 
 
-class DiffusionBackbone(nn.Module):
+class DiffusionBackbone(PretrainedMixin, nn.Module):
+    """Saved and loaded as a folder (:class:`~spade4d.models.pretrained.PretrainedMixin`): ``backbone.json``, the
+    prompt MLP and vocabulary tokens, the UNet (tiny kind) and the LoRA adapter (``lora/``)."""
+
+    config_name = BACKBONE_CONFIG
+    weights_name = EXTRA_WEIGHTS
+    skip_prefixes = ("unet.", "vae.")
+    error = BackboneError
+    card_title = "spade4d diffusion backbone"
+
     def __init__(self, config: BackboneConfig, unet: nn.Module, vae: nn.Module | None = None):
         super().__init__()
         self.config = cfg = config
@@ -263,49 +271,46 @@ class DiffusionBackbone(nn.Module):
         }
 
     # --- persistence ------------------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """``backbone.json``, the prompt MLP and vocabulary tokens, the UNet (tiny kind; SD-1.5 stays in its
-        folder) and, when LoRA is attached, the adapter (peft format) under ``lora/``."""
+    # --- persistence (PretrainedMixin hooks) ---------------------------------------------------------------------
+    def _save_parts(self, tmp: Path) -> None:
+        """The UNet (tiny kind; SD-1.5 stays in its own folder) and, when LoRA is attached, the adapter (peft
+        format) under ``lora/``."""
         from safetensors.torch import save_file
 
         from spade4d.models.calibration import has_lora, save_lora
 
-        path = Path(path)
-        with atomic_dir(path, overwrite=True) as tmp:
-            (tmp / BACKBONE_CONFIG).write_text(json.dumps(self.config.to_dict(), indent=1))
-            extra = {
-                k: v.detach().cpu().contiguous()
-                for k, v in self.state_dict().items()
-                if not k.startswith(("unet.", "vae."))
+        if self.config.kind == "tiny":
+            # the base UNet only (LoRA layers' base weights under their plain names); the adapter goes to lora/
+            base = {
+                k.replace(".base_layer", ""): v.detach().cpu().contiguous()
+                for k, v in self.unet.state_dict().items()
+                if "lora_" not in k
             }
-            save_file(extra, str(tmp / EXTRA_WEIGHTS))
-            if self.config.kind == "tiny":
-                # the base UNet only (LoRA layers' base weights under their plain names); the adapter goes to lora/
-                base = {
-                    k.replace(".base_layer", ""): v.detach().cpu().contiguous()
-                    for k, v in self.unet.state_dict().items()
-                    if "lora_" not in k
-                }
-                self.unet.save_config(tmp / "unet")
-                save_file(base, str(tmp / "unet" / "diffusion_pytorch_model.safetensors"))
-            if has_lora(self.unet):
-                save_lora(self.unet, tmp / "lora")
-        return path
+            self.unet.save_config(tmp / "unet")
+            save_file(base, str(tmp / "unet" / "diffusion_pytorch_model.safetensors"))
+        if has_lora(self.unet):
+            save_lora(self.unet, tmp / "lora")
+
+    def _card_dirs(self) -> list[str]:
+        from spade4d.models.calibration import has_lora
+
+        return (["unet"] if self.config.kind == "tiny" else []) + (["lora"] if has_lora(self.unet) else [])
+
+    def _card_facts(self) -> list[tuple[str, str]]:
+        c = self.config
+        unet = "a small UNet trained here" if c.kind == "tiny" else f"SD-1.5 from {c.sd15_path}"
+        return [("UNet", unet), ("image size", f"{c.image_size} px"), ("vocabulary words", str(len(c.vocabulary)))]
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> DiffusionBackbone:
+    def _from_saved(cls, path: Path, d: dict, state: dict) -> DiffusionBackbone:
         from diffusers import UNet2DConditionModel
-        from safetensors.torch import load_file
 
         from spade4d.models.calibration import load_lora
 
-        path = Path(path)
-        if not (path / BACKBONE_CONFIG).is_file():
-            raise BackboneError(f"{path}: not a spade4d diffusion backbone folder (no {BACKBONE_CONFIG})")
         try:
-            cfg = BackboneConfig.from_dict(json.loads((path / BACKBONE_CONFIG).read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise BackboneError(f"{path / BACKBONE_CONFIG}: {e}") from e
+            cfg = BackboneConfig.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise BackboneError(f"{path / cls.config_name}: {e}") from None
         vocabulary, cfg.vocabulary = cfg.vocabulary, []
         if cfg.kind == "tiny":
             if not (path / "unet").is_dir():
@@ -316,13 +321,10 @@ class DiffusionBackbone(nn.Module):
             model = cls.from_sd15(cfg.sd15_path, image_size=cfg.image_size)
             model.config = cfg
         model.config.vocabulary = vocabulary
-        extra = load_file(str(path / EXTRA_WEIGHTS))
-        model.prompt_tokens = extra["prompt_tokens"].clone()
-        model.prompt_mask = extra["prompt_mask"].clone()
-        missing, unexpected = model.load_state_dict(extra, strict=False)
-        missing = [k for k in missing if not k.startswith(("unet.", "vae."))]
-        if missing or unexpected:
-            raise BackboneError(f"{path / EXTRA_WEIGHTS}: missing {missing}, unexpected {unexpected}")
+        for k in ("prompt_tokens", "prompt_mask"):  # their length is the saved vocabulary's
+            if k not in state:
+                raise BackboneError(f"{path / cls.weights_name}: {k} is missing")
+            setattr(model, k, state[k].clone())
         if (path / "lora").is_dir():
             load_lora(model.unet, path / "lora")
         return model

@@ -90,7 +90,7 @@ class Up(nn.Module):
 class SparseEncoder(nn.Module):
     """``channels[0]`` at full resolution, then one level per further entry at twice the stride."""
 
-    def __init__(self, in_channels: int, channels: tuple[int, ...], out_dim: int, backend: str | None = None):
+    def __init__(self, *, in_channels: int, channels: tuple[int, ...], out_dim: int, backend: str | None = None):
         super().__init__()
         self.stem = SparseConv3d(in_channels, channels[0], 3, backend=backend)
         self.stem_bn = SparseBatchNorm(channels[0])

@@ -33,7 +33,8 @@ class LiftedFeatures(nn.Module):
 
         if backbone is None:
             backbone = DiffusionBackbone.tiny(BackboneConfig.from_dict(config_2d["backbone"]))
-        return cls(backbone, PixelDecoder(backbone.feature_channels, config_2d["dim"]), config_2d["dim"])
+        pixel = PixelDecoder(in_channels=backbone.feature_channels, dim=config_2d["dim"])
+        return cls(backbone, pixel, config_2d["dim"])
 
     @torch.no_grad()
     def forward(

@@ -1,15 +1,17 @@
 """The 4D scene-graph model: SparseEncoder -> query tubes -> TemporalAggregator -> MaskDecoder3D + relation head.
 
-A sequence is processed in windows of ``config.window`` frames. In a window:
+A sequence is processed in windows of ``config.window`` frames (:meth:`Model4D.run` is the one window loop that
+training, inference, the SceneLLM chain and BatchNorm recalibration share). In a window:
 
 1. all frames' points go through the :class:`~spade4d.models.encoder.SparseEncoder` as one sparse batch;
-2. the :class:`QueryDecoder` keeps one state per (query, frame). The Q object queries are the same learned
-   vectors in every frame, so query q names the same object over time (a mask tube without a tracker). Each
-   layer does masked cross-attention from the queries of frame t to the voxels of frame t (Mask2Former-style:
-   a query only sees the voxels its previous mask covers), self-attention among the queries of a frame, and the
-   :class:`TemporalAggregator`: attention over each query's own frames (temporal position encoding) plus a
-   memory token carried from the previous window, so identity and state flow across frames and windows;
-3. :class:`MaskDecoder3D` gives per-frame point mask logits (query x point features);
+2. the :class:`~spade4d.models.query_decoder.QueryDecoder4D` keeps one state per (query, frame). The Q object
+   queries are the same learned vectors in every frame, so query q names the same object over time (a mask tube
+   without a tracker). Each layer does masked cross-attention from the queries of frame t to the voxels of frame
+   t (Mask2Former-style: a query only sees the voxels its previous mask covers), self-attention among the
+   queries of a frame, and the :class:`~spade4d.models.temporal.TemporalAggregator`: attention over each query's
+   own frames plus a memory token carried from the previous window, so identity and state flow across frames
+   and windows;
+3. the :class:`~spade4d.models.mask_decoder_3d.MaskDecoder3D` gives per-frame point mask logits;
 4. objects are classified by cosine similarity of their state plus their mask-pooled voxel features to text
    embeddings of the class names, plus a "no object" logit;
 5. relations: on every frame the :class:`~spade4d.models.relation_transformer.RelationGraphTransformer` builds
@@ -25,9 +27,7 @@ and enter the sparse encoder beside colour and position.
 
 from __future__ import annotations
 
-import json
-import math
-import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,21 +35,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spade4d.io import atomic_dir
+from spade4d.batch import Frames
 from spade4d.models.encoder import PointFeatures, SparseEncoder
-from spade4d.models.query_decoder import QueryLayer, next_attention_mask
+from spade4d.models.pretrained import PretrainedMixin
+from spade4d.models.query_decoder import QueryDecoder4D
 from spade4d.models.relation_transformer import RelationGraphTransformer, masks_for_graph
 from spade4d.models.sg_head import OpenVocabulary, SceneGraphHead
 from spade4d.models.text import TEXT_DIM
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 LIFT_BACKBONE = "lift_backbone"
 SCENE_LLM = "scene_llm"
 
 
 class ModelError(ValueError):
-    pass
+    """A 4D model cannot be built or loaded; the message names the file."""
 
 
 @dataclass
@@ -96,79 +95,22 @@ class Model4DConfig:
         return cls(**known)
 
 
-def sine_encoding(pos: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal encoding of integer positions (..., ) -> (..., dim)."""
-    half = dim // 2
-    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half).to(pos.device)
-    ang = pos.float()[..., None] * freq
-    return torch.cat([ang.sin(), ang.cos()], -1)
+def _per_frame_keys(frame: torch.Tensor, feats: torch.Tensor, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel features (V, D) with their frame (V,) -> per-frame padded keys (T, M, D) and padding (T, M)."""
+    counts = torch.bincount(frame, minlength=T)
+    M = max(int(counts.max().item()) if len(frame) else 0, 1)
+    order = torch.argsort(frame, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(len(frame), device=frame.device) - starts[frame[order]]  # rank within its frame
+    keys = feats.new_zeros((T, M, feats.shape[1]))
+    pad = torch.ones((T, M), dtype=torch.bool, device=frame.device)
+    keys[frame[order], slot] = feats[order]
+    pad[frame[order], slot] = False
+    return keys, pad
 
 
-class TemporalAggregator(nn.Module):
-    """Attention over one query's frames (plus a carried memory token) with a temporal position encoding."""
-
-    def __init__(self, dim: int, heads: int, ffn_dim: int):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Linear(ffn_dim, dim))
-        self.mem_pos = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: torch.Tensor, times: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """x (T, Q, D), times (T,) frame indices, memory (Q, D) -> (T, Q, D)."""
-        T, Q, D = x.shape
-        seq = x.transpose(0, 1)  # (Q, T, D)
-        pos = sine_encoding(times, D)[None].expand(Q, -1, -1)
-        keys = torch.cat([(memory + self.mem_pos)[:, None], seq + pos], 1)  # (Q, T+1, D)
-        h, _ = self.attn(seq + pos, keys, torch.cat([memory[:, None], seq], 1))
-        seq = self.norm1(seq + h)
-        seq = self.norm2(seq + self.ffn(seq))
-        return seq.transpose(0, 1)
-
-
-class DecoderLayer(QueryLayer):
-    """The 2D core's query layer plus a temporal aggregator (queries of one frame attend within the frame)."""
-
-    def __init__(self, dim: int, heads: int, ffn_dim: int):
-        super().__init__(dim, heads, ffn_dim)
-        self.temporal = TemporalAggregator(dim, heads, ffn_dim)
-
-    def forward(self, x, qpos, keys, key_pad, attn_mask, times, memory):
-        # x (T, Q, D); keys (T, M, D); key_pad (T, M) True = padding; attn_mask (T, Q, M) True = blocked
-        return self.temporal(self.attend(x, qpos, keys, key_pad, attn_mask), times, memory)
-
-
-class QueryDecoder(nn.Module):
-    def __init__(self, cfg: Model4DConfig):
-        super().__init__()
-        D = cfg.dim
-        self.heads = cfg.heads
-        self.query = nn.Parameter(torch.randn(cfg.num_queries, D))  # unit scale: queries must differ from the start
-        self.query_pos = nn.Parameter(torch.randn(cfg.num_queries, D))
-        self.null_key = nn.Parameter(torch.zeros(D))  # always visible: empty frames and fully masked rows stay finite
-        self.layers = nn.ModuleList(DecoderLayer(D, cfg.heads, cfg.ffn_dim) for _ in range(cfg.decoder_layers))
-        self.mask_embed = nn.Sequential(nn.Linear(D, D), nn.ReLU(), nn.Linear(D, D))
-        self.carry = nn.Linear(D, D)  # previous window's summary -> next window's query init (zero-init: a gate)
-        nn.init.zeros_(self.carry.weight)
-        nn.init.zeros_(self.carry.bias)
-
-    def forward(self, keys, key_pad, times, memory):
-        """keys (T, M, D) voxel features per frame; returns the (T, Q, D) states and per-layer voxel mask logits."""
-        T = keys.shape[0]
-        null = self.null_key.expand(T, 1, -1)
-        keys = torch.cat([null, keys], 1)
-        key_pad = torch.cat([torch.zeros(T, 1, dtype=torch.bool, device=keys.device), key_pad], 1)
-        x = (self.query + self.carry(memory))[None].expand(T, -1, -1)
-        qpos = self.query_pos[None].expand(T, -1, -1)
-        attn_mask = None
-        for layer in self.layers:
-            x = layer(x, qpos, keys, key_pad, attn_mask, times, memory)
-            logits = torch.einsum("tqd,tmd->tqm", self.mask_embed(x), keys)  # voxel mask logits (null at 0)
-            attn_mask = next_attention_mask(logits, key_pad)
-        # mask pooling: each query's voxel features averaged under its (soft) mask, over the window's frames
-        w = logits[:, :, 1:].sigmoid() * (~key_pad[:, None, 1:])
-        pooled = torch.einsum("tqm,tmd->qd", w, keys[:, 1:]) / w.sum((0, 2))[:, None].clamp_min(1e-3)
-        return x, pooled
+def _listed(names: list[str], most: int = 12) -> str:
+    return f"{len(names)}: {', '.join(names[:most])}{' ...' if len(names) > most else ''}"
 
 
 @dataclass
@@ -196,7 +138,16 @@ class WindowOutput:
         return self.mask_embed[t] @ self.point_feats.index_select(0, self.frame_points(t)).T
 
 
-class Model4D(OpenVocabulary, nn.Module):
+class Model4D(PretrainedMixin, OpenVocabulary, nn.Module):
+    """The 4D scene-graph model (module docstring); saved and loaded as a folder (:class:`PretrainedMixin`)."""
+
+    model_type = "spade4d-4d"
+    skip_prefixes = ("lift.backbone.", "llm.")
+    error = ModelError
+    card_title = "spade4d 4D scene-graph model"
+    folder_kind = "spade4d model"
+    card_load = 'import spade4d\n\npipe = spade4d.Pipeline4D.from_pretrained("{name}")\ngraph = pipe(frames)'
+
     def __init__(
         self,
         config: Model4DConfig,
@@ -215,11 +166,15 @@ class Model4D(OpenVocabulary, nn.Module):
 
             self.lift = LiftedFeatures.from_config(cfg.lift)
         lift_dim = 0 if self.lift is None else self.lift.dim
-        self.encoder = SparseEncoder(6 + lift_dim, cfg.channels, cfg.dim, backend=cfg.sparse_backend)
-        self.decoder = QueryDecoder(cfg)
-        self.head = SceneGraphHead(cfg.dim, cfg.text_dim)
+        self.encoder = SparseEncoder(
+            in_channels=6 + lift_dim, channels=cfg.channels, out_dim=cfg.dim, backend=cfg.sparse_backend
+        )
+        self.decoder = QueryDecoder4D(
+            num_queries=cfg.num_queries, dim=cfg.dim, heads=cfg.heads, ffn_dim=cfg.ffn_dim, layers=cfg.decoder_layers
+        )
+        self.head = SceneGraphHead(dim=cfg.dim, text_dim=cfg.text_dim)
         self.point_proj = nn.Linear(cfg.dim, cfg.text_dim)  # dense semantic head (auxiliary; also names tubes)
-        self.rgt = RelationGraphTransformer(cfg.dim, cfg.heads, cfg.ffn_dim, cfg.rgt_layers)
+        self.rgt = RelationGraphTransformer(dim=cfg.dim, heads=cfg.heads, ffn_dim=cfg.ffn_dim, layers=cfg.rgt_layers)
         self.rel_temporal = nn.Conv1d(cfg.dim, cfg.dim, 3, padding=1)
         self._init_vocabulary(class_embed, predicate_embed)
         self.llm = llm
@@ -232,48 +187,50 @@ class Model4D(OpenVocabulary, nn.Module):
     def init_memory(self) -> torch.Tensor:
         return self.decoder.query.new_zeros((self.config.num_queries, self.config.dim))
 
-    def forward_window(
-        self,
-        xyz: torch.Tensor,
-        rgb: torch.Tensor,
-        frame: torch.Tensor,
-        times: torch.Tensor,
-        center: torch.Tensor,
-        memory: torch.Tensor,
-        images: torch.Tensor | None = None,
-        uv: torch.Tensor | None = None,
-    ) -> WindowOutput:
-        """One window: points (N, 3) with colours (N, 3) in [0, 1], ``frame`` (N,) in [0, T), ``times`` (T,) the
-        frames' indices in the sequence, ``center`` (3,) the sequence's reference point, ``memory`` (Q, D).
-        With a lifting model: ``images`` (T, 3, H, W) in [0, 1] and ``uv`` (N, 2) each point's position in its
-        frame's image in grid_sample units ([-1, 1]; outside: no 2D feature). Inputs on another device than
+    def forward_window(self, frames: Frames, center: torch.Tensor, memory: torch.Tensor) -> WindowOutput:
+        """One window: ``frames`` (points, colours in [0, 1], frame index in [0, T) and the frames' indices in
+        the sequence; with a lifting model also the RGB images and each point's pixel), ``center`` (3,) the
+        sequence's reference point, ``memory`` (Q, D) from the previous window. Inputs on another device than
         the model's are moved to it."""
         dev = self.device
-        xyz, rgb, frame, times, center = (x.to(dev) for x in (xyz, rgb, frame, times, center))
-        images, uv = (None if x is None else x.to(dev) for x in (images, uv))
-        memory = memory.to(dev)
-        T = len(times)
+        fr = frames.to(dev)
+        center, memory = center.to(dev), memory.to(dev)
+        T = len(fr.times)
         cfg = self.config
-        extra = None
-        if self.lift is not None:
-            extra = self.lift(images, uv, frame, len(xyz))
-        vox, points = self.encoder.encode_points(xyz, rgb, frame, cfg.voxel_size, center, extra)
-        # per-frame padded voxel keys
-        vb = vox.coords[:, 0]
-        counts = torch.bincount(vb, minlength=T)
-        M = max(int(counts.max().item()) if len(vb) else 0, 1)
-        order = torch.argsort(vb, stable=True)
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(len(vb), device=vb.device) - starts[vb[order]]
-        keys = vox.feats.new_zeros((T, M, cfg.dim))
-        pad = torch.ones((T, M), dtype=torch.bool, device=vb.device)
-        keys[vb[order], slot] = vox.feats[order]
-        pad[vb[order], slot] = False
-        states, mask_pooled = self.decoder(keys, pad, times, memory)
-        mask_embed = self.decoder.mask_embed(states)
-        pooled = states.mean(0)
+        extra = None if self.lift is None else self.lift(fr.images, fr.uv, fr.frame, len(fr.xyz))
+        vox, points = self.encoder.encode_points(fr.xyz, fr.rgb, fr.frame, cfg.voxel_size, center, extra)
+        keys, pad = _per_frame_keys(vox.coords[:, 0], vox.feats, T)
+        states, mask_pooled = self.decoder(keys, pad, fr.times, memory)
+        mask_embed = self.decoder.mask_embed(states)  # (T, Q, D)
+        pooled = states.mean(0)  # (Q, D)
         class_logits = self.head.object_logits(pooled, mask_pooled, self.class_embed)
-        return WindowOutput(states, class_logits, points, frame, mask_embed, pooled, xyz - center)
+        return WindowOutput(states, class_logits, points, fr.frame, mask_embed, pooled, fr.xyz - center)
+
+    def windows(self, num_frames: int, window: int | None = None) -> list[list[int]]:
+        """The frame indices of each window over ``num_frames`` frames (``window`` frames each, the config's by
+        default; the last may be shorter)."""
+        W = window or self.config.window
+        if W < 1:
+            raise ModelError(f"window must be positive, got {W}")
+        return [list(range(a, min(a + W, num_frames))) for a in range(0, num_frames, W)]
+
+    def run(
+        self,
+        load: Callable[[list[int]], Frames],
+        windows: Iterable[list[int]],
+        center: torch.Tensor,
+        memory: torch.Tensor | None = None,
+    ) -> Iterator[tuple[list[int], Frames, WindowOutput]]:
+        """The window loop every caller shares (training, inference, the SceneLLM chain, BatchNorm
+        recalibration): for each window's frame indices, ``load(times)`` gives its :class:`Frames` and the
+        window is run with the memory of the one before (``memory``, or the initial memory, for the first).
+        Yields ``(times, frames, output)``; a caller that stops early stops the loop."""
+        memory = self.init_memory() if memory is None else memory
+        for times in windows:
+            frames = load(times)
+            out = self.forward_window(frames, center, memory)
+            memory = out.memory
+            yield times, frames, out
 
     def forward(self, loss_fn, *args, **kwargs):
         """``loss_fn(self, *args, **kwargs)``: a training loss (such as :func:`spade4d.training.clips.clip_loss`)
@@ -308,39 +265,39 @@ class Model4D(OpenVocabulary, nn.Module):
         rel = (rel + torch.relu(self.rel_temporal(rel))).transpose(1, 2)  # (R, T, D)
         return self.head.predicate_logits(rel, self.predicate_embed)
 
-    # --- persistence ------------------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """A folder with ``config.json`` and ``model.safetensors`` (written atomically)."""
-        from safetensors.torch import save_file
+    # --- persistence (PretrainedMixin hooks) ---------------------------------------------------------------------
+    def _save_parts(self, tmp: Path) -> None:
+        if self.lift is not None:
+            self.lift.backbone.save_pretrained(tmp / LIFT_BACKBONE)
+        if self.llm is not None:
+            self.llm.save_pretrained(tmp / SCENE_LLM)
 
-        path = Path(path)
-        with atomic_dir(path, overwrite=True) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps({"model_type": "spade4d-4d", **self.config.to_dict()}, indent=1))
-            state = {
-                k: v.detach().cpu().contiguous()
-                for k, v in self.state_dict().items()
-                if not k.startswith(("lift.backbone.", "llm."))
-            }
-            save_file(state, str(tmp / WEIGHTS_NAME))
-            if self.lift is not None:
-                self.lift.backbone.save_pretrained(tmp / LIFT_BACKBONE)
-            if self.llm is not None:
-                self.llm.save_pretrained(tmp / SCENE_LLM)
-        return path
+    def _card_dirs(self) -> list[str]:
+        return [d for d, m in ((LIFT_BACKBONE, self.lift), (SCENE_LLM, self.llm)) if m is not None]
+
+    def _card_facts(self) -> list[tuple[str, str]]:
+        c = self.config
+        llm = "none (the relation head answers)" if self.llm is None else f"{self.llm.config.llm} + LoRA"
+        return [
+            ("classes", f"{len(c.classes)}: {', '.join(c.classes[:12])}{' ...' if len(c.classes) > 12 else ''}"),
+            (
+                "predicates",
+                f"{len(c.predicates)}: {', '.join(c.predicates[:12])}{' ...' if len(c.predicates) > 12 else ''}",
+            ),
+            ("voxel size (m)", f"{c.voxel_size:g}"),
+            ("queries / window", f"{c.num_queries} / {c.window} frames"),
+            ("sparse backend", c.sparse_backend),
+            ("lifted 2D features", "yes" if self.lift is not None else "no"),
+            ("SceneLLM", llm),
+        ]
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **overrides) -> Model4D:
-        from spade4d.models.weights import WeightsError, build_config, load_weights, read_config
+    def _from_saved(cls, path: Path, d: dict, state: dict, **overrides) -> Model4D:
+        """``Model4D.from_pretrained(path, **overrides)``: ``overrides`` replace fields of the saved config."""
+        from spade4d.models.weights import WeightsError, build_config
 
-        path = Path(path)
-        cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
-        if not cfg_file.is_file() or not w_file.is_file():
-            raise ModelError(f"{path}: not a spade4d model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
         try:
-            d = read_config(cfg_file, "spade4d-4d")
-            d.update(overrides)
-            config = build_config(Model4DConfig, d, cfg_file)
-            state = load_weights(w_file)
+            config = build_config(Model4DConfig, {**d, **overrides}, path / cls.config_name)
         except WeightsError as e:
             raise ModelError(str(e)) from None
         lift = None
@@ -357,16 +314,11 @@ class Model4D(OpenVocabulary, nn.Module):
 
             if not (path / SCENE_LLM).is_dir():
                 raise ModelError(f"{path}: the model has a SceneLLM but {SCENE_LLM}/ is missing")
-            llm = SceneLLM.from_pretrained(path / SCENE_LLM, config.dim)
+            llm = SceneLLM.from_pretrained(path / SCENE_LLM, scene_dim=config.dim)
             config.llm = llm.config.to_dict()
         try:
-            model = cls(
+            return cls(
                 config, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"], lift=lift, llm=llm
             )
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ModelError(f"{path}: config and weights do not build a model ({type(e).__name__}: {e})") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith(("lift.backbone.", "llm."))]
-        if missing or unexpected:
-            raise ModelError(f"{w_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        return model

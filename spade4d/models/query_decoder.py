@@ -2,7 +2,9 @@
 
 :class:`QueryLayer` is the unit the 2D and the 4D decoders share (cross-attention to the keys, self-attention
 among the queries, FFN); its parameters have the same names and shapes in both, which is what lets the 2D→4D
-transfer move them. The 4D decoder adds a temporal aggregator to each layer (see ``model4d.py``).
+transfer move them. :class:`QueryDecoder2D` decodes images; :class:`QueryDecoder4D` decodes the frames of a window
+of points, with a :class:`~spade4d.models.temporal.TemporalAggregator` in each layer so that query q is the same
+object in every frame.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from spade4d.models.mask_decoder_3d import MaskDecoder3D
+from spade4d.models.temporal import TemporalAggregator
 
 
 def cross_attention(
@@ -57,7 +62,9 @@ def cross_attention(
 
 
 class QueryLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, ffn_dim: int):
+    """Cross-attention to the keys, self-attention among the queries, FFN (post-norm, as Mask2Former)."""
+
+    def __init__(self, *, dim: int, heads: int, ffn_dim: int):
         super().__init__()
         self.cross = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
@@ -92,13 +99,13 @@ def next_attention_mask(logits: torch.Tensor, key_pad: torch.Tensor) -> torch.Te
 class QueryDecoder2D(nn.Module):
     """``num_queries`` learned queries over the pixel keys of each image: states, mask logits, mask-pooled keys."""
 
-    def __init__(self, num_queries: int, dim: int, heads: int, ffn_dim: int, layers: int):
+    def __init__(self, *, num_queries: int, dim: int, heads: int, ffn_dim: int, layers: int):
         super().__init__()
         self.heads = heads
         self.query = nn.Parameter(torch.randn(num_queries, dim))  # unit scale: queries must differ from the start
         self.query_pos = nn.Parameter(torch.randn(num_queries, dim))
         self.null_key = nn.Parameter(torch.zeros(dim))
-        self.layers = nn.ModuleList(QueryLayer(dim, heads, ffn_dim) for _ in range(layers))
+        self.layers = nn.ModuleList(QueryLayer(dim=dim, heads=heads, ffn_dim=ffn_dim) for _ in range(layers))
         self.mask_embed = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
     def forward(self, keys: torch.Tensor, key_pos: torch.Tensor | None = None):
@@ -118,3 +125,52 @@ class QueryDecoder2D(nn.Module):
         w = mask_logits.sigmoid()
         pooled = torch.einsum("bqm,bmd->bqd", w, keys) / w.sum(-1, keepdim=True).clamp_min(1e-3)
         return x, mask_logits, pooled
+
+
+class TemporalQueryLayer(QueryLayer):
+    """The 2D core's query layer plus a temporal aggregator (queries of one frame attend within the frame, then
+    over their own frames and the memory)."""
+
+    def __init__(self, *, dim: int, heads: int, ffn_dim: int):
+        super().__init__(dim=dim, heads=heads, ffn_dim=ffn_dim)
+        self.temporal = TemporalAggregator(dim=dim, heads=heads, ffn_dim=ffn_dim)
+
+    def forward(self, x, qpos, keys, key_pad, attn_mask, times, memory):
+        # x (T, Q, D); keys (T, M, D); key_pad (T, M) True = padding; attn_mask (T, Q, M) True = blocked
+        return self.temporal(self.attend(x, qpos, keys, key_pad, attn_mask), times, memory)
+
+
+class QueryDecoder4D(nn.Module):
+    """``num_queries`` learned queries over the voxels of each frame of a window; the same queries in every
+    frame, a memory from the previous window both initialising them (through a zero-initialised gate) and taking
+    part in the temporal attention."""
+
+    def __init__(self, *, num_queries: int, dim: int, heads: int, ffn_dim: int, layers: int):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Parameter(torch.randn(num_queries, dim))  # unit scale: queries must differ from the start
+        self.query_pos = nn.Parameter(torch.randn(num_queries, dim))
+        self.null_key = nn.Parameter(torch.zeros(dim))  # always visible: empty frames and fully masked rows stay finite
+        self.layers = nn.ModuleList(TemporalQueryLayer(dim=dim, heads=heads, ffn_dim=ffn_dim) for _ in range(layers))
+        self.mask_embed = MaskDecoder3D(dim=dim)
+        self.carry = nn.Linear(dim, dim)  # previous window's summary -> next window's query init (zero-init: a gate)
+        nn.init.zeros_(self.carry.weight)
+        nn.init.zeros_(self.carry.bias)
+
+    def forward(self, keys, key_pad, times, memory):
+        """keys (T, M, D) voxel features per frame, key_pad (T, M), times (T,), memory (Q, D) -> the (T, Q, D)
+        states and the (Q, D) mask-pooled voxel features of each query over the window."""
+        T = keys.shape[0]
+        keys = torch.cat([self.null_key.expand(T, 1, -1), keys], 1)  # (T, 1 + M, D): the null key at 0
+        key_pad = torch.cat([torch.zeros(T, 1, dtype=torch.bool, device=keys.device), key_pad], 1)
+        x = (self.query + self.carry(memory))[None].expand(T, -1, -1)  # (T, Q, D)
+        qpos = self.query_pos[None].expand(T, -1, -1)
+        attn_mask = None
+        for layer in self.layers:
+            x = layer(x, qpos, keys, key_pad, attn_mask, times, memory)
+            logits = self.mask_embed.voxel_logits(x, keys)  # (T, Q, 1 + M)
+            attn_mask = next_attention_mask(logits, key_pad)
+        # mask pooling: each query's voxel features averaged under its (soft) mask, over the window's frames
+        w = logits[:, :, 1:].sigmoid() * (~key_pad[:, None, 1:])  # (T, Q, M)
+        pooled = torch.einsum("tqm,tmd->qd", w, keys[:, 1:]) / w.sum((0, 2))[:, None].clamp_min(1e-3)
+        return x, pooled

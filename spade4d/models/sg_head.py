@@ -47,7 +47,7 @@ class OpenVocabulary:
 
 
 class SceneGraphHead(nn.Module):
-    def __init__(self, dim: int, text_dim: int):
+    def __init__(self, *, dim: int, text_dim: int):
         super().__init__()
         self.class_proj = nn.Linear(dim, text_dim)
         self.pool_proj = nn.Linear(dim, dim)

@@ -9,9 +9,7 @@ own folder: its UNet for the tiny kind, its LoRA adapter in peft format, its pro
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,20 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spade4d.io import atomic_dir
 from spade4d.models.diffusion_backbone import BackboneConfig, DiffusionBackbone
+from spade4d.models.pretrained import PretrainedMixin
 from spade4d.models.query_decoder import QueryDecoder2D
 from spade4d.models.relation_transformer import RelationGraphTransformer, image_coords, masks_for_graph
 from spade4d.models.sg_head import OpenVocabulary, SceneGraphHead
 from spade4d.models.text import TEXT_DIM
 from spade4d.structures import Object2D, Relation2D, SceneGraph2D
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+BACKBONE_DIR = "backbone"
 
 
 class Model2DError(ValueError):
-    pass
+    """A 2D model cannot be built or loaded; the message names the file."""
 
 
 @dataclass
@@ -80,7 +77,7 @@ def sine_2d(h: int, w: int, dim: int, device=None) -> torch.Tensor:
 class PixelDecoder(nn.Module):
     """Up-block features (coarse to fine) -> one ``dim``-channel map on the finest grid (FPN-style sum)."""
 
-    def __init__(self, in_channels: list[int], dim: int):
+    def __init__(self, *, in_channels: list[int], dim: int):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
         self.out = nn.Sequential(
@@ -104,7 +101,16 @@ class Output2D:
     pixel: torch.Tensor  # (B, D, h, w)
 
 
-class Spade2D(OpenVocabulary, nn.Module):
+class Spade2D(PretrainedMixin, OpenVocabulary, nn.Module):
+    """The shared 2D core (module docstring); saved and loaded as a folder (:class:`PretrainedMixin`)."""
+
+    model_type = "spade4d-2d"
+    required_dirs = (BACKBONE_DIR,)
+    skip_prefixes = ("backbone.",)
+    error = Model2DError
+    card_title = "spade4d 2D scene-graph core"
+    card_load = 'from spade4d.models.spade2d import Spade2D\n\nmodel = Spade2D.from_pretrained("{name}")'
+
     def __init__(
         self,
         config: Spade2DConfig,
@@ -123,10 +129,12 @@ class Spade2D(OpenVocabulary, nn.Module):
             backbone.set_vocabulary(cfg.classes)
         cfg.backbone = backbone.config.to_dict()
         self.backbone = backbone
-        self.pixel = PixelDecoder(backbone.feature_channels, cfg.dim)
-        self.decoder = QueryDecoder2D(cfg.num_queries, cfg.dim, cfg.heads, cfg.ffn_dim, cfg.decoder_layers)
-        self.rgt = RelationGraphTransformer(cfg.dim, cfg.heads, cfg.ffn_dim, cfg.rgt_layers)
-        self.head = SceneGraphHead(cfg.dim, cfg.text_dim)
+        self.pixel = PixelDecoder(in_channels=backbone.feature_channels, dim=cfg.dim)
+        self.decoder = QueryDecoder2D(
+            num_queries=cfg.num_queries, dim=cfg.dim, heads=cfg.heads, ffn_dim=cfg.ffn_dim, layers=cfg.decoder_layers
+        )
+        self.rgt = RelationGraphTransformer(dim=cfg.dim, heads=cfg.heads, ffn_dim=cfg.ffn_dim, layers=cfg.rgt_layers)
+        self.head = SceneGraphHead(dim=cfg.dim, text_dim=cfg.text_dim)
         self._init_vocabulary(class_embed, predicate_embed)
 
     # --- forward ------------------------------------------------------------------------------------------------
@@ -180,42 +188,33 @@ class Spade2D(OpenVocabulary, nn.Module):
         return graphs
 
     # --- persistence ------------------------------------------------------------------------------------------
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        from safetensors.torch import save_file
+    # --- persistence (PretrainedMixin hooks) ---------------------------------------------------------------------
+    def _saved_config(self) -> dict:
+        self.config.backbone = self.backbone.config.to_dict()
+        return self.config.to_dict()
 
-        path = Path(path)
-        with atomic_dir(path, overwrite=True) as tmp:
-            self.config.backbone = self.backbone.config.to_dict()
-            (tmp / CONFIG_NAME).write_text(json.dumps({"model_type": "spade4d-2d", **self.config.to_dict()}, indent=1))
-            state = {
-                k: v.detach().cpu().contiguous() for k, v in self.state_dict().items() if not k.startswith("backbone.")
-            }
-            save_file(state, str(tmp / WEIGHTS_NAME))
-            self.backbone.save_pretrained(tmp / "backbone")
-        return path
+    def _save_parts(self, tmp: Path) -> None:
+        self.backbone.save_pretrained(tmp / BACKBONE_DIR)
+
+    def _card_facts(self) -> list[tuple[str, str]]:
+        c = self.config
+        return [
+            ("classes", str(len(c.classes))),
+            ("predicates", str(len(c.predicates))),
+            ("diffusion backbone", f"{self.backbone.config.kind}, {self.backbone.config.image_size} px"),
+            ("queries", str(c.num_queries)),
+        ]
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> Spade2D:
-        from spade4d.models.weights import WeightsError, build_config, load_weights, read_config
+    def _from_saved(cls, path: Path, d: dict, state: dict) -> Spade2D:
+        from spade4d.models.weights import WeightsError, build_config
 
-        path = Path(path)
-        cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
-        if not cfg_file.is_file() or not w_file.is_file() or not (path / "backbone").is_dir():
-            raise Model2DError(
-                f"{path}: not a spade4d 2D model folder (needs {CONFIG_NAME}, {WEIGHTS_NAME}, backbone/)"
-            )
         try:
-            config = build_config(Spade2DConfig, read_config(cfg_file, "spade4d-2d"), cfg_file)
-            state = load_weights(w_file)
+            config = build_config(Spade2DConfig, d, path / cls.config_name)
         except WeightsError as e:
             raise Model2DError(str(e)) from None
-        backbone = DiffusionBackbone.from_pretrained(path / "backbone")
+        backbone = DiffusionBackbone.from_pretrained(path / BACKBONE_DIR)
         try:
-            model = cls(config, backbone, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"])
+            return cls(config, backbone, class_embed=state["class_embed"], predicate_embed=state["predicate_embed"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise Model2DError(f"{path}: config and weights do not build a model ({type(e).__name__}: {e})") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("backbone.")]
-        if missing or unexpected:
-            raise Model2DError(f"{w_file}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        return model

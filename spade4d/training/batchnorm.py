@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from spade4d.data.frames import load_frames, sequence_center
+from spade4d.data.frames import frame_loader, sequence_center
 
 
 def batchnorm_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._BatchNorm]:
@@ -79,10 +79,9 @@ def recalibrate_batchnorm(
     try:
         for i, group in groupby(wins, key=lambda w: w[0]):  # the windows of one sequence are consecutive
             seq, graph = dataset[i]
-            center = sequence_center(seq)
-            for _, times in group:
-                fr = load_frames(seq, times, graph.video_id, rgb_source if model.lift is not None else None)
-                model.forward_window(fr.xyz, fr.rgb, fr.frame, fr.times, center, model.init_memory(), fr.images, fr.uv)
+            load = frame_loader(seq, graph.video_id, rgb_source if model.lift is not None else None)
+            times = [t for _, t in group]  # BatchNorm sits in the encoder, which the carried memory does not reach
+            for _ in model.run(load, times, sequence_center(seq)):
                 bar.update(1)
     except BaseException:
         restore(only_unreached=False)  # interrupted or failed: the statistics as they were, not half an average

@@ -109,16 +109,9 @@ def clip_targets(graph: SceneGraph4D, frames: Frames, classes: list[str], predic
 
 def run_windows(model: Model4D, frames: Frames, center: torch.Tensor, window: int | None = None):
     """Forward a clip window by window, carrying the memory. Returns the window outputs and their frame ranges."""
-    W = window or model.config.window
-    memory = model.init_memory()
-    outs = []
-    for a in range(0, len(frames.times), W):
-        b = min(a + W, len(frames.times))
-        fw = frames.window(a, b)
-        out = model.forward_window(fw.xyz, fw.rgb, fw.frame, fw.times, center, memory, fw.images, fw.uv)
-        memory = out.memory
-        outs.append((a, b, out))
-    return outs
+    windows = model.windows(len(frames.times), window)
+    steps = model.run(lambda w: frames.window(w[0], w[-1] + 1), windows, center)
+    return [(times[0], times[-1] + 1, out) for times, _, out in steps]
 
 
 def clip_loss(
@@ -129,7 +122,12 @@ def clip_loss(
     weights: LossWeights = LossWeights(),
     points_per_frame: int = 2048,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> dict[str, torch.Tensor | float]:
+    """The 4D model's losses on a clip, each multiplied by its weight: ``loss_sem`` (dense point classes),
+    ``loss_cls`` (tube classes, every window), ``loss_bce`` and ``loss_dice`` (the matched tubes' masks on
+    ``points_per_frame`` sampled points of every frame), ``loss_rel`` (per-frame predicates of every ordered pair
+    of matched tubes) and, with a SceneLLM, ``loss_lm`` and ``loss_llm_mask``; plus ``matched``, the number of
+    matched tubes (a float, not a loss). The training loop sums the ``loss_*`` terms."""
     dev = model.device  # the data go where the model is (CPU or a GPU)
     frames, targets, center = frames.to(dev), targets.to(dev), center.to(dev)
     outs = run_windows(model, frames, center)
@@ -167,28 +165,8 @@ def clip_loss(
     cw = torch.ones(C + 1, device=dev)
     cw[C] = weights.no_object
     loss_cls = sum(F.cross_entropy(o.class_logits, cls_target, weight=cw) for _, _, o in outs) / len(outs)
-    # masks of matched tubes, every frame
-    loss_bce = loss_dice = torch.zeros((), device=dev)
-    if len(qi):
-        bce, dice = [], []
-        for lg, tg in zip(logits_t, tgt_t):
-            if lg.shape[1] == 0:
-                continue
-            bce.append(F.binary_cross_entropy_with_logits(lg[qi_t], tg[gi_t]))
-            dice.append(dice_loss(lg[qi_t], tg[gi_t]).mean())
-        if bce:
-            loss_bce, loss_dice = torch.stack(bce).mean(), torch.stack(dice).mean()
-    # relations between matched tubes (all ordered pairs), per frame
-    loss_rel = torch.zeros((), device=dev)
-    if len(qi) >= 2:
-        s, o = np.meshgrid(np.arange(len(qi)), np.arange(len(qi)), indexing="ij")
-        off = s != o
-        s, o = s[off], o[off]
-        pairs = torch.from_numpy(np.stack([qi[s], qi[o]], 1)).to(dev)
-        logits = torch.cat([model.relation_logits(out, pairs) for _, _, out in outs], 1)  # (R, T, P)
-        target = targets.relations[torch.from_numpy(gi[s]).to(dev), torch.from_numpy(gi[o]).to(dev)]  # (R, T, P)
-        pw = torch.tensor(weights.relation_pos_weight, device=dev)
-        loss_rel = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
+    loss_bce, loss_dice = _mask_losses(logits_t, tgt_t, qi_t, gi_t, dev)
+    loss_rel = _relation_loss(model, outs, targets, qi, gi, weights.relation_pos_weight)
     loss_lm = loss_llm_mask = torch.zeros((), device=dev)
     if model.llm is not None and (weights.llm > 0 or weights.llm_mask > 0):
         loss_lm, loss_llm_mask = llm_clip_loss(
@@ -196,28 +174,43 @@ def clip_loss(
         )
     sem_l = torch.cat(sem_logits) if sem_logits else torch.zeros((0, C), device=dev)
     loss_sem = F.cross_entropy(sem_l, torch.cat(sem_tgt)) if len(sem_l) else torch.zeros((), device=dev)
-    total = (
-        weights.semantic * loss_sem
-        + weights.cls * loss_cls
-        + weights.bce * loss_bce
-        + weights.dice * loss_dice
-        + weights.relation * loss_rel
-        + weights.llm * loss_lm
-        + weights.llm_mask * loss_llm_mask
-    )
-    parts = {
-        "loss": float(total.detach()),
-        "cls": float(loss_cls.detach()),
-        "bce": float(loss_bce.detach()),
-        "dice": float(loss_dice.detach()),
-        "rel": float(loss_rel.detach()),
-        "sem": float(loss_sem.detach()),
-        "matched": float(len(qi)),
+    terms = {
+        "loss_sem": weights.semantic * loss_sem,
+        "loss_cls": weights.cls * loss_cls,
+        "loss_bce": weights.bce * loss_bce,
+        "loss_dice": weights.dice * loss_dice,
+        "loss_rel": weights.relation * loss_rel,
     }
     if model.llm is not None:
-        parts["lm"] = float(loss_lm.detach())
-        parts["llm_mask"] = float(loss_llm_mask.detach())
-    return total, parts
+        terms.update(loss_lm=weights.llm * loss_lm, loss_llm_mask=weights.llm_mask * loss_llm_mask)
+    return {**terms, "matched": float(len(qi))}
+
+
+def _mask_losses(logits_t, tgt_t, qi_t, gi_t, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE and Dice of the matched tubes' masks, averaged over the frames that have sampled points."""
+    bce, dice = [], []
+    for lg, tg in zip(logits_t, tgt_t):  # (Q, S) logits and (G, S) targets of one frame's sampled points
+        if len(qi_t) and lg.shape[1]:
+            bce.append(F.binary_cross_entropy_with_logits(lg[qi_t], tg[gi_t]))
+            dice.append(dice_loss(lg[qi_t], tg[gi_t]).mean())
+    if not bce:
+        return torch.zeros((), device=dev), torch.zeros((), device=dev)
+    return torch.stack(bce).mean(), torch.stack(dice).mean()
+
+
+def _relation_loss(model, outs, targets, qi, gi, pos_weight: float) -> torch.Tensor:
+    """Per-frame multi-label BCE of the predicates of every ordered pair of matched tubes."""
+    dev = model.device
+    if len(qi) < 2:
+        return torch.zeros((), device=dev)
+    s, o = np.meshgrid(np.arange(len(qi)), np.arange(len(qi)), indexing="ij")
+    off = s != o
+    s, o = s[off], o[off]
+    pairs = torch.from_numpy(np.stack([qi[s], qi[o]], 1)).to(dev)  # (R, 2) query pairs
+    logits = torch.cat([model.relation_logits(out, pairs) for _, _, out in outs], 1)  # (R, T, P)
+    target = targets.relations[torch.from_numpy(gi[s]).to(dev), torch.from_numpy(gi[o]).to(dev)]  # (R, T, P)
+    pw = torch.tensor(pos_weight, device=dev)
+    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
 
 
 def clip_graph(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -105,12 +105,30 @@ def preset(name: str, config: str | os.PathLike | None = None, overrides=(), **f
     """The ``name`` preset, then the YAML ``config`` file, then ``key=value`` ``overrides`` (docs in
     :mod:`spade4d.config`; ``model.*``, ``weights.*``, ``llm.*``, ``augment.*`` are checked against their
     dataclasses), then the non-None ``flags`` (the command line's named options)."""
-    from spade4d.config import load_config
+    from spade4d.config import preset_config
 
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    cfg = load_config(Train4DConfig, PRESETS[name], config, overrides, nested_schema())
-    return replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+    return preset_config(Train4DConfig, PRESETS, name, config, overrides, nested_schema(), **flags)
+
+
+def scene_llm_settings(
+    llm: str | None, chain: str | None = None, lora_r: int | None = None, relation_order: str | None = None
+) -> dict | None:
+    """The ``llm`` field of :class:`Train4DConfig` for a SceneLLM named ``llm`` (``tiny``, ``smollm2`` or a local
+    causal-LM folder; None or ``none``: no SceneLLM). The tiny LLM is random, so its own weights train too."""
+    if not llm or llm == "none":
+        return None
+    if str(llm).endswith((".yaml", ".yml", ".json")):  # a SceneLLMConfig file (configs/scene_llm/*.yaml)
+        from spade4d.config import load_config
+        from spade4d.models.scene_llm import SceneLLMConfig
+
+        d = load_config(SceneLLMConfig, SceneLLMConfig(), llm).to_dict()
+        return {**d, "chain": chain or d["chain"], **({"relation_order": relation_order} if relation_order else {})}
+    d = {"llm": llm, "chain": chain or "two", "train_base": llm == "tiny"}
+    if lora_r:
+        d.update(lora_r=lora_r, lora_alpha=2 * lora_r)
+    if relation_order:
+        d["relation_order"] = relation_order
+    return d
 
 
 def nested_schema() -> dict[str, type]:
@@ -151,6 +169,103 @@ def seen_vocabulary(ds: PointCloudDataset, classes: list[str], predicates: list[
     return [c for c in classes if c in seen_c], [p for p in predicates if p in seen_p]
 
 
+def build_model_from_2d(cfg: Train4DConfig, classes, predicates, core_2d: str | os.PathLike, log=print):
+    """A new 4D model whose shared tensors come from a 2D core (``pretrain-2d``'s model folder): its architecture
+    sizes are the 2D core's, ``cfg.transfer_parts`` move, and with ``cfg.lift`` the core's pixel features are lifted
+    onto the points. Returns the model and the transfer report."""
+    from spade4d.models.lift import LiftedFeatures
+    from spade4d.models.spade2d import Spade2D
+    from spade4d.training.transfer import format_transfer, model4d_overrides, transfer_2d_to_4d
+
+    model2d = Spade2D.from_pretrained(core_2d)
+    lift = LiftedFeatures.from_spade2d(model2d) if cfg.lift else None
+    mcfg = Model4DConfig(
+        classes=classes,
+        predicates=predicates,
+        **{**cfg.model, **model4d_overrides(model2d)},
+        lift=model2d.config.to_dict() if cfg.lift else None,
+        llm=cfg.llm,
+    )
+    model = Model4D(mcfg, lift=lift)
+    report = transfer_2d_to_4d(model2d, model, tuple(cfg.transfer_parts))
+    log(format_transfer(report))
+    return model, report
+
+
+def build_model_from_4d(cfg: Train4DConfig, model_dir: str | os.PathLike) -> Model4D:
+    """A saved 4D model to continue from; with ``cfg.llm`` and no SceneLLM of its own, a new SceneLLM joins it."""
+    model = Model4D.from_pretrained(model_dir)
+    if cfg.llm is not None and model.llm is None:
+        from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
+
+        model.llm = SceneLLM(SceneLLMConfig.from_dict(cfg.llm), model.config.dim, num_tubes=model.config.num_queries)
+        model.config.llm = model.llm.config.to_dict()
+    return model
+
+
+def build_model(cfg: Train4DConfig, classes, predicates, init_from=None, init_from_2d=None, log=print):
+    """The model a run starts from: a saved 4D model (``init_from``), a 2D core's transfer (``init_from_2d``),
+    or a new one. Returns it and the transfer report (None without a 2D core)."""
+    if init_from is not None and init_from_2d is not None:
+        raise TrainError("pass either --init-from (a 4D model) or --init-from-2d (a 2D core), not both")
+    if init_from is not None:
+        return build_model_from_4d(cfg, init_from), None
+    if init_from_2d is not None:
+        return build_model_from_2d(cfg, classes, predicates, init_from_2d, log)
+    if cfg.lift:
+        raise TrainError("lifting 2D features needs a 2D core: pass --init-from-2d")
+    return Model4D(Model4DConfig(classes=classes, predicates=predicates, **{"llm": cfg.llm, **cfg.model})), None
+
+
+def restrict_training(model: Model4D, cfg: Train4DConfig, ds, split: str, log=print) -> None:
+    """Open-vocabulary training (``train_vocabulary="seen"``: the names the split never shows are left out of the
+    losses) and ``train_only`` (parameters outside its prefixes frozen)."""
+    if cfg.train_vocabulary not in ("seen", "all"):
+        raise TrainError(f"train_vocabulary must be 'seen' or 'all', got {cfg.train_vocabulary!r}")
+    if cfg.train_vocabulary == "seen":
+        classes, predicates = model.config.classes, model.config.predicates
+        seen_c, seen_p = seen_vocabulary(ds, classes, predicates)
+        unseen = sorted(set(classes) - set(seen_c)) + sorted(set(predicates) - set(seen_p))
+        if unseen:
+            log(f"open-vocabulary training: {len(unseen)} names never occur in {split} ({', '.join(unseen)}); "
+                "they are scored at test time, not trained as negatives")  # fmt: skip
+        model.set_vocabulary(seen_c, seen_p)
+    if cfg.train_only is not None:  # e.g. one stage of a pipeline; frozen stays frozen (the LLM's base)
+        for name, p in model.named_parameters():
+            p.requires_grad_(p.requires_grad and name.startswith(tuple(cfg.train_only)))
+        if not any(p.requires_grad for p in model.parameters()):
+            raise TrainError(f"train_only={cfg.train_only}: no parameter matches")
+
+
+class ClipSampler:
+    """Training clips of a split: a sequence, a frame stride and a start drawn from ``rng`` (which the loop seeds
+    from seed, step, rank and micro-batch alone, so a resumed run draws what it would have), ``clip_frames``
+    frames, augmented when the config says so, with their targets. Sequences are read once and kept."""
+
+    def __init__(self, ds, cfg: Train4DConfig, rgb_source=None):
+        self.ds, self.cfg, self.rgb_source = ds, cfg, rgb_source
+        self.augment = None if cfg.augment is None else Augment(**cfg.augment)
+        self.cache: dict[int, tuple] = {}
+
+    def sequence(self, i: int):
+        if i not in self.cache:
+            seq, graph = self.ds[i]
+            self.cache[i] = (seq, graph, sequence_center(seq))
+        return self.cache[i]
+
+    def __call__(self, rng: np.random.Generator, classes: list[str], predicates: list[str]):
+        cfg = self.cfg
+        seq, graph, center = self.sequence(int(rng.integers(len(self.ds))))
+        stride = int(rng.choice(cfg.frame_strides))
+        span = min(seq.num_frames, (cfg.clip_frames - 1) * stride + 1)
+        start = int(rng.integers(seq.num_frames - span + 1))
+        times = list(range(start, start + span, stride))[: cfg.clip_frames]
+        frames = load_frames(seq, times, graph.video_id, self.rgb_source)
+        if self.augment is not None:  # after load_frames: the points' pixels (lifting) come from the original points
+            frames = self.augment(frames, center, rng)
+        return frames, clip_targets(graph, frames, classes, predicates), center
+
+
 def finetune_4d(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -179,54 +294,8 @@ def finetune_4d(
     classes, predicates = _vocabulary(root, ds)
     acc = make_accelerator(out, cfg.mixed_precision, cfg.clips_per_step)
     set_seed(cfg.seed)
-    report = None
-    if init_from is not None:
-        if init_from_2d is not None:
-            raise TrainError("pass either --init-from (a 4D model) or --init-from-2d (a 2D core), not both")
-        model = Model4D.from_pretrained(init_from)
-        if cfg.llm is not None and model.llm is None:  # a trained 4D model gets a SceneLLM
-            from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
-
-            model.llm = SceneLLM(
-                SceneLLMConfig.from_dict(cfg.llm), model.config.dim, num_tubes=model.config.num_queries
-            )
-            model.config.llm = model.llm.config.to_dict()
-    elif init_from_2d is not None:
-        from spade4d.models.lift import LiftedFeatures
-        from spade4d.models.spade2d import Spade2D
-        from spade4d.training.transfer import format_transfer, model4d_overrides, transfer_2d_to_4d
-
-        model2d = Spade2D.from_pretrained(init_from_2d)
-        lift = LiftedFeatures.from_spade2d(model2d) if cfg.lift else None
-        mcfg = Model4DConfig(
-            classes=classes,
-            predicates=predicates,
-            **{**cfg.model, **model4d_overrides(model2d)},
-            lift=model2d.config.to_dict() if cfg.lift else None,
-            llm=cfg.llm,
-        )
-        model = Model4D(mcfg, lift=lift)
-        report = transfer_2d_to_4d(model2d, model, tuple(cfg.transfer_parts))
-        del model2d
-        acc.print(format_transfer(report))
-    else:
-        if cfg.lift:
-            raise TrainError("lifting 2D features needs a 2D core: pass --init-from-2d")
-        model = Model4D(Model4DConfig(classes=classes, predicates=predicates, **{"llm": cfg.llm, **cfg.model}))
-    if cfg.train_vocabulary not in ("seen", "all"):
-        raise TrainError(f"train_vocabulary must be 'seen' or 'all', got {cfg.train_vocabulary!r}")
-    if cfg.train_vocabulary == "seen":
-        seen_c, seen_p = seen_vocabulary(ds, classes, predicates)
-        unseen = sorted(set(classes) - set(seen_c)) + sorted(set(predicates) - set(seen_p))
-        if unseen:
-            acc.print(f"open-vocabulary training: {len(unseen)} names never occur in {split} ({', '.join(unseen)}); "
-                      "they are scored at test time, not trained as negatives")  # fmt: skip
-        model.set_vocabulary(seen_c, seen_p)
-    if cfg.train_only is not None:  # e.g. one stage of a pipeline; frozen stays frozen (the LLM's base)
-        for name, p in model.named_parameters():
-            p.requires_grad_(p.requires_grad and name.startswith(tuple(cfg.train_only)))
-        if not any(p.requires_grad for p in model.parameters()):
-            raise TrainError(f"train_only={cfg.train_only}: no parameter matches")
+    model, report = build_model(cfg, classes, predicates, init_from, init_from_2d, acc.print)
+    restrict_training(model, cfg, ds, split, acc.print)
     rgb_source = None
     if model.lift is not None:
         from spade4d.data.cameras import CameraFrames
@@ -247,26 +316,11 @@ def finetune_4d(
         if report is not None:
             write_json(out / "transfer.json", report, indent=1)
 
-    augment = None if cfg.augment is None else Augment(**cfg.augment)
-    cache: dict[int, tuple] = {}
-
-    def get(i: int):
-        if i not in cache:
-            seq, graph = ds[i]
-            cache[i] = (seq, graph, sequence_center(seq))
-        return cache[i]
+    sampler = ClipSampler(ds, cfg, rgb_source)
 
     def step_fn(step: int, k: int):
         rng = np.random.default_rng([cfg.seed, step, acc.process_index, k])
-        seq, graph, center = get(int(rng.integers(len(ds))))
-        stride = int(rng.choice(cfg.frame_strides))
-        span = min(seq.num_frames, (cfg.clip_frames - 1) * stride + 1)
-        start = int(rng.integers(seq.num_frames - span + 1))
-        times = list(range(start, start + span, stride))[: cfg.clip_frames]
-        frames = load_frames(seq, times, graph.video_id, rgb_source)
-        if augment is not None:  # after load_frames: the points' pixels (lifting) come from the original points
-            frames = augment(frames, center, rng)
-        targets = clip_targets(graph, frames, core.config.classes, core.config.predicates)
+        frames, targets, center = sampler(rng, core.config.classes, core.config.predicates)
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         return model(clip_loss, frames, targets, center, weights, cfg.points_per_frame, gen)
 
@@ -274,11 +328,8 @@ def finetune_4d(
         cfg.steps, cfg.clips_per_step, cfg.grad_clip, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints
     )
     params = None
-    if cfg.clip_llm_apart and core.llm is not None:
-        params = [
-            [p for n, p in core.named_parameters() if not n.startswith("llm.")],
-            [p for n, p in core.named_parameters() if n.startswith("llm.")],
-        ]
+    if cfg.clip_llm_apart and core.llm is not None:  # the 4D model and the SceneLLM clipped apart
+        params = [[p for n, p in core.named_parameters() if n.startswith("llm.") == llm] for llm in (False, True)]
     step, history = train_loop(
         acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress, params=params
     )

@@ -1,7 +1,9 @@
 """The accelerate training loop every stage shares (diffusion pretraining, calibration, 2D and 4D training).
 
-A stage supplies ``step_fn(step, k) -> (loss, parts)`` for micro-batch ``k`` of optimisation step ``step``; its
-data draw must depend only on (seed, step, rank, k), so ``resume`` continues exactly. The run directory holds
+A stage supplies ``step_fn(step, k) -> terms`` for micro-batch ``k`` of optimisation step ``step``: a dict whose
+``loss_*`` entries are the (already weighted) loss tensors the loop sums and back-propagates, and whose other
+entries are floats it logs beside them (:func:`sum_losses`). Its data draw must depend only on (seed, step, rank,
+k), so ``resume`` continues exactly. The run directory holds
 ``checkpoints/step_XXXXXX/`` (the last ``keep_checkpoints``; each written as ``.partial`` and renamed when
 complete, so a killed run never leaves half a checkpoint), ``trainer_state.json`` (step, loss history),
 ``loss.png`` and TensorBoard logs under ``logs/``.
@@ -25,6 +27,17 @@ from pathlib import Path
 import torch
 
 from spade4d.io import write_json
+
+
+def sum_losses(terms: dict) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss to back-propagate (the sum of the ``loss_*`` tensors, in their order) and the values to log: every
+    term as a float and ``loss``, the total."""
+    losses = [v for k, v in terms.items() if k.startswith("loss_")]
+    if not losses:
+        raise ValueError(f"a training step returned no loss_* term (got {sorted(terms)})")
+    total = sum(losses)
+    logged = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
+    return total, {"loss": float(total.detach()), **logged}
 
 
 class TrainError(ValueError):
@@ -204,6 +217,26 @@ def make_accelerator(out: Path, mixed_precision: str = "no", accumulation: int =
     return acc
 
 
+def resume_state(acc, out: Path, name: str) -> tuple[int, list[dict]]:
+    """Load the latest checkpoint of ``out`` into the prepared objects (checked first: digests, then the tensors'
+    names and shapes); returns its (step, history), or (0, []) when there is none."""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        acc.print(f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
+        return 0, []
+    st = verify_checkpoint(ckpt)
+    _check_checkpoint(ckpt, getattr(acc, "_models", []))
+    try:
+        acc.load_state(str(ckpt), strict=False)  # frozen parameters are not in it (they were built above)
+    except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
+        raise TrainError(
+            f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]}); delete "
+            "this folder to resume from the one before it"
+        ) from None
+    acc.print(f"[{name}] resumed from {ckpt} at step {st['step']}")
+    return st["step"], st["history"]
+
+
 def train_loop(
     acc,
     model,
@@ -211,7 +244,7 @@ def train_loop(
     sched,
     out: Path,
     settings: LoopSettings,
-    step_fn: Callable[[int, int], tuple[torch.Tensor, dict[str, float]]],
+    step_fn: Callable[[int, int], dict],
     name: str,
     resume: bool = False,
     progress: bool = True,
@@ -223,24 +256,8 @@ def train_loop(
     from tqdm.auto import tqdm
 
     out = Path(out)
-    step, history = 0, []
-    if resume:
-        ckpt = latest_checkpoint(out)
-        if ckpt is None:
-            acc.print(f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
-        else:
-            st = verify_checkpoint(ckpt)
-            _check_checkpoint(ckpt, getattr(acc, "_models", []))
-            try:
-                acc.load_state(str(ckpt), strict=False)  # frozen parameters are not in it (they were built above)
-            except (OSError, RuntimeError, ValueError, KeyError, EOFError) as e:
-                raise TrainError(
-                    f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]}); delete "
-                    "this folder to resume from the one before it"
-                ) from None
-            step, history = st["step"], st["history"]
-            acc.print(f"[{name}] resumed from {ckpt} at step {step}")
-    elif acc.is_main_process and (out / "checkpoints").exists():
+    step, history = resume_state(acc, out, name) if resume else (0, [])
+    if not resume and acc.is_main_process and (out / "checkpoints").exists():
         raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     acc.init_trackers("logs")
     groups = [list(model.parameters())] if params is None else params
@@ -253,7 +270,7 @@ def train_loop(
         parts_sum: dict[str, float] = {}
         for k in range(settings.accumulation):
             with acc.accumulate(model), acc.autocast():
-                loss, parts = step_fn(step, k)
+                loss, parts = sum_losses(step_fn(step, k))
                 if not torch.isfinite(loss.detach()).all():
                     raise TrainError(
                         f"[{name}] step {step + 1}: the loss is {float(loss.detach()):g}; not a finite number "

@@ -16,7 +16,7 @@ A stage whose ``model/`` folder exists is skipped, so re-running the command aft
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -90,16 +90,27 @@ PRESETS_2D = {
 }
 
 
-def preset_2d(name: str, **overrides) -> Pretrain2DConfig:
-    if name not in PRESETS_2D:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS_2D)}")
-    return replace(PRESETS_2D[name], **{k: v for k, v in overrides.items() if v is not None})
+def preset_2d(name: str, config: str | os.PathLike | None = None, overrides=(), **flags) -> Pretrain2DConfig:
+    """The ``name`` preset (configs/pretrain_2d/<name>.yaml), then the YAML ``config``, then ``key=value``
+    ``overrides`` (``diffusion.*``, ``model.*``, ``weights.*`` checked against their dataclasses), then the non-None
+    ``flags``."""
+    from spade4d.config import preset_config
+
+    return preset_config(Pretrain2DConfig, PRESETS_2D, name, config, overrides, nested_schema_2d(), **flags)
+
+
+def nested_schema_2d() -> dict[str, type]:
+    """The dataclasses the dict-valued fields of :class:`Pretrain2DConfig` hold overrides of."""
+    from spade4d.models.spade2d import Spade2DConfig
+
+    return {"diffusion": DiffusionTrainConfig, "model": Spade2DConfig, "weights": LossWeights}
 
 
 # --- the PSG loss -----------------------------------------------------------------------------------------------
 def psg_loss(model: Spade2D, images: torch.Tensor, samples: list[ImageSample], weights: LossWeights):
     """Hungarian matching per image (class + BCE + Dice), class CE with a down-weighted "no object", BCE + Dice
-    on matched masks, multi-label BCE on the predicates of ordered pairs of matched queries."""
+        on matched masks, multi-label BCE on the predicates of ordered pairs of matched queries; each ``loss_*`` term
+    multiplied by its weight (the training loop sums them)."""
     cfg = model.config
     out = model(images)
     B, Q = out.class_logits.shape[:2]
@@ -138,14 +149,12 @@ def psg_loss(model: Spade2D, images: torch.Tensor, samples: list[ImageSample], w
     def mean(xs):
         return torch.stack(xs).mean() if xs else out.states.new_zeros(())
 
-    parts = {"cls": mean(l_cls), "bce": mean(l_bce), "dice": mean(l_dice), "rel": mean(l_rel)}
-    total = (
-        weights.cls * parts["cls"]
-        + weights.bce * parts["bce"]
-        + weights.dice * parts["dice"]
-        + weights.relation * parts["rel"]
-    )
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return {
+        "loss_cls": weights.cls * mean(l_cls),
+        "loss_bce": weights.bce * mean(l_bce),
+        "loss_dice": weights.dice * mean(l_dice),
+        "loss_rel": weights.relation * mean(l_rel),
+    }
 
 
 # --- stages -----------------------------------------------------------------------------------------------------
@@ -205,8 +214,7 @@ def calibrate(backbone: DiffusionBackbone, cache: TeacherCache, out: Path, cfg: 
 
     def step_fn(step: int, k: int):
         rng = np.random.default_rng([cfg.seed, step, acc.process_index, k, 1])
-        loss = _calibration_term(core, cache, rng, cfg.calibration_batch, acc.device)
-        return loss, {"loss": float(loss.detach())}
+        return {"loss_calib": _calibration_term(core, cache, rng, cfg.calibration_batch, acc.device)}
 
     settings = LoopSettings(cfg.calibration_steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
     _, history = train_loop(acc, backbone, opt, sched, out, settings, step_fn, "calibration", resume, progress, params)
@@ -235,13 +243,11 @@ def train_psg(model: Spade2D, train: ImageSet, cache: TeacherCache | None, out: 
     def step_fn(step: int, k: int):
         rng = np.random.default_rng([cfg.seed, step, acc.process_index, k, 2])
         images, samples = train.batch(rng.integers(len(train), size=cfg.batch_size).tolist())
-        loss, parts = psg_loss(core, images.to(acc.device), samples, weights)
+        terms = psg_loss(core, images.to(acc.device), samples, weights)
         if cache is not None and cfg.calibration_weight > 0:
             cal = _calibration_term(core.backbone, cache, rng, max(cfg.batch_size // 2, 1), acc.device)
-            loss = loss + cfg.calibration_weight * cal
-            parts["calib"] = float(cal.detach())
-        parts["loss"] = float(loss.detach())
-        return loss, parts
+            terms["loss_calib"] = cfg.calibration_weight * cal
+        return terms
 
     settings = LoopSettings(cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
     _, history = train_loop(acc, wrapped, opt, sched, out, settings, step_fn, "psg-2d", resume, progress, trainable)
@@ -267,6 +273,21 @@ def evaluate_2d_model(model: Spade2D, test: ImageSet, batch: int = 16, progress:
     return ev.evaluate()
 
 
+def _stage_backbone(psg_json, coco_root, out: Path, cfg, backbone_dir, sd15, resume, progress) -> DiffusionBackbone:
+    """Stage 1, the diffusion backbone: SD-1.5 from a local folder, a given backbone folder, or the tiny UNet
+    trained here (skipped when ``out/diffusion/model`` exists)."""
+    if sd15 is not None:
+        return DiffusionBackbone.from_sd15(sd15)
+    if backbone_dir is not None:
+        return DiffusionBackbone.from_pretrained(backbone_dir)
+    ddir = out / "diffusion" / "model"
+    if not ddir.is_dir():
+        base = {**asdict(DiffusionTrainConfig()), "seed": cfg.seed, "mixed_precision": cfg.mixed_precision}
+        dcfg = DiffusionTrainConfig(**{**base, **cfg.diffusion})
+        pretrain_diffusion(psg_json, coco_root, out / "diffusion", dcfg, resume=resume, progress=progress)
+    return DiffusionBackbone.from_pretrained(ddir)
+
+
 def pretrain_2d(
     psg_json: str | os.PathLike,
     coco_root: str | os.PathLike,
@@ -287,18 +308,7 @@ def pretrain_2d(
     write_json(out / "pretrain_config.json", asdict(cfg))
     set_seed(cfg.seed)
     summary: dict = {}
-    # 1. the diffusion backbone
-    if sd15 is not None:
-        backbone = DiffusionBackbone.from_sd15(sd15)
-    elif backbone_dir is not None:
-        backbone = DiffusionBackbone.from_pretrained(backbone_dir)
-    else:
-        ddir = out / "diffusion" / "model"
-        if not ddir.is_dir():
-            base = {**asdict(DiffusionTrainConfig()), "seed": cfg.seed, "mixed_precision": cfg.mixed_precision}
-            dcfg = DiffusionTrainConfig(**{**base, **cfg.diffusion})
-            pretrain_diffusion(psg_json, coco_root, out / "diffusion", dcfg, resume=resume, progress=progress)
-        backbone = DiffusionBackbone.from_pretrained(ddir)
+    backbone = _stage_backbone(psg_json, coco_root, out, cfg, backbone_dir, sd15, resume, progress)  # 1.
     grid = backbone.feature_grid
     train = ImageSet(psg_json, coco_root, "train", backbone.config.image_size, grid)
     test = ImageSet(psg_json, coco_root, "test", backbone.config.image_size, grid)

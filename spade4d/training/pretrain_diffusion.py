@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +68,13 @@ DIFFUSION_PRESETS = {
 }
 
 
-def diffusion_preset(name: str, **overrides) -> DiffusionTrainConfig:
-    if name not in DIFFUSION_PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(DIFFUSION_PRESETS)}")
-    return replace(DIFFUSION_PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+def diffusion_preset(name: str, config=None, overrides=(), **flags) -> DiffusionTrainConfig:
+    """The ``name`` preset (configs/pretrain_diffusion/<name>.yaml), then the YAML ``config``, then ``key=value``
+    ``overrides`` (``backbone.*`` checked against :class:`BackboneConfig`), then the non-None ``flags``."""
+    from spade4d.config import preset_config
+
+    nested = {"backbone": BackboneConfig}
+    return preset_config(DiffusionTrainConfig, DIFFUSION_PRESETS, name, config, overrides, nested, **flags)
 
 
 def pretrain_diffusion(
@@ -125,14 +128,12 @@ def pretrain_diffusion(
         ground = cfg.grounding_weight > 0 or cfg.grounding_pixel_weight > 0
         with AttentionCapture(acc.unwrap_model(unet)) if ground else contextlib.nullcontext() as cap:
             pred = unet(xt, t, encoder_hidden_states=cond, encoder_attention_mask=mask).sample
-        mse = F.mse_loss(pred.float(), noise.float())
-        loss, logs = mse, {"loss": float(mse.detach())}
+        terms = {"loss_noise": F.mse_loss(pred.float(), noise.float())}
         if ground:
             words = [texts[(i, c)][2] for i, c in zip(idx, captions)]
             tok_loss, pix_loss = grounding_losses(cap.maps(), samples, words, bcfg.image_size, targets)
-            loss = loss + cfg.grounding_weight * tok_loss + cfg.grounding_pixel_weight * pix_loss
-            logs.update(token_loss=float(tok_loss.detach()), pixel_loss=float(pix_loss.detach()))
-        return loss, logs
+            terms.update(loss_token=cfg.grounding_weight * tok_loss, loss_pixel=cfg.grounding_pixel_weight * pix_loss)
+        return terms
 
     settings = LoopSettings(cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
     _, history = train_loop(acc, unet, opt, sched, out, settings, step_fn, "pretrain-diffusion", resume, progress)
@@ -309,3 +310,19 @@ def plot_attention(backbone: DiffusionBackbone, samples: list[ImageSample], path
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+
+
+def report_attention(model_dir: Path, psg_json, coco_root, out: Path, images: int = 40) -> dict:
+    """How well the trained backbone's cross-attention finds the objects its test captions name
+    (:func:`attention_localisation` over the first ``images`` test images), written to
+    ``out/attention_localisation.json`` with ``out/attention.png`` (the maps of four images)."""
+    from spade4d.io import write_json
+    from spade4d.models.diffusion_backbone import DiffusionBackbone
+
+    bb = DiffusionBackbone.from_pretrained(model_dir)
+    test = ImageSet(psg_json, coco_root, "test", bb.config.image_size, bb.config.image_size)
+    samples = [test[i] for i in range(min(len(test), images))]
+    loc = attention_localisation(bb, samples)
+    write_json(out / "attention_localisation.json", loc, indent=1)
+    plot_attention(bb, samples[:4], out / "attention.png")
+    return loc

@@ -297,3 +297,24 @@ def show_interactive(points: PointSequence, graph: SceneGraph4D, t: int = 0) -> 
     pc.colors = o3d.utility.Vector3dVector(colors)
     geoms.append(pc)
     o3d.visualization.draw_geometries(geoms, window_name=f"{graph.video_id} frame {t}")
+
+
+def sequence_to_render(ds, video: str | None = None, pred: str | os.PathLike | None = None, frames=None):
+    """The points and graph ``render`` draws: sequence ``video`` of the split ``ds`` (default its first) with its
+    ground truth, or with its entry of the prediction file ``pred``. Returns (points, graph, title)."""
+    if len(ds) == 0:
+        raise ValueError("the split holds no sequences")
+    vid = video or ds.video_ids()[0]
+    points, graph = ds[ds.index_of(vid)]
+    title = f"{vid} (ground truth)"
+    if pred:
+        from spade4d.evaluation.predictions import load_predictions_4d
+
+        preds = load_predictions_4d(pred, {vid: points.counts.tolist()}, only=[vid])
+        if vid not in preds:
+            raise ValueError(f"{pred}: no predictions for sequence {vid!r}")
+        graph, title = preds[vid], f"{vid} (prediction)"
+    bad = [t for t in frames or [] if t >= points.num_frames]
+    if bad:
+        raise ValueError(f"--frames {bad[0]}: sequence {vid!r} has frames 0..{points.num_frames - 1}")
+    return points, graph, title

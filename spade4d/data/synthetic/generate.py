@@ -97,6 +97,14 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def synthetic_preset(name: str, config=None, overrides=()) -> Preset:
+    """The ``name`` preset (configs/synthetic/<name>.yaml), then the YAML ``config``, then ``key=value``
+    ``overrides`` (``train=200 test=80``...)."""
+    from spade4d.config import preset_config
+
+    return preset_config(Preset, PRESETS, name, config, overrides)
+
+
 class SyntheticError(ValueError):
     """Bad arguments to the generator."""
 
@@ -173,9 +181,24 @@ def psg4d_point_tuple(lifted, instance: np.ndarray, semantic: np.ndarray) -> tup
     return xyz, rgb, semantic.astype(np.int64), instance.astype(np.int64)
 
 
+def write_gta_frame(gta: Path, vid: str, name: str, fr, ids_map: np.ndarray, things: list[int]) -> None:
+    """One rendered frame as PSG4D-GTA stores it: BMP image, NDC depth, visible (things only) and full masks,
+    the SAIL-VOS camera yaml and the rage matrices."""
+    import imageio.v2 as imageio
+
+    imageio.imwrite(gta / "images" / vid / f"{name}.bmp", fr.rgb)
+    np.save(gta / "depth" / vid / f"{name}.npy", gta_depth(fr.depth))
+    thing_map = np.where(np.isin(ids_map, things), ids_map, 0).astype(np.uint16)
+    np.save(gta / "visible" / vid / f"{name}.npy", thing_map)
+    np.save(gta / "masks" / vid / f"{name}.npy", ids_map.astype(np.uint16))
+    height, width = ids_map.shape
+    cam_yaml, rage = gta_camera(fr.K, fr.world_from_camera, width, height)
+    (gta / "camera" / vid / f"{name}.yaml").write_text(cam_yaml)
+    np.savez(gta / "rage_matrices" / vid / f"{name}.npz", **rage)
+
+
 def make_sequence(args: tuple) -> dict[str, Any]:
     """Simulate, render, lift and write one sequence; return its annotation entry and statistics."""
-    import imageio.v2 as imageio
     import torch
 
     out, seed, split, index, template, preset, noise = args
@@ -234,15 +257,7 @@ def make_sequence(args: tuple) -> dict[str, Any]:
                 np.where(is_thing, semantic, GTA_NO_INSTANCE),
             ),
         )
-        name = f"{t:06d}"
-        imageio.imwrite(gta / "images" / vid / f"{name}.bmp", fr.rgb)
-        np.save(gta / "depth" / vid / f"{name}.npy", gta_depth(fr.depth))
-        thing_map = np.where(np.isin(ids_map, things), ids_map, 0).astype(np.uint16)
-        np.save(gta / "visible" / vid / f"{name}.npy", thing_map)
-        np.save(gta / "masks" / vid / f"{name}.npy", ids_map.astype(np.uint16))
-        cam_yaml, rage = gta_camera(fr.K, fr.world_from_camera, preset.width, preset.height)
-        (gta / "camera" / vid / f"{name}.yaml").write_text(cam_yaml)
-        np.savez(gta / "rage_matrices" / vid / f"{name}.npz", **rage)
+        write_gta_frame(gta, vid, f"{t:06d}", fr, ids_map, things)
 
     objects = [oid for oid in label_of if visible[oid].any()]
     relations = []
@@ -373,18 +388,7 @@ def generate(
         p = PRESETS[preset]
     else:
         raise SyntheticError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    for name in ("frames", "width", "height", "width_2d", "height_2d"):
-        if getattr(p, name) <= 0:
-            raise SyntheticError(f"preset {name} must be positive, got {getattr(p, name)}")
-    for name in ("train", "val", "test", "images_2d"):
-        if getattr(p, name) < 0:
-            raise SyntheticError(f"preset {name} must be >= 0, got {getattr(p, name)}")
-    if seed < 0:
-        raise SyntheticError(f"seed must be >= 0, got {seed}")
-    if noise < 0:
-        raise SyntheticError(f"noise must be >= 0, got {noise}")
-    if workers is not None and workers < 1:
-        raise SyntheticError(f"workers must be >= 1, got {workers}")
+    _check_settings(p, seed, noise, workers)
     workers = workers or min(os.cpu_count() or 1, 4)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         (tmp / "psg" / "images").mkdir(parents=True)
@@ -402,27 +406,7 @@ def generate(
                     pool.map(make_image, jobs2d, chunksize=8), total=len(jobs2d), desc="2D images", disable=not progress
                 )
             )
-        splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
-        for s in seqs:
-            splits[s["split"]].append(s["entry"])
-        ann = {
-            "objects": {"thing": THING_CLASSES, "stuff": STUFF_CLASSES},
-            "predicates": PREDICATES,
-            "split": {k: [e["video_id"] for e in v] for k, v in splits.items()},
-            "data": [e for v in splits.values() for e in v],
-        }
-        write_json(tmp / "psg4d_pc" / "psg4d.json", ann)
-        write_json(tmp / "psg4d_gta" / "sailvos3d.json", ann)
-        write_json(tmp / "psg4d_gta_pc" / "sailvos3d.json", ann)
-        n_test = max(1, len(images) // 5)
-        psg = {
-            "thing_classes": THING_CLASSES,
-            "stuff_classes": STUFF_CLASSES,
-            "predicate_classes": PREDICATES,
-            "test_image_ids": [im["image_id"] for im in images[-n_test:]],
-            "data": images,
-        }
-        write_json(tmp / "psg" / "psg.json", psg)
+        splits = _write_annotations(tmp, seqs, images)
         stats = _stats(splits, images)
         write_json(tmp / "stats.json", stats, indent=1)
         manifest = {
@@ -443,6 +427,47 @@ def generate(
     if progress:
         print(format_stats(stats))
     return stats
+
+
+def _check_settings(p: Preset, seed: int, noise: float, workers: int | None) -> None:
+    for name in ("frames", "width", "height", "width_2d", "height_2d"):
+        if getattr(p, name) <= 0:
+            raise SyntheticError(f"preset {name} must be positive, got {getattr(p, name)}")
+    for name in ("train", "val", "test", "images_2d"):
+        if getattr(p, name) < 0:
+            raise SyntheticError(f"preset {name} must be >= 0, got {getattr(p, name)}")
+    if seed < 0:
+        raise SyntheticError(f"seed must be >= 0, got {seed}")
+    if noise < 0:
+        raise SyntheticError(f"noise must be >= 0, got {noise}")
+    if workers is not None and workers < 1:
+        raise SyntheticError(f"workers must be >= 1, got {workers}")
+
+
+def _write_annotations(tmp: Path, seqs: list[dict], images: list[dict]) -> dict[str, list[dict]]:
+    """The 4D annotation (the same file in the three 4D layouts) and the PSG json; returns the 4D entries by split."""
+    splits: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for s in seqs:
+        splits[s["split"]].append(s["entry"])
+    ann = {
+        "objects": {"thing": THING_CLASSES, "stuff": STUFF_CLASSES},
+        "predicates": PREDICATES,
+        "split": {k: [e["video_id"] for e in v] for k, v in splits.items()},
+        "data": [e for v in splits.values() for e in v],
+    }
+    write_json(tmp / "psg4d_pc" / "psg4d.json", ann)
+    write_json(tmp / "psg4d_gta" / "sailvos3d.json", ann)
+    write_json(tmp / "psg4d_gta_pc" / "sailvos3d.json", ann)
+    n_test = max(1, len(images) // 5)
+    psg = {
+        "thing_classes": THING_CLASSES,
+        "stuff_classes": STUFF_CLASSES,
+        "predicate_classes": PREDICATES,
+        "test_image_ids": [im["image_id"] for im in images[-n_test:]],
+        "data": images,
+    }
+    write_json(tmp / "psg" / "psg.json", psg)
+    return splits
 
 
 class _Serial:

@@ -1,0 +1,85 @@
+"""Scoring a prediction file against a dataset split and writing the report (``evaluate-4d`` / ``evaluate-2d``
+and the demo call these)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+@dataclass
+class Report:
+    """The metrics, the files written (``json``, ``png``), the table to print and what the user should know."""
+
+    metrics: dict
+    paths: dict[str, Path]
+    table: str
+    notes: list[str] = field(default_factory=list)
+
+
+def evaluate_4d_split(
+    ds, pred: str | os.PathLike, out: str | os.PathLike, options=None, label: dict | None = None, progress=True
+) -> Report:
+    """4D R@K / mR@K (docs/metrics.md) of the prediction file ``pred`` on the dataset split ``ds`` (an opened
+    point-cloud dataset), streaming sequence by sequence; ``label`` (format, split) is recorded in the metrics.
+    Writes ``out`` (JSON) and the per-predicate chart beside it. (What the dataset itself should tell the user,
+    :func:`spade4d.data.datasets.dataset_notes`, is the caller's to add.)"""
+    from spade4d.evaluation import Evaluator4D, Options4D, PredictionFile4D
+    from spade4d.evaluation.report import format_table, write_report
+
+    label = label or {}
+    split = label.get("split", "")
+    preds = PredictionFile4D(pred)
+    missing = [v for v in ds.video_ids() if v not in preds]
+    ev = Evaluator4D(options or Options4D(), predicates=ds.predicates)
+    for points, gt in tqdm(ds, total=len(ds), desc="evaluate-4d", disable=not progress):
+        ev.process(gt, preds.get(gt.video_id, points.counts.tolist()) if gt.video_id in preds else None)
+    metrics = ev.evaluate()
+    metrics.update(
+        **label,
+        prediction_file=str(pred),
+        sequences_without_predictions=len(missing),
+        missing_frames=ds.stats["missing_frames"],
+        unrecallable_gt_relations=ds.stats["unrecallable_relations"],
+    )
+    paths = write_report(metrics, out, title=f"4D recall per predicate ({split})")
+    n = metrics["num_gt_relations"]
+    table = format_table(metrics, f"4D scene graph recall, {split} split ({len(ds)} sequences, {n} GT relations)")
+    notes = [f"{len(missing)} sequences have no predictions and score 0"] if missing else []
+    extra = set(preds.video_ids()) - set(ds.video_ids())
+    if extra:
+        notes.append(f"{len(extra)} sequences of {pred} are not in split {split!r} and were not scored")
+    return Report(metrics, paths, table, notes)
+
+
+def evaluate_2d_split(ds, pred: str | os.PathLike, out: str | os.PathLike, options, progress=True) -> Report:
+    """2D PSG R@K / mR@K (docs/metrics.md) of the prediction file ``pred`` on ``ds`` (a PSG split); with
+    ``options.single_mask_per_object`` off, a relation's own subject/object masks are used where it has them."""
+    from spade4d.evaluation import Evaluator2D, PredictionFile2D
+    from spade4d.evaluation.predictions import triplet_masks_2d
+    from spade4d.evaluation.report import format_table, write_report
+
+    preds = PredictionFile2D(pred)
+    ev = Evaluator2D(ds.predicates, options)
+    per_triplet = not options.single_mask_per_object
+    with_triplets = 0
+    for gt in tqdm(ds, total=len(ds), desc="evaluate-2d", disable=not progress):
+        p = preds.get(gt.image_id, (gt.height, gt.width)) if gt.image_id in preds else None
+        triplets = None
+        if p is not None and per_triplet:
+            triplets = triplet_masks_2d(preds, gt.image_id, (gt.height, gt.width))
+            with_triplets += len(triplets)
+        ev.process(gt, p, triplets)
+    metrics = ev.evaluate()
+    metrics.update(split=ds.split, prediction_file=str(pred))
+    notes = []
+    if per_triplet:
+        metrics["relations_with_triplet_masks"] = with_triplets
+        if not with_triplets:
+            notes.append("--per-triplet-masks: no relation carries subject_mask / object_mask; object masks used")
+    paths = write_report(metrics, out, title=f"2D recall per predicate ({ds.split})")
+    table = format_table(metrics, f"2D scene graph recall, {ds.split} split ({metrics['num_images']} images)")
+    return Report(metrics, paths, table, notes)
