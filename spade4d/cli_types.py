@@ -6,42 +6,39 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, kind: type, ok, wanted: str):
+    """``text`` read as ``kind`` (int or float), refused unless ``ok(value)``; ``wanted`` names the condition."""
     try:
-        v = int(text)
+        v = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {v}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(f"{text!r} must be {wanted}")
     return v
 
 
-def names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated names")
-    return names
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v > 0, "positive")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+    return _number(text, int, lambda v: v >= 0, ">= 0")
 
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates, voxel sizes, scales, frame rates)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (v > 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
-    return v
+    return _number(text, float, lambda v: 0 < v < float("inf"), "a finite number above 0")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, lambda v: v >= 0, ">= 0")
+
+
+def names(text: str) -> list[str]:
+    chosen = [n.strip() for n in text.split(",") if n.strip()]
+    if not chosen:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return chosen
 
 
 def image_side(text: str) -> int:
@@ -49,16 +46,6 @@ def image_side(text: str) -> int:
     v = positive_int(text)
     if v > 8192:
         raise argparse.ArgumentTypeError(f"{v} pixels is more than the renderer's limit of 8192")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return v
 
 

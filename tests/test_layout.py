@@ -125,7 +125,7 @@ def test_losses_are_named_terms_the_loop_sums():
     a, b = torch.tensor(1.5, requires_grad=True), torch.tensor(2.0, requires_grad=True)
     total, logged = sum_losses({"loss_a": a * 2, "loss_b": b, "matched": 3.0})
     total.backward()
-    assert float(total) == 5.0 and logged == {"loss": 5.0, "loss_a": 3.0, "loss_b": 2.0, "matched": 3.0}
+    assert float(total.detach()) == 5.0 and logged == {"loss": 5.0, "loss_a": 3.0, "loss_b": 2.0, "matched": 3.0}
     assert float(a.grad) == 2.0
     with pytest.raises(ValueError, match="no loss_"):
         sum_losses({"matched": 1.0})

@@ -136,14 +136,6 @@ class PretrainedMixin:
 
     @classmethod
     def _read_saved_config(cls, cfg_file: Path) -> dict[str, Any]:
-        if cls.model_type is not None:
-            d = read_config(cfg_file, cls.model_type)
-            d.pop("model_type")
-            return d
-        try:
-            d = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise WeightsError(f"{cfg_file}: invalid JSON ({str(e).splitlines()[0]})") from None
-        if not isinstance(d, dict):
-            raise WeightsError(f"{cfg_file}: expected a JSON object, found a {type(d).__name__}")
+        d = read_config(cfg_file, cls.model_type)
+        d.pop("model_type", None)
         return d

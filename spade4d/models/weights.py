@@ -16,15 +16,15 @@ class WeightsError(ValueError):
     """A model file cannot be used; the message names it."""
 
 
-def read_config(path: Path, model_type: str) -> dict[str, Any]:
-    """A model folder's ``config.json`` as a dict whose ``model_type`` is ``model_type``."""
+def read_config(path: Path, model_type: str | None = None) -> dict[str, Any]:
+    """A model folder's JSON config as a dict; with ``model_type``, its ``model_type`` must be that."""
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path}: invalid JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(d, dict):
         raise WeightsError(f"{path}: expected a JSON object, found a {type(d).__name__}")
-    if d.get("model_type") != model_type:
+    if model_type is not None and d.get("model_type") != model_type:
         raise WeightsError(f"{path}: model_type is {d.get('model_type')!r}, expected {model_type!r}")
     return d
 
