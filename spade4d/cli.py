@@ -72,7 +72,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     if len(ds) == 0:
         raise ValueError(f"split {args.split!r} of {args.root} holds no sequences")
-    points, graph, title = sequence_to_render(ds, args.video, args.pred, args.frames)
+    from spade4d.viz.figures import FigureOptions
+
+    options = FigureOptions(top_k=args.top_k, min_score=args.min_score, view=args.view)
+    points, graph, title, gt = sequence_to_render(ds, args.video, args.pred, args.frames)
     if args.interactive:
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise ValueError("--interactive needs a display (DISPLAY is not set); render to PNG files instead")
@@ -88,8 +91,10 @@ def cmd_render(args: argparse.Namespace) -> int:
         fps=args.fps,
         title=title,
         progress=not args.quiet,
+        options=options,
+        ground_truth=gt,
     )
-    print(f"wrote {len(out['frames'])} frames and {out['gif']}")
+    print(f"wrote {len(out['frames'])} frames, {out['gif']} and {out['timeline']}")
     return 0
 
 
@@ -367,6 +372,9 @@ def _add_render(sub) -> None:
     s.add_argument("--width", type=T.image_side, default=960)
     s.add_argument("--height", type=T.image_side, default=720)
     s.add_argument("--fps", type=T.positive_float, default=4.0)
+    s.add_argument("--top-k", type=T.positive_int, default=10, help="relations drawn per frame, best first")
+    s.add_argument("--min-score", type=float, default=0.0, help="leave out relations scored below this")
+    s.add_argument("--view", default="front", choices=["front", "top", "side", "orbit"], help="camera direction")
     s.add_argument("--interactive", action="store_true", help="open an Open3D window (needs a display)")
 
 

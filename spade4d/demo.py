@@ -159,8 +159,8 @@ def demo_render(out: Path, data: Path, log=print) -> None:
     log("[demo] rendering a test sequence: prediction and ground truth")
     test = open_4d_dataset("spade4d-pc", data / "psg4d_pc", "test")
     for name, pred in (("render_pred", out / "predictions_test.json"), ("render_gt", None)):
-        points, graph, title = sequence_to_render(test, pred=pred)
-        res = render_sequence(points, graph, out / name, title=title, progress=False)
+        points, graph, title, gt = sequence_to_render(test, pred=pred)
+        res = render_sequence(points, graph, out / name, title=title, progress=False, ground_truth=gt)
         log(f"wrote {len(res['frames'])} frames and {res['gif']}")
 
 

@@ -19,3 +19,93 @@ def test_render_writes_non_blank_images_of_the_right_size(synthetic_root, tmp_pa
     assert (sat > 80).mean() > 0.002
     gif = Image.open(out["gif"])
     assert gif.n_frames == 2 and gif.size == (640, 240)
+
+
+def _graph(objects, relations, T=4, n=6):
+    from spade4d.structures import ObjectTube, Relation4D, SceneGraph4D
+
+    tubes = [ObjectTube(oid, label, {t: np.isin(np.arange(n), pts) for t in range(T)}) for oid, label, pts in objects]
+    rels = [Relation4D(s, o, p, spans, score) for s, o, p, spans, score in relations]
+    return SceneGraph4D("v", T, tubes, rels, [n] * T)
+
+
+def test_figures_choose_relations_ids_and_views():
+    import pytest
+
+    from spade4d.viz.figures import (
+        UNMATCHED_OFFSET,
+        FigureOptions,
+        frame_relations,
+        in_ground_truth_ids,
+        match_to_ground_truth,
+        relation_tag,
+        view_direction,
+    )
+
+    gt = _graph([(5, "person", [0, 1, 2]), (9, "chair", [3, 4])], [(5, 9, "sitting on", [(0, 3)], 1.0)])
+    pred = _graph(
+        [(1, "person", [0, 1, 2]), (2, "chair", [3, 4, 5]), (3, "lamp", [])],
+        [
+            (1, 2, "sitting on", [(1, 3)], 0.9),
+            (1, 2, "beside", [(0, 3)], 0.6),  # a second predicate of the same pair keeps its own tag
+            (2, 1, "on", [(0, 0)], 0.3),
+            (1, 3, "holding", [(0, 3)], 0.05),
+        ],
+    )
+    # chair: IoU 2/3 per frame -> matched; the lamp has no points -> unmatched
+    assert match_to_ground_truth(pred, gt) == {1: 5, 2: 9, 3: None}
+    drawn = in_ground_truth_ids(pred, gt)
+    assert [(o.id, o.label) for o in drawn.objects] == [(5, "person"), (9, "chair"), (UNMATCHED_OFFSET + 3, "lamp?")]
+    assert [(r.subject, r.object) for r in drawn.relations][:2] == [(5, 9), (5, 9)]
+    opts = FigureOptions(top_k=2, min_score=0.1)
+    assert [r.predicate for r in frame_relations(drawn, 0, opts)] == ["beside", "on"]  # 'sitting on' starts at 1
+    assert [r.predicate for r in frame_relations(drawn, 2, opts)] == ["sitting on", "beside"]  # top 2 of 2 (0.05 out)
+    assert relation_tag(drawn.relations[0], opts, scored=True) == "sitting on 0.90"
+    assert relation_tag(drawn.relations[0], opts, scored=False) == "sitting on"
+    assert view_direction("orbit", 0, 8) != view_direction("orbit", 4, 8) and view_direction("top", 3, 8)[2] == 1.0
+    with pytest.raises(ValueError, match="view"):
+        FigureOptions(view="above")
+    with pytest.raises(ValueError, match="top_k"):
+        FigureOptions(top_k=0)
+
+
+def test_relation_timeline_has_a_row_per_relation(tmp_path):
+    from spade4d.viz.figures import FigureOptions, relation_timeline
+
+    gt = _graph([(1, "person", [0]), (2, "chair", [1])], [(1, 2, "sitting on", [(0, 1), (3, 3)], 1.0)])
+    pred = _graph(
+        [(1, "person", [0]), (2, "chair", [1])], [(1, 2, "sitting on", [(0, 2)], 0.8), (2, 1, "on", [(1, 1)], 0.4)]
+    )
+    one = Image.open(relation_timeline(tmp_path / "a.png", gt, None, FigureOptions()))
+    two = Image.open(relation_timeline(tmp_path / "b.png", gt, pred, FigureOptions()))
+    assert two.size[1] > one.size[1]  # the prediction's extra relation adds a row
+    top1 = Image.open(relation_timeline(tmp_path / "c.png", gt, pred, FigureOptions(top_k=1)))
+    assert top1.size == one.size
+
+
+def test_render_command_draws_a_prediction_in_ground_truth_ids(synthetic_root, tmp_path, capsys):
+    from spade4d.cli import main
+
+    root = synthetic_root / "psg4d_pc"
+    points, graph = PSG4DPointCloud(root, "test")[0]
+    from dataclasses import replace
+
+    from spade4d.evaluation.predictions import write_predictions_4d
+
+    # the ground truth written as a prediction, its objects renumbered
+    renumbered = replace(
+        graph,
+        objects=[replace(o, id=o.id + 100) for o in graph.objects],
+        relations=[replace(r, subject=r.subject + 100, object=r.object + 100) for r in graph.relations],
+    )
+    pred = write_predictions_4d(tmp_path / "pred.json", [renumbered])
+    argv = ["render", "--root", str(root), "--pred", str(pred), "--out", str(tmp_path / "r"), "--quiet"]
+    argv += ["--frames", "0,2", "--width", "200", "--height", "160", "--top-k", "3", "--view", "orbit"]
+    assert main(argv) == 0
+    assert "relation_timeline.png" in capsys.readouterr().out
+    assert (tmp_path / "r" / "frame_002.png").is_file() and (tmp_path / "r" / "relation_timeline.png").is_file()
+    from spade4d.evaluation.predictions import load_predictions_4d
+    from spade4d.viz.figures import in_ground_truth_ids
+
+    back = load_predictions_4d(pred, {graph.video_id: points.counts.tolist()})[graph.video_id]
+    assert sorted(o.id for o in in_ground_truth_ids(back, graph).objects) == sorted(o.id for o in graph.objects)

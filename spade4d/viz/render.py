@@ -22,6 +22,7 @@ from spade4d.data.lift import project
 from spade4d.geometry import intrinsics, look_at
 from spade4d.io import atomic_path
 from spade4d.structures import PointSequence, SceneGraph4D
+from spade4d.viz.figures import FigureOptions, frame_relations, relation_tag, view_direction
 
 STUFF_NAMES = {"floor", "wall", "grass", "road", "ceiling", "sky", "ground", "sidewalk"}
 
@@ -95,7 +96,14 @@ class GraphRenderer:
         self.font_title = _font(18)
 
     def render_frame(
-        self, points: PointSequence, graph: SceneGraph4D, t: int, camera: Camera, title: str = ""
+        self,
+        points: PointSequence,
+        graph: SceneGraph4D,
+        t: int,
+        camera: Camera,
+        title: str = "",
+        options: FigureOptions = FigureOptions(),
+        scored: bool = False,
     ) -> Image.Image:
         import open3d as o3d
 
@@ -122,7 +130,9 @@ class GraphRenderer:
         extrinsic = np.linalg.inv(camera.world_from_camera)
         self.renderer.setup_camera(o3d.camera.PinholeCameraIntrinsic(camera.width, camera.height, camera.K), extrinsic)
         img = Image.fromarray(np.asarray(self.renderer.render_to_image())).convert("RGB")
-        return self._overlay(img, graph, t, camera, centroids, labels, title)
+        rels = frame_relations(graph, t, options)
+        tags = [relation_tag(r, options, scored) for r in rels]
+        return self._overlay(img, graph, t, camera, centroids, labels, title, rels, tags)
 
     def _overlay(
         self,
@@ -133,6 +143,8 @@ class GraphRenderer:
         centroids: dict[int, np.ndarray],
         labels: dict[int, str],
         title: str,
+        rels: list,
+        tags: list[str],
     ) -> Image.Image:
         canvas = Image.new("RGB", (self.width + self.panel_width, self.height), "white")
         canvas.paste(img, (0, 0))
@@ -142,10 +154,9 @@ class GraphRenderer:
             u, v, z = project(c[None], camera.K, camera.world_from_camera)[0]
             if z > 0:
                 uv[oid] = (float(u), float(v))
-        rels = [r for r in graph.sorted_relations() if any(s <= t <= e for s, e in r.spans)]
-        by_pair: dict[tuple[int, int], list[str]] = {}
-        for r in rels:
-            by_pair.setdefault((r.subject, r.object), []).append(r.predicate)
+        by_pair: dict[tuple[int, int], list[str]] = {}  # one tag per predicate, stacked along the pair's arrow
+        for r, tag in zip(rels, tags):
+            by_pair.setdefault((r.subject, r.object), []).append(tag)
         for s, o in by_pair:
             if s in uv and o in uv:
                 self._arrow(draw, uv[s], uv[o], object_color(s))
@@ -163,9 +174,10 @@ class GraphRenderer:
                     draw, (p[0], p[1] + dy), f"{labels[oid]}#{oid}", col, (0, 0, 0), self.font, (0, 0, 0), taken
                 ):
                     break
-        for (s, o), preds in by_pair.items():
-            if s in uv and o in uv:
-                text = ", ".join(dict.fromkeys(preds))
+        for (s, o), texts in by_pair.items():
+            if s not in uv or o not in uv:
+                continue
+            for text in texts:
                 for f in (0.5, 0.35, 0.65, 0.2, 0.8):
                     at = (uv[s][0] + f * (uv[o][0] - uv[s][0]), uv[s][1] + f * (uv[o][1] - uv[s][1]))
                     if self._tag(draw, at, text, (255, 255, 255), (90, 90, 90), self.font_small, (40, 40, 40), taken):
@@ -175,15 +187,15 @@ class GraphRenderer:
         draw.line([(self.width, 0), (self.width, self.height)], fill=(200, 200, 200), width=2)
         head = title or graph.video_id
         draw.text((x0, 12), head, fill=(0, 0, 0), font=self.font_title)
-        draw.text((x0, 36), f"frame {t + 1} / {graph.num_frames}", fill=(90, 90, 90), font=self.font_small)
+        draw.text((x0, 36), f"frame {t} (0-{graph.num_frames - 1})", fill=(90, 90, 90), font=self.font_small)
         y = 64
-        for r in rels:
+        for r, tag in zip(rels, tags):
             if y > self.height - 24:
                 draw.text((x0, y), f"... {len(rels)} relations", fill=(90, 90, 90), font=self.font_small)
                 break
             col = tuple(int(255 * c) for c in object_color(r.subject))
             draw.rectangle([x0, y + 3, x0 + 10, y + 13], fill=col)
-            txt = f"{labels.get(r.subject, '?')}#{r.subject} {r.predicate} {labels.get(r.object, '?')}#{r.object}"
+            txt = f"{labels.get(r.subject, '?')}#{r.subject} {tag} {labels.get(r.object, '?')}#{r.object}"
             draw.text((x0 + 16, y), txt, fill=(20, 20, 20), font=self.font_small)
             y += 20
         return canvas
@@ -237,10 +249,17 @@ def render_sequence(
     fps: float = 4.0,
     title: str = "",
     progress: bool = True,
+    options: FigureOptions = FigureOptions(),
+    ground_truth: SceneGraph4D | None = None,
 ) -> dict[str, object]:
-    """Render ``frames`` (default: all) to ``out_dir/frame_%03d.png`` and ``out_dir/scene_graph.gif``."""
+    """Render ``frames`` (default: all) to ``out_dir/frame_%03d.png`` (numbered as the frames are, from 0),
+    ``out_dir/scene_graph.gif`` and ``out_dir/relation_timeline.png``. With ``ground_truth``, ``graph`` is a
+    prediction: its objects are drawn in the ids and colours of the GT objects they match (unmatched ones marked
+    "?"), its relations with their scores, and the timeline shows both."""
     import imageio.v2 as imageio
     from tqdm import tqdm
+
+    from spade4d.viz.figures import in_ground_truth_ids, relation_timeline
 
     if points.num_frames != graph.num_frames:
         raise RenderError(
@@ -251,11 +270,14 @@ def render_sequence(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = list(range(points.num_frames)) if frames is None else list(frames)
-    camera = overview_camera(_focus_points(points, graph), width, height)
+    if ground_truth is not None:
+        graph = in_ground_truth_ids(graph, ground_truth)
+    focus = _focus_points(points, ground_truth or graph)
     r = GraphRenderer(width, height)
     images, paths = [], []
     for t in tqdm(frames, desc=f"render {graph.video_id}", disable=not progress):
-        img = r.render_frame(points, graph, t, camera, title=title)
+        camera = overview_camera(focus, width, height, direction=view_direction(options.view, t, points.num_frames))
+        img = r.render_frame(points, graph, t, camera, title, options, scored=ground_truth is not None)
         path = out_dir / f"frame_{t:03d}.png"
         with atomic_path(path) as tmp:
             img.save(tmp, format="PNG")
@@ -264,7 +286,9 @@ def render_sequence(
     gif = out_dir / "scene_graph.gif"
     with atomic_path(gif) as tmp:
         imageio.mimsave(tmp, images, format="GIF", duration=1000.0 / fps, loop=0)
-    return {"frames": paths, "gif": gif}
+    timeline = relation_timeline(out_dir / "relation_timeline.png", ground_truth or graph,
+                                 graph if ground_truth is not None else None, options)  # fmt: skip
+    return {"frames": paths, "gif": gif, "timeline": timeline}
 
 
 def _focus_points(points: PointSequence, graph: SceneGraph4D) -> np.ndarray:
@@ -301,9 +325,11 @@ def show_interactive(points: PointSequence, graph: SceneGraph4D, t: int = 0) -> 
 
 def sequence_to_render(ds, video: str | None = None, pred: str | os.PathLike | None = None, frames=None):
     """The points and graph ``render`` draws: sequence ``video`` of the split ``ds`` (default its first) with its
-    ground truth, or with its entry of the prediction file ``pred``. Returns (points, graph, title)."""
+    ground truth, or with its entry of the prediction file ``pred``. Returns (points, graph, title, ground truth
+    when ``graph`` is a prediction else None)."""
     if len(ds) == 0:
         raise ValueError("the split holds no sequences")
+    gt = None
     vid = video or ds.video_ids()[0]
     points, graph = ds[ds.index_of(vid)]
     title = f"{vid} (ground truth)"
@@ -313,8 +339,8 @@ def sequence_to_render(ds, video: str | None = None, pred: str | os.PathLike | N
         preds = load_predictions_4d(pred, {vid: points.counts.tolist()}, only=[vid])
         if vid not in preds:
             raise ValueError(f"{pred}: no predictions for sequence {vid!r}")
-        graph, title = preds[vid], f"{vid} (prediction)"
+        gt, graph, title = graph, preds[vid], f"{vid} (prediction)"
     bad = [t for t in frames or [] if t >= points.num_frames]
     if bad:
         raise ValueError(f"--frames {bad[0]}: sequence {vid!r} has frames 0..{points.num_frames - 1}")
-    return points, graph, title
+    return points, graph, title, gt
