@@ -19,6 +19,7 @@ _EXPORTS = {
     "InferenceOptions": "spade4d.inference.pipeline",
     "evaluate_4d": "spade4d.evaluation.metrics_4d",
     "open_point_clouds": "spade4d.data.psg4d",
+    "read_frames": "spade4d.data.own_frames",
     "PointSequence": "spade4d.structures",
     "SceneGraph4D": "spade4d.structures",
     "write_predictions_4d": "spade4d.evaluation.predictions",

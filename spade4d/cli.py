@@ -217,10 +217,26 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
     model.to(device)
+    if args.input:
+        return _infer_own_frames(args, Pipeline4D(model, options))
+    if not args.root:
+        raise ValueError("pass --root (a dataset split) or --input (a folder of your own frames)")
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     pipe = Pipeline4D(model, options, model_rgb_source(model, args.format, args.root, args.rgb_root))
     path, n = pipe.predict_split(ds, args.out, args.video, progress=not args.quiet)
     print(f"wrote {path} ({n} sequences)")
+    return 0
+
+
+def _infer_own_frames(args: argparse.Namespace, pipe) -> int:
+    from spade4d.data.own_frames import read_frames
+    from spade4d.evaluation.predictions import write_predictions_4d
+
+    seq = read_frames(args.input, up_axis=args.up_axis, units=args.units)
+    graph = pipe(seq, seq.video_id)
+    path = write_predictions_4d(args.out, [graph])
+    print(f"wrote {path} (sequence {seq.video_id!r}: {seq.num_frames} frames, {len(graph.objects)} objects, "
+          f"{len(graph.relations)} relations)")  # fmt: skip
     return 0
 
 
@@ -317,9 +333,9 @@ def _command(sub, func, name: str, help: str, quiet: bool = True) -> argparse.Ar
     return s
 
 
-def _dataset_args(s: argparse.ArgumentParser, split: str, formats=POINT_FORMATS) -> None:
+def _dataset_args(s: argparse.ArgumentParser, split: str, formats=POINT_FORMATS, required: bool = True) -> None:
     s.add_argument("--format", default="spade4d-pc", choices=formats, help=FORMAT_HELP)
-    s.add_argument("--root", required=True, help="dataset root (synthetic: the make-synthetic folder)")
+    s.add_argument("--root", required=required, help="dataset root (synthetic: the make-synthetic folder)")
     s.add_argument("--ann", default=None, help=ANN_HELP)
     s.add_argument("--split", default=split)
 
@@ -470,7 +486,10 @@ def _add_pretrain_2d(sub) -> None:
 def _add_infer(sub) -> None:
     s = _command(sub, cmd_infer, "infer", help="run a 4D model on a split and write a prediction file")
     s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
-    _dataset_args(s, "test")
+    _dataset_args(s, "test", required=False)
+    s.add_argument("--input", default=None, help="instead of --root: a folder of your own .ply/.pcd/.npy/.npz frames")
+    s.add_argument("--up-axis", default="z", choices=["x", "y", "z", "-x", "-y", "-z"], help="--input's up axis")
+    s.add_argument("--units", default="m", choices=["m", "cm", "mm"], help="--input's length unit")
     s.add_argument("--video", action="append", default=None, help="only this sequence (repeatable)")
     s.add_argument("--window", type=T.positive_int, default=None, help="frames per window (default: the model's)")
     s.add_argument("--classes", type=T.names, default=None, help="comma-separated class names (open vocabulary)")
