@@ -98,13 +98,6 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report, notes: Sequence[str] = ()) -> None:
-    print(report.table)
-    for note in [*report.notes, *notes]:
-        print(f"note: {note}")
-    print(f"wrote {report.paths['json']} and {report.paths['png']}")
-
-
 def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     from spade4d.data.datasets import dataset_notes, open_4d_dataset
     from spade4d.evaluation import Options4D
@@ -120,7 +113,7 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     label = {"format": args.format, "split": args.split}
     report = evaluate_4d_split(ds, args.pred, args.out, options, label, progress=not args.quiet)
-    _print_report(report, dataset_notes(ds))
+    print(report.text(dataset_notes(ds)))
     return 0
 
 
@@ -137,7 +130,7 @@ def cmd_evaluate_2d(args: argparse.Namespace) -> int:
         iou_type=args.iou_type,
     )
     ds = PSGDataset(args.psg_json, args.coco_root, split=args.split)
-    _print_report(evaluate_2d_split(ds, args.pred, args.out, options, progress=not args.quiet))
+    print(evaluate_2d_split(ds, args.pred, args.out, options, progress=not args.quiet).text())
     return 0
 
 

@@ -130,26 +130,19 @@ def demo_score(out: Path, data: Path, model_dir: Path, log=print) -> dict[str, d
         log(f"wrote {path} ({n} sequences)")
         log(f"[demo] scoring {pred.name} (4D R@K / mR@K)")
         rep = evaluate_4d_split(test, pred, out / f"metrics_test{suffix}.json", label=_label("synthetic"))
-        _print_report(rep, dataset_notes(test), log)
+        log(rep.text(dataset_notes(test)))
         scores[pred.name] = rep.metrics
     log("[demo] scoring the same predictions against PSG4D's own point-cloud layout (psg4d-gta-pc: no stuff points)")
     gta = open_4d_dataset("psg4d-gta-pc", data / "psg4d_gta_pc", "test")
     rep = evaluate_4d_split(
         gta, out / "predictions_test.json", out / "metrics_test_psg4d_gta_pc.json", label=_label("psg4d-gta-pc")
     )
-    _print_report(rep, dataset_notes(gta), log)
+    log(rep.text(dataset_notes(gta)))
     return scores
 
 
 def _label(fmt: str) -> dict:
     return {"format": fmt, "split": "test"}
-
-
-def _print_report(rep, dataset_notes: list[str], log=print) -> None:
-    log(rep.table)
-    for note in rep.notes + dataset_notes:
-        log(f"note: {note}")
-    log(f"wrote {rep.paths['json']} and {rep.paths['png']}")
 
 
 def demo_render(out: Path, data: Path, log=print) -> None:

@@ -19,6 +19,11 @@ class Report:
     table: str
     notes: list[str] = field(default_factory=list)
 
+    def text(self, more_notes=()) -> str:
+        """What a command prints: the table, every note (``more_notes``: the dataset's own), the files written."""
+        notes = [f"note: {n}" for n in [*self.notes, *more_notes]]
+        return "\n".join([self.table, *notes, f"wrote {self.paths['json']} and {self.paths['png']}"])
+
 
 def evaluate_4d_split(
     ds, pred: str | os.PathLike, out: str | os.PathLike, options=None, label: dict | None = None, progress=True

@@ -401,7 +401,8 @@ def own_objects(model, class_prob, named, pointed: list[int]) -> tuple[list[int]
     cfg = model.config
     conf, lab = named.max(1)
     own = (conf * (1 - class_prob[:, len(cfg.classes)])).sqrt()
-    extra = [q for q in range(len(own)) if q not in set(pointed) and float(own[q]) >= cfg.object_threshold]
+    pointed = set(pointed)
+    extra = [q for q in range(len(own)) if q not in pointed and float(own[q]) >= cfg.object_threshold]
     return extra, [cfg.classes[int(lab[q])] for q in extra], [float(own[q]) for q in extra]
 
 

@@ -122,9 +122,11 @@ def scene_llm_settings(
         from spade4d.models.scene_llm import SceneLLMConfig
 
         d = load_config(SceneLLMConfig, SceneLLMConfig(), llm).to_dict()
-        return {**d, "chain": chain or d["chain"], **({"relation_order": relation_order} if relation_order else {})}
-    d = {"llm": llm, "chain": chain or "two", "train_base": llm == "tiny"}
-    if lora_r:
+    else:
+        d = {"llm": llm, "chain": "two", "train_base": llm == "tiny"}
+    if chain:
+        d["chain"] = chain
+    if lora_r:  # the named options win over the file, as they do over presets
         d.update(lora_r=lora_r, lora_alpha=2 * lora_r)
     if relation_order:
         d["relation_order"] = relation_order
