@@ -17,6 +17,7 @@ from pathlib import Path
 
 from spade4d import cli_types as T
 from spade4d.data.datasets import FORMATS_4D, POINT_FORMATS
+from spade4d.data.own_frames import AXES, UNITS
 from spade4d.version import __version__
 
 # Errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
@@ -480,9 +481,13 @@ def _add_infer(sub) -> None:
     s = _command(sub, cmd_infer, "infer", help="run a 4D model on a split and write a prediction file")
     s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
     _dataset_args(s, "test", required=False)
-    s.add_argument("--input", default=None, help="instead of --root: a folder of your own .ply/.pcd/.npy/.npz frames")
-    s.add_argument("--up-axis", default="z", choices=["x", "y", "z", "-x", "-y", "-z"], help="--input's up axis")
-    s.add_argument("--units", default="m", choices=["m", "cm", "mm"], help="--input's length unit")
+    s.add_argument(
+        "--input", default=None, help="instead of --root: a folder of .ply/.pcd/.npy/.npz frames or RGB-D frames"
+    )
+    s.add_argument(
+        "--up-axis", default=None, choices=AXES, help="--input's up axis (default z; -y for RGB-D without poses)"
+    )
+    s.add_argument("--units", default="m", choices=list(UNITS), help="--input's length unit (point-cloud frames)")
     s.add_argument("--video", action="append", default=None, help="only this sequence (repeatable)")
     s.add_argument("--window", type=T.positive_int, default=None, help="frames per window (default: the model's)")
     s.add_argument("--classes", type=T.names, default=None, help="comma-separated class names (open vocabulary)")

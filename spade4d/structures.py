@@ -199,6 +199,7 @@ class PointSequence:
         video_id: the sequence's name.
         semantic: optional ``(N,)`` int64 class index per point (``-100``: none).
         instance: optional ``(N,)`` int64 object id per point (``-100``: none).
+        source: where the frames were read from (a folder or file), for messages; empty when unknown.
     """
 
     xyz: np.ndarray
@@ -207,6 +208,7 @@ class PointSequence:
     video_id: str = ""
     semantic: np.ndarray | None = None
     instance: np.ndarray | None = None
+    source: str = ""
 
     def __post_init__(self) -> None:
         w = _where(f"sequence {self.video_id!r}" if self.video_id else "")

@@ -12,6 +12,7 @@ the 4D model's relation head instead. ``spade4d infer`` is this pipeline over a 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -21,6 +22,8 @@ from spade4d.inference.options import InferenceOptions
 from spade4d.structures import PointSequence, SceneGraph4D
 
 __all__ = ["InferenceOptions", "Pipeline4D", "as_point_sequence"]
+
+log = logging.getLogger(__name__)
 
 
 def as_point_sequence(points, video_id: str = "sequence") -> PointSequence:
@@ -112,10 +115,22 @@ class Pipeline4D:
     def uses_llm(self) -> bool:
         return self.model.llm is not None and self.options.use_llm
 
+    def check_frames(self, seq: PointSequence) -> list[str]:
+        """Warn (logging, one line naming the sequence's source) when ``seq`` looks like another up axis or length
+        unit than the model's training frames (:mod:`spade4d.data.frame_check`); returns the warnings."""
+        from spade4d.data.frame_check import check_frames, sequence_frames
+
+        source = seq.source or f"sequence {seq.video_id!r}"
+        found = check_frames(sequence_frames(seq), self.model.config.frames, source)
+        for line in found:
+            log.warning(line)
+        return found
+
     def __call__(self, points, video_id: str | None = None) -> SceneGraph4D:
         """The predicted scene graph of one sequence (a :class:`PointSequence` or a list of per-frame arrays)."""
         seq = as_point_sequence(points, video_id or "sequence")
         vid = video_id or seq.video_id or "sequence"
+        self.check_frames(seq)
         o = self.options
         if self.uses_llm:
             from spade4d.inference.chained import chained_predict

@@ -71,6 +71,9 @@ class Model4DConfig:
     sparse_backend: str = "torch"
     lift: dict | None = None  # the 2D model config whose backbone + pixel decoder are lifted onto the points
     llm: dict | None = None  # a SceneLLMConfig: the LLM that names the tubes and writes the relations
+    # what the training frames looked like (data.frame_check.frame_stats: up axis, unit, extent, spacing, floor);
+    # inference warns about input that looks otherwise. None: a model saved before it was recorded (z up, metres)
+    frames: dict | None = None
     # inference
     object_threshold: float = 0.3
     relation_threshold: float = 0.5

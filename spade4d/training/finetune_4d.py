@@ -268,6 +268,15 @@ class ClipSampler:
         return frames, clip_targets(graph, frames, classes, predicates), center
 
 
+def training_frames(sampler: ClipSampler, sequences: int = 6) -> dict:
+    """What the training frames look like (:func:`~spade4d.data.frame_check.frame_stats`), saved with the model so
+    that inference can warn about frames in another up axis or unit."""
+    from spade4d.data.frame_check import frame_stats, sequence_frames
+
+    count = min(sequences, len(sampler.ds))
+    return frame_stats([f for i in range(count) for f in sequence_frames(sampler.sequence(i)[0], 2)])
+
+
 def finetune_4d(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -342,6 +351,7 @@ def finetune_4d(
 
             recalibrate_batchnorm(core, ds, max_windows=cfg.bn_windows, rgb_source=rgb_source, progress=progress)
         core.set_vocabulary(classes, predicates)  # the saved model scores every name
+        core.config.frames = training_frames(sampler)
         core.save_pretrained(final)
         plot_losses(history, out / "loss.png", "4D fine-tuning losses")
     acc.wait_for_everyone()
