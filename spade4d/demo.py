@@ -9,11 +9,14 @@ over). ``spade4d demo`` is this module's :func:`run_demo`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def _fresh(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def demo_data(out: Path, s: DemoSettings, log=print) -> Path:
+def demo_data(out: Path, s: DemoSettings, log=logger.info) -> Path:
     from spade4d.data.synthetic.generate import generate
 
     data = out / "synthetic"
@@ -59,7 +62,7 @@ def demo_data(out: Path, s: DemoSettings, log=print) -> Path:
     return data
 
 
-def demo_core_2d(out: Path, data: Path, s: DemoSettings, log=print) -> Path | None:
+def demo_core_2d(out: Path, data: Path, s: DemoSettings, log=logger.info) -> Path | None:
     from spade4d.training.pretrain_2d import preset_2d, pretrain_2d
 
     if not s.use_2d:
@@ -81,7 +84,7 @@ def demo_core_2d(out: Path, data: Path, s: DemoSettings, log=print) -> Path | No
     return core2d
 
 
-def demo_model_4d(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=print) -> Path:
+def demo_model_4d(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=logger.info) -> Path:
     from spade4d.training.finetune_4d import finetune_4d, preset, scene_llm_settings
 
     run = out / "finetune_4d"
@@ -106,7 +109,7 @@ def demo_model_4d(out: Path, data: Path, core2d: Path | None, s: DemoSettings, l
     return model_dir
 
 
-def demo_score(out: Path, data: Path, model_dir: Path, log=print) -> dict[str, dict]:
+def demo_score(out: Path, data: Path, model_dir: Path, log=logger.info) -> dict[str, dict]:
     """Predictions on the test split by the relation head (``predictions_test.json``) and, with a SceneLLM, the
     chain (``predictions_test_llm.json``), scored against the synthetic layout; the head's also against PSG4D's own
     point-cloud layout (no stuff points)."""
@@ -145,7 +148,7 @@ def _label(fmt: str) -> dict:
     return {"format": fmt, "split": "test"}
 
 
-def demo_render(out: Path, data: Path, log=print) -> None:
+def demo_render(out: Path, data: Path, log=logger.info) -> None:
     from spade4d.data.datasets import open_4d_dataset
     from spade4d.viz.render import render_sequence, sequence_to_render
 
@@ -157,7 +160,7 @@ def demo_render(out: Path, data: Path, log=print) -> None:
         log(f"wrote {len(res['frames'])} frames and {res['gif']}")
 
 
-def run_demo(out: str | os.PathLike, settings: DemoSettings = DemoSettings(), log=print) -> dict[str, dict]:
+def run_demo(out: str | os.PathLike, settings: DemoSettings = DemoSettings(), log=logger.info) -> dict[str, dict]:
     """The whole demo into ``out``; returns the test metrics of each prediction file."""
     out = Path(out)
     t0 = time.time()

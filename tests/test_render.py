@@ -99,7 +99,7 @@ def test_render_command_draws_a_prediction_in_ground_truth_ids(synthetic_root, t
         relations=[replace(r, subject=r.subject + 100, object=r.object + 100) for r in graph.relations],
     )
     pred = write_predictions_4d(tmp_path / "pred.json", [renumbered])
-    argv = ["render", "--root", str(root), "--pred", str(pred), "--out", str(tmp_path / "r"), "--quiet"]
+    argv = ["render", "--root", str(root), "--pred", str(pred), "--out", str(tmp_path / "r")]
     argv += ["--frames", "0,2", "--width", "200", "--height", "160", "--top-k", "3", "--view", "orbit"]
     assert main(argv) == 0
     assert "relation_timeline.png" in capsys.readouterr().out
@@ -109,3 +109,54 @@ def test_render_command_draws_a_prediction_in_ground_truth_ids(synthetic_root, t
 
     back = load_predictions_4d(pred, {graph.video_id: points.counts.tolist()})[graph.video_id]
     assert sorted(o.id for o in in_ground_truth_ids(back, graph).objects) == sorted(o.id for o in graph.objects)
+
+
+def renumbered_prediction(graph, tmp_path):
+    """The ground truth written as a prediction file, its objects renumbered and its relations scored."""
+    from dataclasses import replace
+
+    from spade4d.evaluation.predictions import write_predictions_4d
+
+    pred = replace(
+        graph,
+        objects=[replace(o, id=o.id + 100) for o in graph.objects],
+        relations=[
+            replace(r, subject=r.subject + 100, object=r.object + 100, score=1.0 - 0.01 * i)
+            for i, r in enumerate(graph.relations)
+        ],
+    )
+    return write_predictions_4d(tmp_path / "pred.json", [pred])
+
+
+def test_view_writes_a_rerun_recording_that_reads_back(synthetic_root, tmp_path, capsys):
+    from spade4d.cli import main
+    from spade4d.viz.figures import FigureOptions, frame_relations
+    from spade4d.viz.viewer import read_recording
+
+    root = synthetic_root / "psg4d_pc"
+    points, graph = PSG4DPointCloud(root, "test")[0]
+    pred = renumbered_prediction(graph, tmp_path)
+    rrd = tmp_path / "seq.rrd"
+    argv = ["view", "--root", str(root), "--pred", str(pred), "--out", str(rrd), "--top-k", "2", "--no-open"]
+    assert main(argv) == 0
+    assert f"wrote {rrd} ({graph.num_frames} frames; ground truth and prediction)" in capsys.readouterr().out
+    rec = read_recording(rrd)
+    T = graph.num_frames
+    for side in ("ground_truth", "prediction"):
+        for part in ("points", "objects", "relations"):
+            assert sorted(rec[f"/{side}/{part}"]) == list(range(T)), (side, part)
+    for t in range(T):
+        shown = {f"{o.label}#{o.id}" for o in graph.objects if o.masks[t].any()}
+        # the prediction matches the GT exactly: drawn with the GT objects' ids
+        assert set(rec["/ground_truth/objects"][t]) == set(rec["/prediction/objects"][t]) == shown
+        expected = [r.predicate for r in frame_relations(graph, t, FigureOptions(top_k=2))]
+        assert len(rec["/ground_truth/relations"][t]) <= 2
+        assert sorted(rec["/ground_truth/relations"][t]) == sorted(expected)
+        tags = rec["/prediction/relations"][t]
+        assert [tag.rsplit(" ", 1)[0] for tag in tags] == expected and all(
+            float(x.rsplit(" ", 1)[1]) > 0.9 for x in tags
+        )
+    assert sum(len(v) for v in rec["/ground_truth/relations"].values()) > 0
+    assert main(["view", "--root", str(root), "--out", str(tmp_path / "gt.rrd"), "--no-open", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""  # --quiet: nothing but warnings and errors
+    assert not any(k.startswith("/prediction") for k in read_recording(tmp_path / "gt.rrd"))

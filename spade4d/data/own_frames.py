@@ -149,8 +149,10 @@ def read_intrinsics(folder: Path) -> tuple[np.ndarray, float]:
     try:
         if path.suffix == ".json":
             d = json.loads(path.read_text())
-            K = np.asarray(d["K"], np.float64) if "K" in d else np.array(
-                [[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], np.float64
+            K = (
+                np.asarray(d["K"], np.float64)
+                if "K" in d
+                else np.array([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1]], np.float64)
             )
             scale = float(d.get("depth_scale", scale))
         else:

@@ -12,6 +12,7 @@ sequence and ``clip_frames`` of its frames at a random stride. The draw depends 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,17 @@ from spade4d.io import write_json
 from spade4d.models.losses import LossWeights
 from spade4d.models.model4d import Model4D, Model4DConfig
 from spade4d.training.clips import Augment, clip_loss, clip_targets
-from spade4d.training.loop import LoopSettings, TrainError, cosine_warmup, make_accelerator, plot_losses, train_loop
+from spade4d.training.loop import (
+    LoopSettings,
+    TrainError,
+    cosine_warmup,
+    main_info,
+    make_accelerator,
+    plot_losses,
+    train_loop,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -171,7 +182,7 @@ def seen_vocabulary(ds: PointCloudDataset, classes: list[str], predicates: list[
     return [c for c in classes if c in seen_c], [p for p in predicates if p in seen_p]
 
 
-def build_model_from_2d(cfg: Train4DConfig, classes, predicates, core_2d: str | os.PathLike, log=print):
+def build_model_from_2d(cfg: Train4DConfig, classes, predicates, core_2d: str | os.PathLike, log=logger.info):
     """A new 4D model whose shared tensors come from a 2D core (``pretrain-2d``'s model folder): its architecture
     sizes are the 2D core's, ``cfg.transfer_parts`` move, and with ``cfg.lift`` the core's pixel features are lifted
     onto the points. Returns the model and the transfer report."""
@@ -205,7 +216,7 @@ def build_model_from_4d(cfg: Train4DConfig, model_dir: str | os.PathLike) -> Mod
     return model
 
 
-def build_model(cfg: Train4DConfig, classes, predicates, init_from=None, init_from_2d=None, log=print):
+def build_model(cfg: Train4DConfig, classes, predicates, init_from=None, init_from_2d=None, log=logger.info):
     """The model a run starts from: a saved 4D model (``init_from``), a 2D core's transfer (``init_from_2d``),
     or a new one. Returns it and the transfer report (None without a 2D core)."""
     if init_from is not None and init_from_2d is not None:
@@ -219,7 +230,7 @@ def build_model(cfg: Train4DConfig, classes, predicates, init_from=None, init_fr
     return Model4D(Model4DConfig(classes=classes, predicates=predicates, **{"llm": cfg.llm, **cfg.model})), None
 
 
-def restrict_training(model: Model4D, cfg: Train4DConfig, ds, split: str, log=print) -> None:
+def restrict_training(model: Model4D, cfg: Train4DConfig, ds, split: str, log=logger.info) -> None:
     """Open-vocabulary training (``train_vocabulary="seen"``: the names the split never shows are left out of the
     losses) and ``train_only`` (parameters outside its prefixes frozen)."""
     if cfg.train_vocabulary not in ("seen", "all"):
@@ -305,8 +316,8 @@ def finetune_4d(
     classes, predicates = _vocabulary(root, ds)
     acc = make_accelerator(out, cfg.mixed_precision, cfg.clips_per_step)
     set_seed(cfg.seed)
-    model, report = build_model(cfg, classes, predicates, init_from, init_from_2d, acc.print)
-    restrict_training(model, cfg, ds, split, acc.print)
+    model, report = build_model(cfg, classes, predicates, init_from, init_from_2d, lambda m: main_info(acc, m))
+    restrict_training(model, cfg, ds, split, lambda m: main_info(acc, m))
     rgb_source = None
     if model.lift is not None:
         from spade4d.data.cameras import CameraFrames

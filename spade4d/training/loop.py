@@ -16,6 +16,7 @@ on resume, so they are left out; a SmolLM2 run's checkpoint is a few MB instead 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -27,6 +28,8 @@ from pathlib import Path
 import torch
 
 from spade4d.io import write_json
+
+logger = logging.getLogger(__name__)
 
 
 def sum_losses(terms: dict) -> tuple[torch.Tensor, dict[str, float]]:
@@ -217,12 +220,18 @@ def make_accelerator(out: Path, mixed_precision: str = "no", accumulation: int =
     return acc
 
 
+def main_info(acc, message: str) -> None:
+    """Log ``message`` (INFO) on the main process only."""
+    if acc.is_main_process:
+        logger.info(message)
+
+
 def resume_state(acc, out: Path, name: str) -> tuple[int, list[dict]]:
     """Load the latest checkpoint of ``out`` into the prepared objects (checked first: digests, then the tensors'
     names and shapes); returns its (step, history), or (0, []) when there is none."""
     ckpt = latest_checkpoint(out)
     if ckpt is None:
-        acc.print(f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
+        main_info(acc, f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
         return 0, []
     st = verify_checkpoint(ckpt)
     _check_checkpoint(ckpt, getattr(acc, "_models", []))
@@ -233,7 +242,7 @@ def resume_state(acc, out: Path, name: str) -> tuple[int, list[dict]]:
             f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]}); delete "
             "this folder to resume from the one before it"
         ) from None
-    acc.print(f"[{name}] resumed from {ckpt} at step {st['step']}")
+    main_info(acc, f"[{name}] resumed from {ckpt} at step {st['step']}")
     return st["step"], st["history"]
 
 

@@ -15,6 +15,7 @@ A stage whose ``model/`` folder exists is skipped, so re-running the command aft
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ from spade4d.training.pretrain_diffusion import (
     plot_attention,
     pretrain_diffusion,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -356,7 +359,7 @@ def pretrain_2d(
         metrics.update(split="test", images=len(test), **summary)
         write_report(metrics, out / "metrics_2d.json", title="2D recall per predicate (test)")
         plot_attention(model.backbone, loc[:4], out / "attention.png")
-        print(format_table(metrics, f"2D scene graph recall, test split ({len(test)} images)"))
+        logger.info(format_table(metrics, f"2D scene graph recall, test split ({len(test)} images)"))
         model.save_pretrained(out / "model")
     state.wait_for_everyone()
     return out / "model"

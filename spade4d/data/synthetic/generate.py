@@ -25,6 +25,7 @@ holds the annotation's ``object_id`` for things and stuff alike; ``rgb`` there i
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -50,6 +51,8 @@ from spade4d.data.synthetic.world import (
 from spade4d.data.torchfile import save_numpy_tuple_legacy
 from spade4d.io import atomic_dir, write_json
 from spade4d.structures import frames_to_spans
+
+logger = logging.getLogger(__name__)
 
 CLASSES = THING_CLASSES + STUFF_CLASSES
 STUFF_MASK_OFFSET = 1000
@@ -425,7 +428,7 @@ def generate(
         }
         write_json(tmp / "dataset.json", manifest, indent=1)
     if progress:
-        print(format_stats(stats))
+        logger.info(format_stats(stats))
     return stats
 
 

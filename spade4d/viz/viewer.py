@@ -1,0 +1,155 @@
+"""A 4D scene graph as a rerun recording (``.rrd``): open it in the rerun viewer and scrub the frames.
+
+The recording has one timeline, ``frame`` (numbered from 0, as the frame files are), and for each graph shown
+(``ground_truth`` and, with a prediction, ``prediction``, side by side in two 3D views) three entities per frame:
+
+- ``<graph>/points``: the frame's points coloured by object (things saturated, stuff muted, unlabelled grey);
+- ``<graph>/objects``: a point at each object's centroid (the median of its points) labelled ``label#id``;
+- ``<graph>/relations``: an arrow from subject to object for each relation holding on the frame (the best
+  ``top_k`` over ``min_score``), labelled with the predicate and, for a prediction, its score.
+
+A prediction drawn beside its ground truth takes the ids and colours of the GT objects it matches (unmatched ones
+end in "?"), as in the rendered figures. Empty frames are logged as empty, so nothing stale stays on screen.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from spade4d.io import atomic_path
+from spade4d.structures import PointSequence, SceneGraph4D
+from spade4d.viz.figures import FigureOptions, frame_relations, in_ground_truth_ids, relation_tag
+from spade4d.viz.render import STUFF_NAMES, object_color
+
+TIMELINE = "frame"
+
+
+class ViewerError(RuntimeError):
+    pass
+
+
+def _rerun():
+    try:
+        import rerun
+    except ImportError:
+        raise ViewerError("the viewer needs rerun-sdk: pip install 'spade4d[viz]' (or pip install rerun-sdk)") from None
+    return rerun
+
+
+def frame_layer(points: PointSequence, graph: SceneGraph4D, t: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Frame ``t``: (xyz (n, 3), colours (n, 3) uint8, {object id: centroid (the median of its points)})."""
+    xyz = points.frame(t)["xyz"]
+    colors = np.full((len(xyz), 3), 0.72)
+    centroids = {}
+    for obj in graph.objects:
+        m = obj.masks.get(t)
+        if m is None or len(m) != len(xyz) or not m.any():
+            continue
+        colors[m] = object_color(obj.id, obj.label in STUFF_NAMES)
+        centroids[obj.id] = np.median(xyz[m], axis=0)
+    return xyz, (colors * 255).round().astype(np.uint8), centroids
+
+
+def log_frame(rec, root: str, points, graph, t: int, options: FigureOptions, scored: bool) -> None:
+    rr = _rerun()
+    xyz, colors, centroids = frame_layer(points, graph, t)
+    rec.log(f"{root}/points", rr.Points3D(xyz, colors=colors, radii=0.015))
+    labels = {o.id: o.label for o in graph.objects}
+    ids = sorted(centroids)
+    rec.log(
+        f"{root}/objects",
+        rr.Points3D(
+            np.array([centroids[i] for i in ids]).reshape(-1, 3),
+            colors=np.array([[round(255 * c) for c in object_color(i)] for i in ids], np.uint8).reshape(-1, 3),
+            labels=[f"{labels[i]}#{i}" for i in ids],
+            radii=0.06,
+        ),
+    )
+    rels = [r for r in frame_relations(graph, t, options) if r.subject in centroids and r.object in centroids]
+    origins = np.array([centroids[r.subject] for r in rels]).reshape(-1, 3)
+    ends = np.array([centroids[r.object] for r in rels]).reshape(-1, 3)
+    rec.log(
+        f"{root}/relations",
+        rr.Arrows3D(
+            origins=origins,
+            vectors=ends - origins,
+            labels=[relation_tag(r, options, scored) for r in rels],
+            colors=np.array([[round(255 * c) for c in object_color(r.subject)] for r in rels], np.uint8).reshape(-1, 3),
+        ),
+    )
+
+
+def write_recording(
+    out: str | os.PathLike,
+    points: PointSequence,
+    ground_truth: SceneGraph4D | None = None,
+    prediction: SceneGraph4D | None = None,
+    options: FigureOptions = FigureOptions(),
+    progress: bool = False,
+) -> Path:
+    """Write the recording of ``points`` with its ground truth and/or a prediction to ``out`` (atomically)."""
+    from tqdm import tqdm
+
+    rr = _rerun()
+    import rerun.blueprint as rrb
+
+    graphs = {"ground_truth": ground_truth, "prediction": prediction}
+    graphs = {k: g for k, g in graphs.items() if g is not None}
+    if not graphs:
+        raise ViewerError("nothing to show: pass a ground truth, a prediction or both")
+    for g in graphs.values():
+        if g.num_frames != points.num_frames:
+            raise ViewerError(f"sequence {g.video_id!r}: the points have {points.num_frames} frames, the graph "
+                              f"{g.num_frames}")  # fmt: skip
+    if ground_truth is not None and prediction is not None:
+        graphs["prediction"] = in_ground_truth_ids(prediction, ground_truth)
+    vid = next(iter(graphs.values())).video_id
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    views = [rrb.Spatial3DView(origin=k, name=f"{vid}: {k.replace('_', ' ')}") for k in graphs]
+    rec = rr.RecordingStream("spade4d", recording_id=f"spade4d-{vid}")
+    with atomic_path(out) as tmp:
+        rec.save(str(tmp), default_blueprint=rrb.Blueprint(rrb.Horizontal(*views), collapse_panels=True))
+        for root in graphs:
+            rec.log(root, rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+        for t in tqdm(range(points.num_frames), desc=f"record {vid}", disable=not progress):
+            rec.set_time(TIMELINE, sequence=t)
+            for root, g in graphs.items():
+                log_frame(rec, root, points, g, t, options, scored=root == "prediction")
+        rec.flush()
+        rec.disconnect()
+    return out
+
+
+def read_recording(path: str | os.PathLike) -> dict[str, dict[int, list[str]]]:
+    """What a recording holds: entity path -> {frame: the labels logged on it (empty for unlabelled entities)}."""
+    _rerun()
+    from rerun.chunk import RrdReader
+
+    found: dict[str, dict[int, list[str]]] = {}
+    for chunk in RrdReader(str(path)).stream().to_chunks():
+        batch = chunk.to_record_batch()
+        if TIMELINE not in batch.schema.names:
+            continue
+        frames = batch.column(TIMELINE).to_pylist()
+        label_cols = [n for n in batch.schema.names if n.endswith(":labels")]
+        labels = batch.column(label_cols[0]).to_pylist() if label_cols else [None] * len(frames)
+        entity = found.setdefault(chunk.entity_path, {})
+        for t, row in zip(frames, labels):
+            entity.setdefault(int(t), []).extend(row or [])
+    return found
+
+
+def open_viewer(path: Path) -> str:
+    """Open the rerun viewer on ``path`` when there is a display; otherwise say how to open the file."""
+    display = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    exe = shutil.which("rerun")
+    if display and exe:
+        subprocess.Popen([exe, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return f"opened the rerun viewer on {path}"
+    return f"no display here: open the recording with `rerun {path}` (pip install rerun-sdk) on a machine with one"
