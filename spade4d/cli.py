@@ -498,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("SPADE4D_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        log.info(f"spade4d {args.command}: error: {msg}", file=sys.stderr)
+        print(f"spade4d {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 
