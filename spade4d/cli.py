@@ -157,6 +157,14 @@ def cmd_recalibrate_bn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from spade4d.training.validation import export_checkpoint
+
+    out = export_checkpoint(args.run, args.checkpoint, args.out)
+    log.info(f"model folder {out} (from {args.checkpoint or 'the newest checkpoint'} of {args.run})")
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from spade4d.data.datasets import model_rgb_source, open_4d_dataset
     from spade4d.inference.pipeline import InferenceOptions, Pipeline4D
@@ -445,6 +453,13 @@ def _add_recalibrate_bn(sub) -> None:
     s.add_argument("--window", type=T.positive_int, default=None, help="frames per window (default: the model's)")
     s.add_argument("--rgb-root", default=None, help="RGB frames + cameras for models that lift 2D features")
     s.add_argument("--out", default=None, help="where to save (default: over --model, atomically)")
+
+
+def _add_export_model(sub) -> None:
+    s = T.command(sub, cmd_export_model, "export-model", help="turn a finetune-4d checkpoint into a model folder")
+    s.add_argument("--run", required=True, help="the finetune-4d --out folder")
+    s.add_argument("--checkpoint", default=None, help="<run>/checkpoints/step_XXXXXX (default: the newest)")
+    s.add_argument("--out", default=None, help="the model folder (default: <run>/model_step_XXXXXX)")
 
 
 def _add_evaluate_4d(sub) -> None:

@@ -226,7 +226,6 @@ def test_synthetic_split_scores_100_against_itself_and_0_when_empty(synthetic_ro
                 str(tmp_path / "gt.json"),
                 "--out",
                 str(tmp_path / "m.json"),
-                "--quiet",
             ]
         )
         == 0

@@ -211,3 +211,40 @@ def test_the_demos_training_stage_runs_as_a_function_call(synthetic_root, tmp_pa
     assert model_dir == tmp_path / "finetune_4d" / "model" and (model_dir / "config.json").is_file()
     saved = json.loads((tmp_path / "finetune_4d" / "train_config.json").read_text())["train"]
     assert saved["steps"] == 1 and saved["llm"] is None and saved["clip_frames"] == preset("quick").clip_frames
+
+
+def test_validation_keeps_the_best_model_and_any_checkpoint_exports_to_a_model_folder(synthetic_root, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from spade4d.cli import main
+    from spade4d.models.model4d import Model4D
+
+    run = tmp_path / "run"
+    cfg = tiny_cfg(4, validate_every=2, val_sequences=2, bn_windows=0)
+    res = finetune_4d(synthetic_root / "psg4d_pc", run, cfg, progress=False)
+    passes = [h for h in res.history if "val_R@50" in h]
+    assert [h["step"] for h in passes] == [2, 4]
+    assert all(0 <= h["val_R@50"] <= 100 and h["val_loss"] > 0 and "loss" in h for h in passes)
+    best = json.loads((run / "model_best" / "validation.json").read_text())
+    first_best = max(passes, key=lambda h: (h["val_R@50"], -h["step"]))  # ties keep the earlier model
+    assert best["step"] == first_best["step"] and best["val_R@50"] == first_best["val_R@50"]
+    from spade4d.data.psg4d import PSG4DPointCloud
+
+    assert best["sequences"] == min(2, len(PSG4DPointCloud(synthetic_root / "psg4d_pc", "val")))
+    saved = Model4D.from_pretrained(run / "model_best")
+    assert saved.config.classes == res.model.config.classes and saved.config.frames["floor_normal"] == "+z"
+    events = EventAccumulator(str(next((run / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_R@50")] == [2, 4]
+
+    # the last checkpoint as a model folder: the trained model exactly (no BatchNorm recalibration here)
+    assert main(["export-model", "--run", str(run), "--out", str(tmp_path / "exported")]) == 0
+    exported = Model4D.from_pretrained(tmp_path / "exported")
+    final = params(res.model)
+    for k, v in params(exported).items():
+        torch.testing.assert_close(v, final[k], msg=k)
+    assert exported.config.to_dict() == res.model.config.to_dict()
+    step2 = run / "checkpoints" / "step_000002"
+    assert main(["export-model", "--run", str(run), "--checkpoint", str(step2)]) == 0
+    assert (run / "model_step_000002" / "config.json").is_file()
+    assert main(["export-model", "--run", str(tmp_path / "nothing")]) == 2

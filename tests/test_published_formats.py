@@ -190,7 +190,7 @@ def test_gta_point_clouds_read_with_missing_frames_and_no_stuff(tmp_path, capsys
     # round trip: the ground truth as a prediction file recalls every recallable relation
     write_predictions_4d(tmp_path / "gt.json", [graph])
     argv = ["evaluate-4d", "--format", "psg4d-gta-pc", "--root", str(root), "--split", "val"]
-    assert main([*argv, "--pred", str(tmp_path / "gt.json"), "--out", str(tmp_path / "m.json"), "--quiet"]) == 0
+    assert main([*argv, "--pred", str(tmp_path / "gt.json"), "--out", str(tmp_path / "m.json")]) == 0
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["R@20"] == 50.0 and m["unrecallable_gt_relations"] == 1 and m["missing_frames"] == 1
     out = capsys.readouterr().out
@@ -300,7 +300,7 @@ def test_gta_rgbd_ndc_depth_cameras_stuff_and_missing_depth(tmp_path):
 def test_convert_psg4d_gta_cli_on_the_published_layout(tmp_path, capsys):
     root = tmp_path / "gta"
     write_gta_rgbd(root)
-    assert main(["convert", "psg4d-gta", "--root", str(root), "--out", str(tmp_path / "pc"), "--quiet"]) == 0
+    assert main(["convert", "psg4d-gta", "--root", str(root), "--out", str(tmp_path / "pc")]) == 0
     assert "1 without their depth/rage-matrix/image/mask files" in capsys.readouterr().out
     assert main(["convert", "psg4d-gta", "--root", str(root), "--split", "test", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err

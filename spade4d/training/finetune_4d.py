@@ -58,6 +58,10 @@ class Train4DConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    # a validation pass (R@50 and the loss on the val split, training.validation) every this many steps and at the
+    # last one; the best R@50 is kept as <out>/model_best. 0: none
+    validate_every: int = 100
+    val_sequences: int = 8
     mixed_precision: str = "no"  # "bf16" / "fp16" on GPUs
     num_threads: int | None = None
     lift: bool = False  # with --init-from-2d: lift the 2D core's pixel features onto the points
@@ -267,14 +271,20 @@ class ClipSampler:
         return self.cache[i]
 
     def __call__(self, rng: np.random.Generator, classes: list[str], predicates: list[str]):
+        return self.clip_of(int(rng.integers(len(self.ds))), rng, classes, predicates)
+
+    def clip_of(self, i: int, rng: np.random.Generator, classes: list[str], predicates: list[str], augment=True):
+        """A clip of sequence ``i`` drawn with ``rng``: (frames, targets, the sequence's center)."""
         cfg = self.cfg
-        seq, graph, center = self.sequence(int(rng.integers(len(self.ds))))
+        seq, graph, center = self.sequence(i)
         stride = int(rng.choice(cfg.frame_strides))
         span = min(seq.num_frames, (cfg.clip_frames - 1) * stride + 1)
         start = int(rng.integers(seq.num_frames - span + 1))
         times = list(range(start, start + span, stride))[: cfg.clip_frames]
         frames = load_frames(seq, times, graph.video_id, self.rgb_source)
-        if self.augment is not None:  # after load_frames: the points' pixels (lifting) come from the original points
+        if (
+            augment and self.augment is not None
+        ):  # after load_frames: the points' pixels (lifting) come from the original points
             frames = self.augment(frames, center, rng)
         return frames, clip_targets(graph, frames, classes, predicates), center
 
@@ -286,6 +296,28 @@ def training_frames(sampler: ClipSampler, sequences: int = 6) -> dict:
 
     count = min(sequences, len(sampler.ds))
     return frame_stats([f for i in range(count) for f in sequence_frames(sampler.sequence(i)[0], 2)])
+
+
+def write_run_record(out: Path, cfg: Train4DConfig, core: Model4D, run: dict, vocabulary, report) -> None:
+    """``train_config.json`` (the config, the model config, the data and initialisation of the run and the full
+    vocabulary: what ``export-model`` rebuilds the model from) and ``transfer.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"train": asdict(cfg), "model": core.config.to_dict(), "run": run}
+    write_json(out / "train_config.json", {**config, "vocabulary": dict(zip(("classes", "predicates"), vocabulary))})
+    if report is not None:
+        write_json(out / "transfer.json", report, indent=1)
+
+
+def validation_pass(core, cfg: Train4DConfig, fmt, root, annotation, vocabulary, rgb_source, out, weights):
+    """The loop's validation hook ``(step, history) -> values`` (:mod:`spade4d.training.validation`), or None when
+    ``validate_every`` is 0 or the data has no val split."""
+    from spade4d.training.validation import Validator, open_validation
+
+    val_ds = open_validation(fmt, root, annotation) if cfg.validate_every > 0 else None
+    if val_ds is None:
+        return None
+    validator = Validator(core, val_ds, ClipSampler(val_ds, cfg, rgb_source), vocabulary, out)
+    return lambda step, history: validator(step, history, cfg, weights)
 
 
 def finetune_4d(
@@ -324,6 +356,9 @@ def finetune_4d(
 
         rgb_root = Path(rgb_root) if rgb_root else root.parent / "psg4d_gta"
         rgb_source = CameraFrames(rgb_root)
+    run = {"root": str(root), "split": split, "format": fmt, "annotation": annotation and str(annotation),
+           "init_from": init_from and str(init_from), "init_from_2d": init_from_2d and str(init_from_2d),
+           "rgb_root": rgb_root and str(rgb_root)}  # fmt: skip
     opt = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -332,13 +367,11 @@ def finetune_4d(
     core: Model4D = acc.unwrap_model(model)
     weights = LossWeights(**cfg.weights)
 
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "train_config.json", {"train": asdict(cfg), "model": core.config.to_dict()})
-        if report is not None:
-            write_json(out / "transfer.json", report, indent=1)
-
     sampler = ClipSampler(ds, cfg, rgb_source)
+    core.config.frames = training_frames(sampler)
+    if acc.is_main_process:
+        write_run_record(out, cfg, core, run, (classes, predicates), report)
+    validate = validation_pass(core, cfg, fmt, root, annotation, (classes, predicates), rgb_source, out, weights)
 
     def step_fn(step: int, k: int):
         rng = np.random.default_rng([cfg.seed, step, acc.process_index, k])
@@ -347,14 +380,14 @@ def finetune_4d(
         return model(clip_loss, frames, targets, center, weights, cfg.points_per_frame, gen)
 
     settings = LoopSettings(
-        cfg.steps, cfg.clips_per_step, cfg.grad_clip, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints
-    )
+        cfg.steps, cfg.clips_per_step, cfg.grad_clip, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints,
+        cfg.validate_every,
+    )  # fmt: skip
     params = None
     if cfg.clip_llm_apart and core.llm is not None:  # the 4D model and the SceneLLM clipped apart
         params = [[p for n, p in core.named_parameters() if n.startswith("llm.") == llm] for llm in (False, True)]
-    step, history = train_loop(
-        acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress, params=params
-    )
+    step, history = train_loop(acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress,
+                               params=params, validate=validate)  # fmt: skip
     final = out / "model"
     if acc.is_main_process:
         if cfg.bn_windows > 0:
@@ -362,7 +395,6 @@ def finetune_4d(
 
             recalibrate_batchnorm(core, ds, max_windows=cfg.bn_windows, rgb_source=rgb_source, progress=progress)
         core.set_vocabulary(classes, predicates)  # the saved model scores every name
-        core.config.frames = training_frames(sampler)
         core.save_pretrained(final)
         plot_losses(history, out / "loss.png", "4D fine-tuning losses")
     acc.wait_for_everyone()

@@ -55,6 +55,7 @@ class LoopSettings:
     log_every: int = 10
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    validate_every: int = 0  # with a validate hook: a pass every this many steps and at the last one
 
 
 def cosine_warmup(steps: int, warmup: int):
@@ -181,13 +182,12 @@ def plot_losses(history: list[dict], path: Path, title: str = "training losses")
 
     if not history:
         return
-    steps = [h["step"] for h in history]
-    keys = [k for k in history[-1] if k not in ("step", "lr", "time", "matched")]
+    keys = list(dict.fromkeys(k for h in history for k in h if k == "loss" or k.startswith(("loss_", "val_loss"))))
     fig, ax = plt.subplots(figsize=(7, 4))
     for key in keys:
-        vals = [h.get(key, float("nan")) for h in history]
-        if all(v > 0 for v in vals if v == v):
-            ax.plot(steps, vals, label=key)
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points and all(v > 0 for _, v in points if v == v):
+            ax.plot(*zip(*points), label=key, marker="o" if key.startswith("val") else None)
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_title(title)
@@ -246,6 +246,18 @@ def resume_state(acc, out: Path, name: str) -> tuple[int, list[dict]]:
     return st["step"], st["history"]
 
 
+def keep_checkpoint(acc, out: Path, step: int, history: list[dict], keep: int, name: str) -> None:
+    """Save the step's checkpoint, the trainer state and the loss plot; keep the newest ``keep`` checkpoints."""
+    acc.wait_for_everyone()
+    save_checkpoint(acc, out, step, history)
+    if acc.is_main_process:
+        write_json(out / "trainer_state.json", {"step": step, "history": history})
+        plot_losses(history, out / "loss.png", f"{name} losses")
+        done = sorted(p for p in (out / "checkpoints").glob("step_*") if not p.name.endswith(".partial"))
+        for old in done[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def train_loop(
     acc,
     model,
@@ -258,10 +270,12 @@ def train_loop(
     resume: bool = False,
     progress: bool = True,
     params: list | None = None,
+    validate: Callable[[int, list[dict]], dict] | None = None,
 ) -> tuple[int, list[dict]]:
     """Run (or resume) a stage to ``settings.steps``; returns (step, history). ``params``: what to clip — a list
     of parameters (clipped together), or a list of such lists (each clipped to ``grad_clip`` on its own, so a
-    part with large gradients does not shrink the others' steps)."""
+    part with large gradients does not shrink the others' steps). ``validate(step, history)``: run on the main
+    process every ``settings.validate_every`` steps; its values join the history and TensorBoard."""
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -301,15 +315,18 @@ def train_loop(
             history.append(rec)
             acc.log({k: v for k, v in rec.items() if k != "step"}, step=step)
             bar.set_postfix(loss=f"{parts_sum['loss']:.3f}")
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
+        every = settings.validate_every
+        if validate is not None and every and (step % every == 0 or step == settings.steps):
+            values = validate(step, history) if acc.is_main_process else {}
             acc.wait_for_everyone()
-            save_checkpoint(acc, out, step, history)
-            if acc.is_main_process:
-                write_json(out / "trainer_state.json", {"step": step, "history": history})
-                plot_losses(history, out / "loss.png", f"{name} losses")
-                done = sorted(p for p in (out / "checkpoints").glob("step_*") if not p.name.endswith(".partial"))
-                for old in done[: -settings.keep_checkpoints]:
-                    shutil.rmtree(old, ignore_errors=True)
+            if values:  # joins the step's record when the step was logged
+                if history and history[-1]["step"] == step:
+                    history[-1].update(values)
+                else:
+                    history.append({"step": step, **values})
+                acc.log(values, step=step)
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
+            keep_checkpoint(acc, out, step, history, settings.keep_checkpoints, name)
     bar.close()
     acc.wait_for_everyone()
     return step, history
