@@ -74,6 +74,12 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     label = {"format": args.format, "split": args.split}
     report = evaluate_4d_split(ds, args.pred, args.out, options, label, progress=not args.quiet)
     log.info(report.text(dataset_notes(ds)))
+    from spade4d.viz.render import evaluation_timeline
+
+    out = Path(args.out)
+    timeline = evaluation_timeline(ds, args.pred, out.with_name(f"{out.stem}_timeline.png"), args.timeline_video)
+    if timeline is not None:
+        log.info(f"wrote {timeline} (relation timeline of one sequence)")
     return 0
 
 
@@ -464,6 +470,9 @@ def _add_export_model(sub) -> None:
 
 def _add_evaluate_4d(sub) -> None:
     s = T.command(sub, cmd_evaluate_4d, "evaluate-4d", help="4D R@K / mR@K of a prediction file (docs/metrics.md)")
+    s.add_argument(
+        "--timeline-video", default=None, help="the sequence of <out>_timeline.png (default: the first predicted)"
+    )
     T.dataset_args(s, "test", FORMATS_4D)
     s.add_argument("--pred", required=True, help="a spade4d-predictions-4d file")
     s.add_argument("--out", required=True, help="metrics JSON (a per-predicate PNG is written beside it)")

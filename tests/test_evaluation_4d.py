@@ -235,7 +235,9 @@ def test_synthetic_split_scores_100_against_itself_and_0_when_empty(synthetic_ro
     for key in ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100"):
         assert m[key] == 100.0
     assert m["options"]["viou_threshold"] == 0.5 and (tmp_path / "m_per_predicate.png").stat().st_size > 1000
-    assert "R " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "R " in out and f"wrote {tmp_path / 'm_timeline.png'}" in out
+    assert (tmp_path / "m_timeline.png").stat().st_size > 1000 and m["labels_outside_vocabulary"]["objects"] == 0
     write_predictions_4d(tmp_path / "empty.json", [])
     assert (
         main(
@@ -294,3 +296,21 @@ def test_wrong_format_or_version(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(PredictionFileError, match="bad.json: not valid JSON"):
         PredictionFile4D(tmp_path / "bad.json")
+
+
+def test_labels_outside_the_vocabulary_are_counted_and_warned(synthetic_root, tmp_path, capsys):
+    from dataclasses import replace
+
+    from spade4d.cli import main
+    from spade4d.data.psg4d import PSG4DPointCloud
+
+    _, graph = PSG4DPointCloud(synthetic_root / "psg4d_pc", "test")[0]
+    renamed = replace(graph, objects=[replace(o, label="teapot") for o in graph.objects[:2]] + graph.objects[2:])
+    pred = write_predictions_4d(tmp_path / "p.json", [renamed])
+    argv = ["evaluate-4d", "--root", str(synthetic_root / "psg4d_pc"), "--pred", str(pred)]
+    assert main([*argv, "--out", str(tmp_path / "m.json"), "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"spade4d: warning: {pred}: 2 predicted objects and 0 relations")
+    assert "'teapot'" in err[0]
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["labels_outside_vocabulary"] == {"objects": 2, "relations": 0, "names": {"teapot": 2}}

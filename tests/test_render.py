@@ -160,3 +160,13 @@ def test_view_writes_a_rerun_recording_that_reads_back(synthetic_root, tmp_path,
     assert main(["view", "--root", str(root), "--out", str(tmp_path / "gt.rrd"), "--no-open", "--quiet"]) == 0
     assert capsys.readouterr().out == ""  # --quiet: nothing but warnings and errors
     assert not any(k.startswith("/prediction") for k in read_recording(tmp_path / "gt.rrd"))
+
+
+def test_quiet_render_leaves_nothing_on_the_terminal_not_even_filament(synthetic_root, tmp_path, capfd):
+    from spade4d.cli import main
+
+    argv = ["render", "--root", str(synthetic_root / "psg4d_pc"), "--out", str(tmp_path / "r"), "--frames", "0"]
+    assert main([*argv, "--width", "120", "--height", "96", "--quiet"]) == 0
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # Open3D's and Filament's C++ lines included (they bypass Python)
+    assert (tmp_path / "r" / "frame_000.png").is_file()

@@ -3,11 +3,14 @@ and the demo call these)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,6 +28,37 @@ class Report:
         return "\n".join([self.table, *notes, f"wrote {self.paths['json']} and {self.paths['png']}"])
 
 
+class OutsideVocabulary:
+    """Predicted object labels and predicates the evaluation vocabulary lacks: they can match no ground truth, so
+    they score 0; counted (and warned about) rather than passed over in silence."""
+
+    def __init__(self, classes, predicates):
+        self.classes, self.predicates = set(classes), set(predicates)
+        self.objects = self.relations = 0
+        self.names: dict[str, int] = {}
+
+    def count(self, graph) -> None:
+        for o in graph.objects:
+            if o.label not in self.classes:
+                self.objects += 1
+                self.names[o.label] = self.names.get(o.label, 0) + 1
+        for r in graph.relations:
+            if r.predicate not in self.predicates:
+                self.relations += 1
+                self.names[r.predicate] = self.names.get(r.predicate, 0) + 1
+
+    def as_dict(self) -> dict:
+        top = sorted(self.names.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
+        return {"objects": self.objects, "relations": self.relations, "names": dict(top)}
+
+    def describe(self) -> str:
+        names = ", ".join(repr(n) for n, _ in sorted(self.names.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
+        return (
+            f"{self.objects} predicted objects and {self.relations} relations carry names outside the evaluation "
+            f"vocabulary ({names}); they match no ground truth and score 0 (labels_outside_vocabulary in the metrics)"
+        )
+
+
 def evaluate_4d_split(
     ds, pred: str | os.PathLike, out: str | os.PathLike, options=None, label: dict | None = None, progress=True
 ) -> Report:
@@ -40,9 +74,16 @@ def evaluate_4d_split(
     preds = PredictionFile4D(pred)
     missing = [v for v in ds.video_ids() if v not in preds]
     ev = Evaluator4D(options or Options4D(), predicates=ds.predicates)
+    outside = OutsideVocabulary(ds.classes, ds.predicates)
     for points, gt in tqdm(ds, total=len(ds), desc="evaluate-4d", disable=not progress):
-        ev.process(gt, preds.get(gt.video_id, points.counts.tolist()) if gt.video_id in preds else None)
+        graph = preds.get(gt.video_id, points.counts.tolist()) if gt.video_id in preds else None
+        if graph is not None:
+            outside.count(graph)
+        ev.process(gt, graph)
     metrics = ev.evaluate()
+    metrics["labels_outside_vocabulary"] = outside.as_dict()
+    if outside.objects or outside.relations:
+        logger.warning(f"{pred}: {outside.describe()}")
     metrics.update(
         **label,
         prediction_file=str(pred),

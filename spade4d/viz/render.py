@@ -12,6 +12,7 @@ from __future__ import annotations
 import colorsys
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,37 @@ def overview_camera(
     return Camera(intrinsics(width, height, fov_deg), look_at(eye, center), width, height)
 
 
+@contextmanager
+def native_output_silenced():
+    """Open3D and its Filament engine write set-up lines ("FEngine created", the Vulkan device...) from C++ straight
+    to the process's stdout and stderr, past Python's logging. Inside this block both go to /dev/null, unless
+    spade4d logs at DEBUG (``--verbose``)."""
+    import ctypes
+    import logging
+    import sys
+
+    if logging.getLogger("spade4d").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    import open3d as o3d
+
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        ctypes.CDLL(None).fflush(None)  # C stdio buffers written while silenced go to /dev/null too
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 class GraphRenderer:
     """Renders frames of one sequence; keeps one Open3D renderer alive across frames."""
 
@@ -80,7 +112,8 @@ class GraphRenderer:
         self._rendering = rendering
         self.width, self.height, self.panel_width = width, height, panel_width
         try:
-            self.renderer = rendering.OffscreenRenderer(width, height)
+            with native_output_silenced():
+                self.renderer = rendering.OffscreenRenderer(width, height)
         except Exception as e:  # pragma: no cover - depends on the machine's graphics stack
             raise RenderError(
                 f"Open3D's offscreen renderer failed to start ({e}); on a machine without a GPU install "
@@ -129,7 +162,8 @@ class GraphRenderer:
             scene.add_geometry("points", pc, self.material)
         extrinsic = np.linalg.inv(camera.world_from_camera)
         self.renderer.setup_camera(o3d.camera.PinholeCameraIntrinsic(camera.width, camera.height, camera.K), extrinsic)
-        img = Image.fromarray(np.asarray(self.renderer.render_to_image())).convert("RGB")
+        with native_output_silenced():
+            img = Image.fromarray(np.asarray(self.renderer.render_to_image())).convert("RGB")
         rels = frame_relations(graph, t, options)
         tags = [relation_tag(r, options, scored) for r in rels]
         return self._overlay(img, graph, t, camera, centroids, labels, title, rels, tags)
@@ -344,3 +378,17 @@ def sequence_to_render(ds, video: str | None = None, pred: str | os.PathLike | N
     if bad:
         raise ValueError(f"--frames {bad[0]}: sequence {vid!r} has frames 0..{points.num_frames - 1}")
     return points, graph, title, gt
+
+
+def evaluation_timeline(ds, pred: str | os.PathLike, path: str | os.PathLike, video: str | None = None) -> Path | None:
+    """The relation timeline (ground truth and prediction) of one sequence of an evaluation, written to ``path``:
+    ``video``, or the split's first sequence the prediction file holds; None when it holds none."""
+    from spade4d.evaluation.predictions import PredictionFile4D
+    from spade4d.viz.figures import in_ground_truth_ids, relation_timeline
+
+    held = set(PredictionFile4D(pred).video_ids())
+    vid = video or next((v for v in ds.video_ids() if v in held), None)
+    if vid is None:
+        return None
+    _points, graph, _title, gt = sequence_to_render(ds, vid, pred)
+    return relation_timeline(path, gt, in_ground_truth_ids(graph, gt), FigureOptions())
