@@ -1,6 +1,7 @@
 """The package's imports run one way: core (structures, io, rle, vocab, geometry, batch) <- data <- models <-
-inference <- training (its validation pass predicts) <- demo/cli; evaluation needs only the core. Checked on the source (every import statement,
-function-level ones included), so a new back edge fails here instead of growing into a cycle."""
+inference <- training (its validation pass predicts) <- demo/cli; evaluation needs only the core. Checked on the
+source (every import statement, function-level ones included), so a new back edge fails here instead of growing
+into a cycle."""
 
 import ast
 from pathlib import Path
