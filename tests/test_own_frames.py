@@ -168,6 +168,15 @@ def test_an_rgbd_folder_lifts_back_to_the_points_it_was_rendered_from(synthetic_
         dist, _ = cKDTree(xyz[t]).query(got)
         # within the rounding to whole pixels (half a pixel is 2.5 cm at 6 m), 1 mm depth steps and the 2 cm voxels
         assert np.median(dist) < 0.02 and np.percentile(dist, 95) < 0.05
+    if posed:  # the command on the RGB-D folder, a tiny random model
+        from spade4d.cli import main
+
+        out = tmp_path / "pred.json"
+        assert main(["infer", "--model", str(tiny_model(synthetic_root, tmp_path)), "--input", str(folder),
+                     "--out", str(out), "--no-llm", "--quiet"]) == 0  # fmt: skip
+        graph = json.loads(out.read_text())["sequences"]["rgbd"]
+        assert graph["num_frames"] == 2 and graph["objects"]
+        assert all(m["size"] == [int(seq.counts[int(t)]), 1] for o in graph["objects"] for t, m in o["masks"].items())
 
 
 def test_bad_rgbd_folders_are_named(tmp_path):
