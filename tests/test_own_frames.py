@@ -57,6 +57,15 @@ def test_other_up_axes_and_units_come_back_to_z_up_metres(tmp_path):
         assert np.isclose(np.linalg.det(R), 1.0)
 
 
+def test_frames_are_ordered_with_numbers_compared_as_numbers(tmp_path):
+    from spade4d.data.own_frames import frame_files
+
+    for name in ("10.npy", "9.npy", "0.npy", "frame_2.npy", "frame_10.npy"):
+        np.save(tmp_path / name, np.zeros((1, 3)))
+    order = [p.name for p in frame_files(tmp_path)]
+    assert order == ["0.npy", "9.npy", "10.npy", "frame_2.npy", "frame_10.npy"]
+
+
 def test_bad_frame_folders_are_named(tmp_path):
     with pytest.raises(DatasetError, match="not a folder"):
         read_frames(tmp_path / "missing")

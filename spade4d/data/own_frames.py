@@ -1,4 +1,4 @@
-"""Your own point-cloud frames as a :class:`~spade4d.structures.PointSequence`, without an annotation file.
+"""Your own point-cloud or RGB-D frames as a :class:`~spade4d.structures.PointSequence`, without an annotation file.
 
 A folder of per-frame files, sorted by name: ``.ply`` / ``.pcd`` (read with Open3D; colours when the file has
 them), ``.npy`` (an ``(N, 3)`` xyz or ``(N, 6)`` xyz + rgb array) or ``.npz`` (``xyz`` or ``points``, and
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -88,10 +89,16 @@ def _declares_no_points(path: Path) -> bool:
     return "element vertex 0" in head or "POINTS 0" in head
 
 
+def frame_order(path: Path) -> tuple:
+    """Sort key of frame files: by name, numbers compared as numbers (ScanNet's export writes ``0.png`` ...
+    ``10.png`` without leading zeros; ``10`` comes after ``9``)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.stem))
+
+
 def frame_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder of frame files")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES)
+    files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=frame_order)
     if not files:
         raise DatasetError(f"{folder}: no frame files ({', '.join(FRAME_SUFFIXES)})")
     kinds = {p.suffix.lower() for p in files}
@@ -217,7 +224,9 @@ def read_rgbd_frames(
 
     folder = Path(path)
     K, scale = read_intrinsics(folder)
-    depth_files = sorted(p for p in (folder / "depth").iterdir() if p.suffix.lower() in (".png", ".npy"))
+    depth_files = sorted(
+        (p for p in (folder / "depth").iterdir() if p.suffix.lower() in (".png", ".npy")), key=frame_order
+    )
     if not depth_files:
         raise DatasetError(f"{folder / 'depth'}: no depth maps (.png, .npy)")
     posed = any((folder / d).is_dir() for d in POSE_DIRS)
