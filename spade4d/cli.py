@@ -72,7 +72,12 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     )
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     label = {"format": args.format, "split": args.split}
-    report = evaluate_4d_split(ds, args.pred, args.out, options, label, progress=not args.quiet)
+    unseen = (args.oov_classes or [], args.oov_predicates or []) if args.oov_classes or args.oov_predicates else None
+    if unseen is None and args.format == "synthetic":
+        from spade4d.data.synthetic.generate import unseen_names
+
+        unseen = unseen_names(args.root)
+    report = evaluate_4d_split(ds, args.pred, args.out, options, label, progress=not args.quiet, unseen=unseen)
     log.info(report.text(dataset_notes(ds)))
     from spade4d.viz.render import evaluation_timeline
 
@@ -473,6 +478,8 @@ def _add_evaluate_4d(sub) -> None:
     s.add_argument(
         "--timeline-video", default=None, help="the sequence of <out>_timeline.png (default: the first predicted)"
     )
+    s.add_argument("--oov-classes", type=T.names, default=None, help="classes training never showed: OOV recall")
+    s.add_argument("--oov-predicates", type=T.names, default=None, help="predicates training never showed")
     T.dataset_args(s, "test", FORMATS_4D)
     s.add_argument("--pred", required=True, help="a spade4d-predictions-4d file")
     s.add_argument("--out", required=True, help="metrics JSON (a per-predicate PNG is written beside it)")

@@ -116,6 +116,7 @@ def demo_score(out: Path, data: Path, model_dir: Path, log=logger.info) -> dict[
     import torch
 
     from spade4d.data.datasets import dataset_notes, model_rgb_source, open_4d_dataset
+    from spade4d.data.synthetic.generate import unseen_names
     from spade4d.evaluation.run import evaluate_4d_split
     from spade4d.inference.pipeline import InferenceOptions, Pipeline4D
     from spade4d.models.model4d import Model4D
@@ -132,7 +133,9 @@ def demo_score(out: Path, data: Path, model_dir: Path, log=logger.info) -> dict[
         path, n = Pipeline4D(model, InferenceOptions(use_llm=use_llm), rgb).predict_split(test, pred)
         log(f"wrote {path} ({n} sequences)")
         log(f"[demo] scoring {pred.name} (4D R@K / mR@K)")
-        rep = evaluate_4d_split(test, pred, out / f"metrics_test{suffix}.json", label=_label("synthetic"))
+        rep = evaluate_4d_split(
+            test, pred, out / f"metrics_test{suffix}.json", label=_label("synthetic"), unseen=unseen_names(data)
+        )
         log(rep.text(dataset_notes(test)))
         scores[pred.name] = rep.metrics
     log("[demo] scoring the same predictions against PSG4D's own point-cloud layout (psg4d-gta-pc: no stuff points)")

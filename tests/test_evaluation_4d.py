@@ -314,3 +314,27 @@ def test_labels_outside_the_vocabulary_are_counted_and_warned(synthetic_root, tm
     assert "'teapot'" in err[0]
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["labels_outside_vocabulary"] == {"objects": 2, "relations": 0, "names": {"teapot": 2}}
+
+
+def test_recall_splits_into_unseen_and_seen_relations(synthetic_root, tmp_path, capsys):
+    from dataclasses import replace
+
+    from spade4d.cli import main
+    from spade4d.data.psg4d import PSG4DPointCloud
+    from spade4d.evaluation.run import relations_with_names
+
+    ds = PSG4DPointCloud(synthetic_root / "psg4d_pc", "test")
+    graphs = [g for _, g in ds]
+    # one GT relation per sequence picked as "unseen" by its predicate; the prediction keeps only the seen ones
+    unseen_p = sorted({g.relations[0].predicate for g in graphs if g.relations})[:1]
+    seen_only = [relations_with_names(g, [], unseen_p, touching=False) for g in graphs]
+    n_unseen = sum(len(relations_with_names(g, [], unseen_p).relations) for g in graphs)
+    assert n_unseen > 0 and all(r.predicate not in unseen_p for g in seen_only for r in g.relations)
+    write_predictions_4d(tmp_path / "p.json", [replace(g) for g in seen_only])
+    argv = ["evaluate-4d", "--root", str(synthetic_root / "psg4d_pc"), "--pred", str(tmp_path / "p.json")]
+    assert main([*argv, "--out", str(tmp_path / "m.json"), "--oov-predicates", ",".join(unseen_p)]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["oov"] == {"R@20": 0.0, "R@50": 0.0, "R@100": 0.0, "num_gt_relations": n_unseen}
+    assert m["in_vocabulary"]["R@50"] == 100.0
+    assert m["oov"]["num_gt_relations"] + m["in_vocabulary"]["num_gt_relations"] == m["num_gt_relations"]
+    assert f"R@50 0.00 on the {n_unseen} GT relations with a name training never showed" in capsys.readouterr().out

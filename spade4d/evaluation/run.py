@@ -59,13 +59,44 @@ class OutsideVocabulary:
         )
 
 
+def relations_with_names(graph, classes, predicates, touching: bool = True):
+    """``graph`` keeping only the relations whose subject class, object class or predicate is among ``classes`` /
+    ``predicates`` (``touching=False``: only those with none of them). Objects stay, so masks still match."""
+    from dataclasses import replace
+
+    classes, predicates = set(classes), set(predicates)
+    label = {o.id: o.label for o in graph.objects}
+
+    def touches(r) -> bool:
+        return r.predicate in predicates or label.get(r.subject) in classes or label.get(r.object) in classes
+
+    return replace(graph, relations=[r for r in graph.relations if touches(r) == touching])
+
+
+def unseen_recall(evaluators: dict, ks) -> dict:
+    """``{"oov": {...}, "in_vocabulary": {...}}``: R@K and the GT relation count of each part."""
+    out = {}
+    for part, ev in evaluators.items():
+        m = ev.evaluate()
+        out[part] = {**{f"R@{k}": m[f"R@{k}"] for k in ks}, "num_gt_relations": m["num_gt_relations"]}
+    return out
+
+
 def evaluate_4d_split(
-    ds, pred: str | os.PathLike, out: str | os.PathLike, options=None, label: dict | None = None, progress=True
+    ds,
+    pred: str | os.PathLike,
+    out: str | os.PathLike,
+    options=None,
+    label: dict | None = None,
+    progress=True,
+    unseen: tuple[list[str], list[str]] | None = None,
 ) -> Report:
     """4D R@K / mR@K (docs/metrics.md) of the prediction file ``pred`` on the dataset split ``ds`` (an opened
     point-cloud dataset), streaming sequence by sequence; ``label`` (format, split) is recorded in the metrics.
     Writes ``out`` (JSON) and the per-predicate chart beside it. (What the dataset itself should tell the user,
-    :func:`spade4d.data.datasets.dataset_notes`, is the caller's to add.)"""
+    :func:`spade4d.data.datasets.dataset_notes`, is the caller's to add.) ``unseen``: (classes, predicates) the
+    training never showed; the metrics then also hold the recall of the GT relations that involve one of them
+    (``oov``) and of the others (``in_vocabulary``)."""
     from spade4d.evaluation import Evaluator4D, Options4D, PredictionFile4D
     from spade4d.evaluation.report import format_table, write_report
 
@@ -73,15 +104,23 @@ def evaluate_4d_split(
     split = label.get("split", "")
     preds = PredictionFile4D(pred)
     missing = [v for v in ds.video_ids() if v not in preds]
-    ev = Evaluator4D(options or Options4D(), predicates=ds.predicates)
+    options = options or Options4D()
+    ev = Evaluator4D(options, predicates=ds.predicates)
+    parts = {p: Evaluator4D(options, predicates=ds.predicates) for p in ("oov", "in_vocabulary")} if unseen else {}
     outside = OutsideVocabulary(ds.classes, ds.predicates)
     for points, gt in tqdm(ds, total=len(ds), desc="evaluate-4d", disable=not progress):
         graph = preds.get(gt.video_id, points.counts.tolist()) if gt.video_id in preds else None
         if graph is not None:
             outside.count(graph)
         ev.process(gt, graph)
+        for part, part_ev in parts.items():
+            part_ev.process(relations_with_names(gt, *unseen, touching=part == "oov"), graph)
     metrics = ev.evaluate()
     metrics["labels_outside_vocabulary"] = outside.as_dict()
+    if unseen:
+        metrics.update(
+            unseen_recall(parts, options.ks), unseen={"classes": list(unseen[0]), "predicates": list(unseen[1])}
+        )
     if outside.objects or outside.relations:
         logger.warning(f"{pred}: {outside.describe()}")
     metrics.update(
@@ -95,6 +134,13 @@ def evaluate_4d_split(
     n = metrics["num_gt_relations"]
     table = format_table(metrics, f"4D scene graph recall, {split} split ({len(ds)} sequences, {n} GT relations)")
     notes = [f"{len(missing)} sequences have no predictions and score 0"] if missing else []
+    if unseen:
+        o, i = metrics["oov"], metrics["in_vocabulary"]
+        k = 50 if 50 in options.ks else options.ks[0]
+        notes.append(
+            f"R@{k} {o[f'R@{k}']:.2f} on the {o['num_gt_relations']} GT relations with a name training never showed "
+            f"(OOV: {', '.join([*unseen[0], *unseen[1]])}), {i[f'R@{k}']:.2f} on the other {i['num_gt_relations']}"
+        )
     extra = set(preds.video_ids()) - set(ds.video_ids())
     if extra:
         notes.append(f"{len(extra)} sequences of {pred} are not in split {split!r} and were not scored")

@@ -484,3 +484,15 @@ class _Serial:
 
     def map(self, fn, items, chunksize: int = 1):  # noqa: ARG002 - same signature as Executor.map
         return map(fn, items)
+
+
+def unseen_names(root) -> tuple[list[str], list[str]] | None:
+    """(classes, predicates) of a generated dataset's out-of-vocabulary scripts, from its ``dataset.json`` (None
+    for a folder without one)."""
+    from spade4d.io import read_json
+
+    path = Path(root) / "dataset.json"
+    if not path.is_file():
+        return None
+    d = read_json(path)
+    return list(d.get("oov_classes", [])), list(d.get("oov_predicates", []))
