@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_transfer import oov_graph, summarise  # noqa: E402
+from experiment_transfer import summarise  # noqa: E402
 
 from spade4d.data.psg4d import PSG4DPointCloud  # noqa: E402
 from spade4d.evaluation import Evaluator4D, Options4D  # noqa: E402
+from spade4d.evaluation.run import relations_with_names  # noqa: E402
 from spade4d.inference.chained import chained_predict  # noqa: E402
 from spade4d.inference.infer_4d import predict_sequence  # noqa: E402
 from spade4d.io import write_json  # noqa: E402
@@ -90,7 +91,7 @@ def score(model: Model4D, test: PSG4DPointCloud, oov_c: set[str], oov_p: set[str
         else:
             pred = predict_sequence(model, seq, gt.video_id)
         ev.process(gt, pred)
-        ev_oov.process(oov_graph(gt, oov_c, oov_p), pred)
+        ev_oov.process(relations_with_names(gt, oov_c, oov_p), pred)
     m, mo = ev.evaluate(), ev_oov.evaluate()
     out = {k: m[k] for k in COLS[:6] + DIAGNOSTICS}
     out.update({f"OOV R@{k}": mo[f"R@{k}"] for k in (20, 50, 100)})

@@ -27,21 +27,12 @@ import numpy as np
 from spade4d.data.cameras import CameraFrames
 from spade4d.data.psg4d import PSG4DPointCloud
 from spade4d.evaluation import Evaluator4D, Options4D
+from spade4d.evaluation.run import relations_with_names
 from spade4d.inference.infer_4d import predict_dataset
 from spade4d.io import write_json
 from spade4d.models.model4d import Model4D
-from spade4d.structures import SceneGraph4D
 from spade4d.training.finetune_4d import finetune_4d, preset
 from spade4d.training.pretrain_2d import preset_2d, pretrain_2d
-
-
-def oov_graph(g: SceneGraph4D, classes: set[str], predicates: set[str]) -> SceneGraph4D:
-    """The GT graph with only the relations that involve an out-of-vocabulary class or predicate."""
-    label = {o.id: o.label for o in g.objects}
-    rels = [
-        r for r in g.relations if r.predicate in predicates or label[r.subject] in classes or label[r.object] in classes
-    ]
-    return SceneGraph4D(g.video_id, g.num_frames, g.objects, rels, g.num_points)
 
 
 def score(model: Model4D, test: PSG4DPointCloud, rgb, oov_c: set[str], oov_p: set[str]) -> dict:
@@ -52,7 +43,7 @@ def score(model: Model4D, test: PSG4DPointCloud, rgb, oov_c: set[str], oov_p: se
     t0 = time.time()
     for (_, gt), pred in zip(test, predict_dataset(model, test, rgb_source=rgb)):
         ev.process(gt, pred)
-        ev_oov.process(oov_graph(gt, oov_c, oov_p), pred)
+        ev_oov.process(relations_with_names(gt, oov_c, oov_p), pred)
     m, mo = ev.evaluate(), ev_oov.evaluate()
     out = {k: m[k] for k in ("R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100")}
     out.update({f"OOV R@{k}": mo[f"R@{k}"] for k in (20, 50, 100)})

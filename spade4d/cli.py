@@ -82,7 +82,9 @@ def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     from spade4d.viz.render import evaluation_timeline
 
     out = Path(args.out)
-    timeline = evaluation_timeline(ds, args.pred, out.with_name(f"{out.stem}_timeline.png"), args.timeline_video)
+    timeline = evaluation_timeline(
+        ds, report.predictions, out.with_name(f"{out.stem}_timeline.png"), args.timeline_video
+    )
     if timeline is not None:
         log.info(f"wrote {timeline} (relation timeline of one sequence)")
     return 0

@@ -52,27 +52,30 @@ def floor_shares(xyz: np.ndarray) -> dict[str, float]:
 
 
 def spacing(xyz: np.ndarray, n: int = 4000) -> float:
-    """The median distance from a point to its nearest neighbour (on up to ``n`` points of the frame)."""
+    """The median distance from a point to its nearest neighbour among all the frame's points (asked for up to
+    ``n`` of them: thinning the frame itself would widen the spacing)."""
     from scipy.spatial import cKDTree
 
-    pts = _sample(xyz, n, seed=1)
-    if len(pts) < 2:
+    xyz = xyz[np.isfinite(xyz).all(1)]
+    if len(xyz) < 2:
         return 0.0
-    d, _ = cKDTree(pts).query(pts, k=2)
+    d, _ = cKDTree(xyz).query(_sample(xyz, n, seed=1), k=2)
     return float(np.median(d[:, 1]))
 
 
 def frame_stats(frames: list[np.ndarray]) -> dict:
     """Statistics of some frames (each ``(N, 3)``), as recorded in a model folder: median extent and spacing, the
     floor shares per direction and the floor normal."""
-    frames = [_sample(f, MAX_POINTS) for f in frames if len(f) >= 10]
+    frames = [f for f in frames if len(f) >= 10]
     if not frames:
         return {}
-    shares = {d: float(np.median([floor_shares(f)[d] for f in frames])) for d in DIRECTIONS}
+    thinned = [_sample(f, MAX_POINTS) for f in frames]
+    per_frame = [floor_shares(f) for f in thinned]
+    shares = {d: float(np.median([s[d] for s in per_frame])) for d in DIRECTIONS}
     return {
         "up_axis": "z",
         "units": "m",
-        "extent": float(np.median([extent(f) for f in frames])),
+        "extent": float(np.median([extent(f) for f in thinned])),
         "spacing": float(np.median([spacing(f) for f in frames])),
         "floor_normal": max(shares, key=shares.get),
         "floor_shares": shares,

@@ -21,6 +21,7 @@ class Report:
     paths: dict[str, Path]
     table: str
     notes: list[str] = field(default_factory=list)
+    predictions: object = None  # the opened prediction file (4D: a PredictionFile4D), for figures of the same run
 
     def text(self, more_notes=()) -> str:
         """What a command prints: the table, every note (``more_notes``: the dataset's own), the files written."""
@@ -47,12 +48,15 @@ class OutsideVocabulary:
                 self.relations += 1
                 self.names[r.predicate] = self.names.get(r.predicate, 0) + 1
 
+    def ranked(self) -> list[tuple[str, int]]:
+        """The names and their counts, most frequent first."""
+        return sorted(self.names.items(), key=lambda kv: (-kv[1], kv[0]))
+
     def as_dict(self) -> dict:
-        top = sorted(self.names.items(), key=lambda kv: (-kv[1], kv[0]))[:20]
-        return {"objects": self.objects, "relations": self.relations, "names": dict(top)}
+        return {"objects": self.objects, "relations": self.relations, "names": dict(self.ranked()[:20])}
 
     def describe(self) -> str:
-        names = ", ".join(repr(n) for n, _ in sorted(self.names.items(), key=lambda kv: (-kv[1], kv[0]))[:5])
+        names = ", ".join(repr(n) for n, _ in self.ranked()[:5])
         return (
             f"{self.objects} predicted objects and {self.relations} relations carry names outside the evaluation "
             f"vocabulary ({names}); they match no ground truth and score 0 (labels_outside_vocabulary in the metrics)"
@@ -144,7 +148,7 @@ def evaluate_4d_split(
     extra = set(preds.video_ids()) - set(ds.video_ids())
     if extra:
         notes.append(f"{len(extra)} sequences of {pred} are not in split {split!r} and were not scored")
-    return Report(metrics, paths, table, notes)
+    return Report(metrics, paths, table, notes, preds)
 
 
 def evaluate_2d_split(ds, pred: str | os.PathLike, out: str | os.PathLike, options, progress=True) -> Report:
@@ -174,4 +178,4 @@ def evaluate_2d_split(ds, pred: str | os.PathLike, out: str | os.PathLike, optio
             notes.append("--per-triplet-masks: no relation carries subject_mask / object_mask; object masks used")
     paths = write_report(metrics, out, title=f"2D recall per predicate ({ds.split})")
     table = format_table(metrics, f"2D scene graph recall, {ds.split} split ({metrics['num_images']} images)")
-    return Report(metrics, paths, table, notes)
+    return Report(metrics, paths, table, notes, preds)

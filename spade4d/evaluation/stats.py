@@ -2,7 +2,7 @@
 paired difference of two variants run with the same seeds.
 
 A benchmark row is only a claim when its interval says so: with ``n`` seeds the half-width of a 95 % interval is
-``t(0.975, n - 1) * sd / sqrt(n)`` (12.7 sd at n = 2, 2.48 sd at n = 3, 1.24 sd at n = 5). Pairing by seed removes
+``t(0.975, n - 1) * sd / sqrt(n)`` (8.98 sd at n = 2, 2.48 sd at n = 3, 1.24 sd at n = 5). Pairing by seed removes
 what the seed does to both variants alike (the data draw, the initialisation), so a paired difference can be
 significant where the two unpaired intervals overlap.
 """

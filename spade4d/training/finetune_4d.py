@@ -282,9 +282,8 @@ class ClipSampler:
         start = int(rng.integers(seq.num_frames - span + 1))
         times = list(range(start, start + span, stride))[: cfg.clip_frames]
         frames = load_frames(seq, times, graph.video_id, self.rgb_source)
-        if (
-            augment and self.augment is not None
-        ):  # after load_frames: the points' pixels (lifting) come from the original points
+        # after load_frames: the points' pixels (lifting) come from the original points
+        if augment and self.augment is not None:
             frames = self.augment(frames, center, rng)
         return frames, clip_targets(graph, frames, classes, predicates), center
 

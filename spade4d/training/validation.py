@@ -39,6 +39,7 @@ class Validator:
         from spade4d.evaluation.metrics_4d import evaluate_4d
         from spade4d.inference.infer_4d import predict_sequence
         from spade4d.training.clips import clip_loss
+        from spade4d.training.loop import sum_losses
 
         core = self.core
         best = max((h["val_R@50"] for h in history if "val_R@50" in h), default=float("-inf"))
@@ -56,7 +57,7 @@ class Validator:
                 frames, targets, center = self.sampler.clip_of(i, rng, *self.vocabulary, augment=False)
                 gen = torch.Generator().manual_seed(i)
                 terms = clip_loss(core, frames, targets, center, weights, cfg.points_per_frame, gen)
-                losses.append(float(sum(v for k, v in terms.items() if k.startswith("loss_"))))
+                losses.append(sum_losses(terms)[1]["loss"])
             metrics = evaluate_4d(preds, gts)
             values = {"val_loss": float(np.mean(losses)), "val_R@50": metrics["R@50"], "val_mR@50": metrics["mR@50"]}
             if values["val_R@50"] > best:

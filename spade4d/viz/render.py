@@ -380,15 +380,17 @@ def sequence_to_render(ds, video: str | None = None, pred: str | os.PathLike | N
     return points, graph, title, gt
 
 
-def evaluation_timeline(ds, pred: str | os.PathLike, path: str | os.PathLike, video: str | None = None) -> Path | None:
+def evaluation_timeline(ds, preds, path: str | os.PathLike, video: str | None = None) -> Path | None:
     """The relation timeline (ground truth and prediction) of one sequence of an evaluation, written to ``path``:
-    ``video``, or the split's first sequence the prediction file holds; None when it holds none."""
-    from spade4d.evaluation.predictions import PredictionFile4D
+    ``video``, or the split's first sequence the prediction file ``preds`` (an opened ``PredictionFile4D``, as the
+    evaluation's report holds it) predicts; None when it predicts none."""
     from spade4d.viz.figures import in_ground_truth_ids, relation_timeline
 
-    held = set(PredictionFile4D(pred).video_ids())
-    vid = video or next((v for v in ds.video_ids() if v in held), None)
+    vid = video or next((v for v in ds.video_ids() if v in preds), None)
     if vid is None:
         return None
-    _points, graph, _title, gt = sequence_to_render(ds, vid, pred)
-    return relation_timeline(path, gt, in_ground_truth_ids(graph, gt), FigureOptions())
+    if vid not in preds:
+        raise ValueError(f"--timeline-video {vid}: the prediction file has no such sequence")
+    points, gt = ds[ds.index_of(vid)]
+    graph = in_ground_truth_ids(preds.get(vid, points.counts.tolist()), gt)
+    return relation_timeline(path, gt, graph, FigureOptions())
