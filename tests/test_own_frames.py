@@ -153,15 +153,19 @@ def test_an_rgbd_folder_lifts_back_to_the_points_it_was_rendered_from(synthetic_
     look = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]).T  # camera axes in world coordinates (columns)
     pose = np.eye(4)
     pose[:3, :3], pose[:3, 3] = look, xyz[0].mean(0) + np.array([0, -6.0, 1.0])
+    # written as ScanNet's SensReader/python/SensorData.py exports a scan: depth/<i>.png (uint16 mm), color/<i>.jpg,
+    # pose/<i>.txt and intrinsic/intrinsic_depth.txt (4x4), matrices row by row with fmt "%f", frames unpadded
     folder = tmp_path / "rgbd"
-    for sub in ("depth", "color", "pose"):
+    for sub in ("depth", "color", "pose", "intrinsic"):
         (folder / sub).mkdir(parents=True)
-    np.savetxt(folder / "intrinsic.txt", K)
+    K4 = np.eye(4)
+    K4[:3, :3] = K
+    np.savetxt(folder / "intrinsic" / "intrinsic_depth.txt", K4, fmt="%f")
     for t in range(2):
         depth, image = depth_view(xyz[t], rgb[t], K, (120, 160), pose)
         Image.fromarray(depth).save(folder / "depth" / f"{t}.png")
         Image.fromarray(image).resize((320, 240)).save(folder / "color" / f"{t}.jpg")  # colour at twice the size
-        np.savetxt(folder / "pose" / f"{t}.txt", pose)
+        np.savetxt(folder / "pose" / f"{t}.txt", pose, fmt="%f")
     if not posed:
         import shutil
 
