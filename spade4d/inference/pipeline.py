@@ -50,10 +50,11 @@ def as_point_sequence(points, video_id: str = "sequence") -> PointSequence:
 class Pipeline4D:
     """A trained 4D model (with its SceneLLM when it has one) ready to run on point-cloud sequences."""
 
-    def __init__(self, model, options: InferenceOptions | None = None, rgb_source=None):
+    def __init__(self, model, options: InferenceOptions | None = None, rgb_source=None, proposals=None):
         self.model = model
         self.options = options or InferenceOptions()
         self.rgb_source = rgb_source
+        self.proposals = proposals  # a Proposals2D: unseen objects found by the 2D core (docs/open-vocabulary.md)
         if model.lift is not None and rgb_source is None:
             raise ValueError("this model lifts 2D features: pass rgb_root (the RGB frames and cameras)")
 
@@ -65,11 +66,14 @@ class Pipeline4D:
         classes: Sequence[str] | None = None,
         predicates: Sequence[str] | None = None,
         rgb_root: str | os.PathLike | None = None,
+        core_2d: str | os.PathLike | None = None,
         **options,
     ) -> Pipeline4D:
         """Load ``model_dir`` (``finetune-4d``'s ``<out>/model``) onto ``device`` (``auto``: a CUDA GPU when there
         is one). ``classes`` / ``predicates`` replace the vocabulary (open vocabulary: any names); ``rgb_root``: the
-        RGB frames and cameras, for models that lift 2D features; ``options``: :class:`InferenceOptions` fields."""
+        RGB frames and cameras, for models that lift 2D features and for ``core_2d`` (a ``pretrain-2d`` model
+        folder whose instance masks add the objects the 4D model misses); ``options``: :class:`InferenceOptions`
+        fields."""
         import torch
 
         from spade4d.models.model4d import Model4D
@@ -83,12 +87,14 @@ class Pipeline4D:
         if classes or predicates:
             model.set_vocabulary(list(classes) if classes else None, list(predicates) if predicates else None)
         model.to(dev)
-        rgb_source = None
+        rgb_source = proposals = None
         if rgb_root is not None:
             from spade4d.data.cameras import CameraFrames
 
             rgb_source = CameraFrames(rgb_root)
-        return cls(model, opts, rgb_source)
+        if core_2d is not None:
+            proposals = proposal_source(model, core_2d, rgb_source, dev)
+        return cls(model, opts, rgb_source, proposals)
 
     def predict_split(self, ds, out: str | os.PathLike, video_ids: Sequence[str] | None = None, progress=True):
         """Run every sequence of the dataset split ``ds`` (or those of ``video_ids``) and write the prediction file
@@ -135,7 +141,21 @@ class Pipeline4D:
         if self.uses_llm:
             from spade4d.inference.chained import chained_predict
 
-            return chained_predict(self.model, seq, vid, o, rgb_source=self.rgb_source)
-        from spade4d.inference.infer_4d import predict_sequence
+            graph = chained_predict(self.model, seq, vid, o, rgb_source=self.rgb_source)
+        else:
+            from spade4d.inference.infer_4d import predict_sequence
 
-        return predict_sequence(self.model, seq, vid, window=o.window, rgb_source=self.rgb_source)
+            graph = predict_sequence(self.model, seq, vid, window=o.window, rgb_source=self.rgb_source)
+        if self.proposals is None:
+            return graph
+        cfg = self.model.config
+        return self.proposals(graph, seq, vid, cfg.relation_threshold, cfg.min_span, cfg.max_relations)
+
+
+def proposal_source(model, core_2d: str | os.PathLike, cameras, device):
+    """The 2D core of ``core_2d`` naming ``model``'s vocabulary over ``cameras`` (the RGB frames + cameras)."""
+    from spade4d.inference.proposals import Proposals2D
+
+    if cameras is None:
+        raise ValueError("the 2D core's proposals need the RGB frames and cameras: pass rgb_root / --rgb-root")
+    return Proposals2D.from_pretrained(core_2d, cameras, model.config.classes, model.config.predicates, device)
