@@ -192,14 +192,32 @@ def cmd_infer(args: argparse.Namespace) -> int:
         model.set_vocabulary(args.classes, args.predicates)
     model.to(device)
     if args.input:
+        if args.core_2d:
+            raise ValueError(
+                "--core-2d needs RGB frames with cameras in the PSG4D-GTA layout: pass --root, not --input"
+            )
         return _infer_own_frames(args, Pipeline4D(model, options))
     if not args.root:
         raise ValueError("pass --root (a dataset split) or --input (a folder of your own frames)")
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
-    pipe = Pipeline4D(model, options, model_rgb_source(model, args.format, args.root, args.rgb_root))
+    pipe = Pipeline4D(
+        model, options, model_rgb_source(model, args.format, args.root, args.rgb_root), _proposals(args, model, device)
+    )
     path, n = pipe.predict_split(ds, args.out, args.video, progress=not args.quiet)
     log.info(f"wrote {path} ({n} sequences)")
     return 0
+
+
+def _proposals(args: argparse.Namespace, model, device):
+    """``--core-2d``'s proposal source over the split's RGB frames + cameras (None without it)."""
+    if not args.core_2d:
+        return None
+    from spade4d.data.cameras import CameraFrames
+    from spade4d.data.datasets import rgb_root
+    from spade4d.inference.pipeline import proposal_source
+
+    where = rgb_root(args.format, args.root, args.rgb_root)
+    return proposal_source(model, args.core_2d, where and CameraFrames(where), device)
 
 
 def _infer_own_frames(args: argparse.Namespace, pipe) -> int:
@@ -436,7 +454,15 @@ def _add_infer(sub) -> None:
     s.add_argument("--window", type=T.positive_int, default=None, help="frames per window (default: the model's)")
     s.add_argument("--classes", type=T.names, default=None, help="comma-separated class names (open vocabulary)")
     s.add_argument("--predicates", type=T.names, default=None, help="comma-separated predicate names")
-    s.add_argument("--rgb-root", default=None, help="RGB frames + cameras for models that lift 2D features")
+    s.add_argument(
+        "--rgb-root", default=None, help="RGB frames + cameras, for --core-2d and models that lift 2D features"
+    )
+    s.add_argument(
+        "--core-2d",
+        default=None,
+        help="pretrain-2d's model folder: its instance masks add the objects the 4D model misses, with their "
+        "relations (needs the RGB frames; docs/open-vocabulary.md)",
+    )
     s.add_argument("--no-llm", action="store_true", help="a model with a SceneLLM: use the relation head instead")
     s.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one) | cpu | cuda | cuda:N")
     s.add_argument("--samples", type=T.non_negative_int, default=None, help="SceneLLM: sampled turn-2 answers")

@@ -42,3 +42,22 @@ def test_pairing_by_seed_finds_a_difference_the_unpaired_intervals_hide():
     assert not paired_difference({0: 1.0, 1: -1.0}, {0: 0.0, 1: 0.0}).excludes_zero()
     with pytest.raises(ValueError, match="no seed in common"):
         paired_difference({0: 1.0}, {1: 1.0})
+
+
+def test_a_benchmark_summary_holds_the_intervals_of_its_runs():
+    from spade4d.evaluation.stats import summarise_runs
+
+    runs = {
+        "head": {0: {"R@50": 10.0, "OOV": 0.0}, 1: {"R@50": 20.0, "OOV": 0.0}, 2: {"R@50": 30.0, "OOV": 0.0}},
+        "chain": {0: {"R@50": 12.0, "OOV": 5.0}, 1: {"R@50": 22.5, "OOV": 5.0}, 2: {"R@50": 31.5, "OOV": 8.0}},
+    }
+    out = summarise_runs(runs, ["R@50", "OOV"], {"chain - head": ("chain", "head"), "absent": ("llm", "head")})
+    head = out["rows"]["head"]["R@50"]
+    assert head["mean"] == 20.0 and head["sd"] == pytest.approx(10.0) and head["n"] == 3
+    assert head["high"] - 20.0 == pytest.approx(4.302653 * 10.0 / math.sqrt(3), rel=1e-6)
+    assert out["rows"]["head"]["OOV"]["high"] == out["rows"]["head"]["OOV"]["low"] == 0.0
+    assert set(out["differences"]) == {"chain - head"}  # a difference whose variant never ran is left out
+    d = out["differences"]["chain - head"]["R@50"]  # per seed: 2, 2.5, 1.5
+    assert d["mean"] == pytest.approx(2.0) and d["sd"] == pytest.approx(0.5)
+    assert d["low"] == pytest.approx(2.0 - 4.302653 * 0.5 / math.sqrt(3), rel=1e-6) and d["low"] > 0
+    assert out["differences"]["chain - head"]["OOV"]["mean"] == pytest.approx(6.0)

@@ -68,3 +68,28 @@ def paired_difference(a: Mapping, b: Mapping, confidence: float = 0.95) -> Inter
     if not common:
         raise ValueError(f"no seed in common (a: {sorted(a)}, b: {sorted(b)})")
     return mean_interval([float(a[s]) - float(b[s]) for s in common], confidence)
+
+
+def summarise_runs(
+    results: Mapping[str, Mapping[int, Mapping[str, float]]],
+    metrics: Sequence[str],
+    differences: Mapping[str, tuple[str, str]] = {},
+    confidence: float = 0.95,
+) -> dict:
+    """A benchmark's runs (``{variant: {seed: {metric: value}}}``) as intervals: ``rows`` (variant -> metric ->
+    :class:`Interval` as a dict) and ``differences`` (name -> metric -> the paired ``a - b`` interval, for every
+    ``name: (a, b)`` whose two variants ran)."""
+    rows = {
+        r: {m: mean_interval([v[m] for v in by_seed.values()], confidence).as_dict() for m in metrics}
+        for r, by_seed in results.items()
+    }
+    diffs = {}
+    for name, (a, b) in differences.items():
+        if a in results and b in results:
+            diffs[name] = {
+                m: paired_difference(
+                    {s: v[m] for s, v in results[a].items()}, {s: v[m] for s, v in results[b].items()}, confidence
+                ).as_dict()
+                for m in metrics
+            }
+    return {"rows": rows, "differences": diffs}

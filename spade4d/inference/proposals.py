@@ -17,7 +17,8 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
    4D model already has), so no object is predicted twice.
 5. **Relations** of the new tubes come from the 2D core's relation graph transformer and head, per frame: a 4D
    tube takes part through the 2D query whose lifted points match its mask on that frame (IoU >= ``match_iou``).
-   Scores and spans follow the 4D model's rules (:mod:`spade4d.inference.infer_4d`).
+   Scores and spans follow the 4D model's rules (:mod:`spade4d.inference.infer_4d`); ``relation_weight``
+   scales these scores where they meet the 4D model's relations in one ranking.
 """
 
 from __future__ import annotations
@@ -57,9 +58,10 @@ class ProposalOptions:
     duplicate_iou: float = 0.5  # tube IoU at which a proposal repeats a 4D tube or a better proposal
     inside: float = 0.5  # share of a proposal's points inside one such tube that makes it a fragment of it
     match_iou: float = 0.3  # point IoU at which a 4D tube takes a 2D query's relations on a frame
+    relation_weight: float = 1.0  # factor on the scores of the new tubes' relations (ranking against the 4D ones)
 
     def __post_init__(self):
-        for name in ("min_score", "depth_tolerance", "link", "duplicate_iou", "inside", "match_iou"):
+        for name in ("min_score", "depth_tolerance", "link", "duplicate_iou", "inside", "match_iou", "relation_weight"):
             v = getattr(self, name)
             if not (np.isfinite(v) and 0.0 <= v <= 1.0):
                 raise ValueError(f"{name} must lie in [0, 1], not {v!r}")
@@ -326,6 +328,8 @@ class Proposals2D:
         objects = graph.objects + new
         new_ids, predicates = {o.id for o in new}, self.core.config.predicates
         rel = tube_relations(objects, new_ids, queries, frames.relations, predicates, relation_threshold, min_span)
+        for r in rel:
+            r.score *= opts.relation_weight
         relations = sorted(graph.relations + rel, key=lambda r: -r.score)[:max_relations]
         return SceneGraph4D(graph.video_id, graph.num_frames, objects, relations, graph.num_points)
 

@@ -1,0 +1,266 @@
+"""The accuracy benchmark: every variant over several training seeds, as means with 95 % intervals and paired
+differences (docs/benchmark-accuracy.md).
+
+    python scripts/bench_accuracy.py --data outputs/bench/synthetic --out outputs/bench [--preset quick] \
+        [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick]
+
+Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
+that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM). Each model
+is run on the test split with the relation head and, for the transferred one, the SceneLLM chain, each with and
+without the 2D core's proposals for unseen objects (docs/open-vocabulary.md), and scored: R@20/50/100,
+mR@20/50/100, and R@50 on the out-of-vocabulary relations (subject, object or predicate never in 4D training)
+and on the others. The table gives mean ± the half-width of the 95 % Student-t interval over the seeds, and the
+paired differences by seed (:mod:`spade4d.evaluation.stats`). ``<report>.json`` (every run, the intervals, the
+command, the machine and the date), ``<report>.md`` (the tables) and ``<report>.png`` (points with intervals).
+
+Everything finished is kept under ``--out``: a 2D core or 4D model is found by its folder, a training run resumes
+from its last checkpoint, and each scored row is ``<out>/seed<N>/scores/<row>.json``; an interrupted sweep
+continues where it stopped. ``--jobs 2`` runs two trainings at once on one torch thread each; with a CUDA GPU,
+training and inference use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROWS = {  # name: (model, chain, 2D proposals)
+    "scratch / head": ("scratch", False, False),
+    "scratch / head + 2D proposals": ("scratch", False, True),
+    "transfer / head": ("transfer", False, False),
+    "transfer / head + 2D proposals": ("transfer", False, True),
+    "transfer / chain": ("transfer", True, False),
+    "transfer / chain + 2D proposals": ("transfer", True, True),
+}
+DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
+    "transfer - scratch (head)": ("transfer / head", "scratch / head"),
+    "chain - head (transfer)": ("transfer / chain", "transfer / head"),
+    "2D proposals, head (transfer)": ("transfer / head + 2D proposals", "transfer / head"),
+    "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
+}
+METRICS = ["R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "OOV R@50", "in-vocab R@50"]
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def train_core(job) -> str:
+    """The 2D core of one seed (``<out>/seed<N>/pretrain_2d/model``)."""
+    from spade4d.training.pretrain_2d import preset_2d, pretrain_2d
+
+    data, out, seed, args = job
+    set_threads(args.threads)
+    run = out / f"seed{seed}" / "pretrain_2d"
+    if not (run / "model" / "config.json").is_file():
+        n = args.steps_2d
+        cfg = preset_2d(args.preset if args.preset in ("quick", "small") else "small", steps=n, seed=seed,
+                        calibration_steps=n)  # fmt: skip
+        if n is not None:
+            cfg.diffusion = {**cfg.diffusion, "steps": n}
+        pretrain_2d(data / "psg" / "psg.json", data / "psg", run, cfg, resume=True)
+    return str(run / "model")
+
+
+def train_model(job) -> str:
+    """One 4D model: ``scratch`` or ``transfer`` (from the seed's 2D core, with the SceneLLM)."""
+    from spade4d.training.finetune_4d import finetune_4d, preset, scene_llm_settings
+
+    data, out, seed, kind, args = job
+    set_threads(args.threads)
+    run = out / f"seed{seed}" / kind
+    if not (run / "model" / "config.json").is_file():
+        transfer = kind == "transfer"
+        cfg = preset(
+            args.preset,
+            steps=args.steps,
+            seed=seed,
+            num_threads=args.threads,
+            transfer_parts=("rgt", "head") if transfer else None,
+            llm=scene_llm_settings(args.llm, "two") if transfer else None,
+        )
+        core = out / f"seed{seed}" / "pretrain_2d" / "model" if transfer else None
+        finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from_2d=core, rgb_root=data / "psg4d_gta",
+                    progress=args.jobs == 1)  # fmt: skip
+    return str(run / "model")
+
+
+def score_rows(job) -> dict[str, dict]:
+    """Every row of one (seed, model): predictions on the test split, scored; cached per row."""
+    import torch
+
+    from spade4d.data.cameras import CameraFrames
+    from spade4d.data.datasets import open_4d_dataset
+    from spade4d.data.synthetic.generate import unseen_names
+    from spade4d.evaluation.run import evaluate_4d_split
+    from spade4d.inference.pipeline import InferenceOptions, Pipeline4D, proposal_source
+    from spade4d.io import write_json
+    from spade4d.models.model4d import Model4D
+
+    data, out, seed, kind, args = job
+    set_threads(args.threads)
+    folder = out / f"seed{seed}" / "scores"
+    rows = {r: v for r, v in ROWS.items() if v[0] == kind and (args.llm != "none" or not v[1])}
+    todo = [r for r in rows if not (folder / f"{slug(r)}.json").is_file()]
+    if todo:
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        model = Model4D.from_pretrained(out / f"seed{seed}" / kind / "model").to(dev)
+        cams = CameraFrames(data / "psg4d_gta")
+        props = proposal_source(model, out / f"seed{seed}" / "pretrain_2d" / "model", cams, dev)
+        test = open_4d_dataset("synthetic", data, "test")
+        for r in todo:
+            _, chain, with_2d = rows[r]
+            pipe = Pipeline4D(model, InferenceOptions(use_llm=chain), cams, props if with_2d else None)
+            pred = folder / f"{slug(r)}.predictions.json"
+            t0 = time.time()
+            pipe.predict_split(test, pred, progress=False)
+            m = evaluate_4d_split(test, pred, folder / f"{slug(r)}.metrics.json", progress=False,
+                                  unseen=unseen_names(data)).metrics  # fmt: skip
+            res = {k: m[k] for k in METRICS[:6]}
+            res.update({"OOV R@50": m["oov"]["R@50"], "in-vocab R@50": m["in_vocabulary"]["R@50"]})
+            res.update(oov_relations=m["oov"]["num_gt_relations"], infer_seconds=time.time() - t0)
+            write_json(folder / f"{slug(r)}.json", res, indent=1)
+    return {r: json.loads((folder / f"{slug(r)}.json").read_text()) for r in rows}
+
+
+def run_all(fn, jobs: list, n: int) -> list:
+    if n > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(min(n, len(jobs))) as pool:
+            return pool.map(fn, jobs, chunksize=1)
+    return [fn(j) for j in jobs]
+
+
+def cell(iv: dict) -> str:
+    if iv["n"] < 2:
+        return f"{iv['mean']:.2f}"
+    return f"{iv['mean']:.2f} ± {(iv['high'] - iv['low']) / 2:.2f}"
+
+
+def tables(summary: dict, seeds: list[int]) -> str:
+    head = "| | " + " | ".join(METRICS) + " |\n|" + " --- |" * (len(METRICS) + 1) + "\n"
+    rows = "".join(f"| {r} | " + " | ".join(cell(v[m]) for m in METRICS) + " |\n" for r, v in summary["rows"].items())
+    diffs = "".join(
+        f"| {d} | " + " | ".join(cell(v[m]) + (" *" if _excludes_zero(v[m]) else "") for m in METRICS) + " |\n"
+        for d, v in summary["differences"].items()
+    )
+    n = len(seeds)
+    return (
+        f"Mean ± half-width of the 95 % interval over {n} seeds ({', '.join(map(str, seeds))}).\n\n" + head + rows
+        + "\nPaired differences by seed (* : the 95 % interval excludes 0).\n\n" + head + diffs
+    )  # fmt: skip
+
+
+def _excludes_zero(iv: dict) -> bool:
+    return iv["n"] > 1 and (iv["low"] > 0 or iv["high"] < 0)
+
+
+def plot(summary: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ["R@50", "mR@50", "OOV R@50"]
+    rows = list(summary["rows"])
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 0.45 * len(rows) + 1.6), sharey=True)
+    for ax, m in zip(axes, shown):
+        for y, r in enumerate(rows):
+            iv = summary["rows"][r][m]
+            ax.errorbar(iv["mean"], y, xerr=[[iv["mean"] - iv["low"]], [iv["high"] - iv["mean"]]], fmt="o",
+                        capsize=3, color="C0" if "proposals" not in r else "C1")  # fmt: skip
+        ax.set_title(m)
+        ax.set_xlim(0, 100)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(rows)), rows)
+    axes[0].invert_yaxis()
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="a synthetic dataset folder (spade4d make-synthetic)")
+    p.add_argument("--out", required=True, help="where the runs go (kept: a second call continues)")
+    p.add_argument("--preset", default="quick", help="the 4D training preset (and 2D: quick or small)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
+    p.add_argument("--steps", type=int, default=None, help="4D steps (default: the preset's)")
+    p.add_argument("--steps-2d", type=int, default=None, help="steps of each 2D stage (default: the preset's)")
+    p.add_argument("--llm", default="tiny", help="the SceneLLM of the transferred model: tiny | smollm2 | none")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 when --jobs > 1)")
+    p.add_argument("--report", default=None, help="report path without suffix (default: <out>/accuracy)")
+    args = p.parse_args(argv)
+    if args.jobs > 1 and args.threads is None:
+        args.threads = 1
+    data, out = Path(args.data), Path(args.out)
+    if not (data / "dataset.json").is_file():
+        p.error(f"{data}: no dataset.json (make one with spade4d make-synthetic)")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    t0 = time.time()
+    run_all(train_core, [(data, out, s, args) for s in seeds], args.jobs)
+    print(f"2D cores ready ({time.time() - t0:.0f} s)", flush=True)
+    kinds = [(s, k) for s in seeds for k in ("scratch", "transfer")]
+    run_all(train_model, [(data, out, s, k, args) for s, k in kinds], args.jobs)
+    print(f"4D models ready ({time.time() - t0:.0f} s)", flush=True)
+    scored = run_all(score_rows, [(data, out, s, k, args) for s, k in kinds], args.jobs)
+    results: dict[str, dict[int, dict]] = {}
+    for (s, _), rows in zip(kinds, scored):
+        for r, v in rows.items():
+            results.setdefault(r, {})[s] = v
+    results = {r: results[r] for r in ROWS if r in results}
+    report(results, seeds, args, data, time.time() - t0)
+
+
+def report(results, seeds, args, data: Path, seconds: float) -> None:
+    from spade4d.evaluation.stats import summarise_runs
+    from spade4d.io import write_json
+
+    meta = json.loads((data / "dataset.json").read_text())
+    summary = summarise_runs(results, METRICS, DIFFERENCES)
+    base = Path(args.report) if args.report else Path(args.out) / "accuracy"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    date = datetime.date.today().isoformat()
+    command = "python scripts/bench_accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    info = {"command": command, "machine": machine(), "date": date, "seconds": round(seconds),
+            "dataset": {k: meta.get(k) for k in ("preset", "seed", "preset_values", "oov_classes", "oov_predicates")},
+            "train_preset": args.preset, "llm": args.llm, "seeds": seeds}  # fmt: skip
+    write_json(base.with_suffix(".json"), {**info, **summary, "runs": results}, indent=1)
+    text = tables(summary, seeds)
+    head = f"`{command}`\n\n{info['machine']}, {date}, {seconds / 60:.0f} min in all.\n\n"
+    tmp = base.with_suffix(".md.tmp")
+    tmp.write_text(head + text)
+    os.replace(tmp, base.with_suffix(".md"))
+    plot(summary, base.with_suffix(".png"), f"synthetic {meta.get('preset')} test split, {len(seeds)} seeds")
+    print(text)
+    print(f"wrote {base.with_suffix('.json')}, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
