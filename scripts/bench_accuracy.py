@@ -212,6 +212,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, default=None, help="4D steps (default: the preset's)")
     p.add_argument("--steps-2d", type=int, default=None, help="steps of each 2D stage (default: the preset's)")
+    p.add_argument("--models", default="scratch,transfer", help="the 4D models to train (default: both)")
     p.add_argument("--llm", default="tiny", help="the SceneLLM of the transferred model: tiny | smollm2 | none")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 when --jobs > 1)")
@@ -226,7 +227,10 @@ def main(argv=None) -> None:
     t0 = time.time()
     run_all(train_core, [(data, out, s, args) for s in seeds], args.jobs)
     print(f"2D cores ready ({time.time() - t0:.0f} s)", flush=True)
-    kinds = [(s, k) for s in seeds for k in ("scratch", "transfer")]
+    models = args.models.split(",")
+    if bad := [m for m in models if m not in ("scratch", "transfer")]:
+        p.error(f"unknown model(s) {bad}: choose from scratch, transfer")
+    kinds = [(s, k) for s in seeds for k in models]
     run_all(train_model, [(data, out, s, k, args) for s, k in kinds], args.jobs)
     print(f"4D models ready ({time.time() - t0:.0f} s)", flush=True)
     scored = run_all(score_rows, [(data, out, s, k, args) for s, k in kinds], args.jobs)

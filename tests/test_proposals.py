@@ -206,3 +206,33 @@ def test_proposals_join_a_4d_prediction_without_duplicates(synthetic_root):
     assert graph.relations and all(r.subject in ids and r.object in ids for r in graph.relations)
     assert all({r.subject, r.object} - {7} for r in graph.relations)  # each involves an added tube
     assert all(0 <= a <= b < seq.num_frames for r in graph.relations for a, b in r.spans)
+
+
+def test_infer_with_the_2d_core_adds_its_tubes_to_the_prediction_file(synthetic_root, tmp_path, capsys):
+    """``infer --core-2d`` on the synthetic test split: the same 4D objects, then the core's tubes; the same
+    without the core's RGB frames is refused in one line."""
+    import json
+
+    from spade4d.cli import main
+    from tests.test_core2d import tiny_2d
+    from tests.test_own_frames import tiny_model
+
+    model_dir = tiny_model(synthetic_root, tmp_path)
+    core = tiny_2d()
+    core.config.object_threshold = 0.0  # an untrained core: its proposals are kept by the threshold it carries
+    core_dir = core.save_pretrained(tmp_path / "core")
+    run = ["infer", "--model", str(model_dir), "--format", "synthetic", "--root", str(synthetic_root), "--no-llm"]
+    assert main([*run, "--out", str(tmp_path / "plain.json")]) == 0
+    assert main([*run, "--core-2d", str(core_dir), "--out", str(tmp_path / "with2d.json")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())["sequences"]
+    with2d = json.loads((tmp_path / "with2d.json").read_text())["sequences"]
+    assert plain.keys() == with2d.keys()
+    added = 0
+    for vid, seq in plain.items():
+        ids = [o["id"] for o in seq["objects"]]
+        assert [o["id"] for o in with2d[vid]["objects"][: len(ids)]] == ids  # the 4D tubes come first, unchanged
+        added += len(with2d[vid]["objects"]) - len(ids)
+    assert added > 0
+    pc = ["infer", "--model", str(model_dir), "--format", "spade4d-pc", "--root", str(synthetic_root / "psg4d_pc")]
+    assert main([*pc, "--core-2d", str(core_dir), "--out", str(tmp_path / "x.json")]) == 2
+    assert "pass rgb_root / --rgb-root" in capsys.readouterr().err

@@ -24,7 +24,7 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ProposalOptions:
-    min_score: float = 0.3  # the 2D core's name confidence for a mask to become a proposal
+    min_score: float | None = None  # name confidence for a mask to become a proposal (None: the core's threshold)
     min_points: int = 8  # lifted points a proposal needs
     depth_tolerance: float = 0.05  # relative depth behind the nearest point of a pixel that still counts as visible
     voxel: float = 0.1  # metres: the cells in which proposals of different frames are compared
@@ -58,13 +58,17 @@ class ProposalOptions:
     duplicate_iou: float = 0.5  # tube IoU at which a proposal repeats a 4D tube or a better proposal
     inside: float = 0.5  # share of a proposal's points inside one such tube that makes it a fragment of it
     match_iou: float = 0.3  # point IoU at which a 4D tube takes a 2D query's relations on a frame
-    relation_weight: float = 1.0  # factor on the scores of the new tubes' relations (ranking against the 4D ones)
+    # factor on the new tubes' relation scores where they meet the 4D model's: the largest of 1, 0.5, 0.25, 0.1 at
+    # which they leave the quick demo model's val R@20 as without them (docs/open-vocabulary.md)
+    relation_weight: float = 0.5
 
     def __post_init__(self):
-        for name in ("min_score", "depth_tolerance", "link", "duplicate_iou", "inside", "match_iou", "relation_weight"):
+        for name in ("depth_tolerance", "link", "duplicate_iou", "inside", "match_iou", "relation_weight"):
             v = getattr(self, name)
             if not (np.isfinite(v) and 0.0 <= v <= 1.0):
                 raise ValueError(f"{name} must lie in [0, 1], not {v!r}")
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must lie in [0, 1], not {self.min_score!r}")
         if self.voxel <= 0 or self.min_points < 1 or self.min_frames < 1 or self.max_gap < 0:
             raise ValueError("voxel must be positive, min_points and min_frames at least 1, max_gap at least 0")
 
@@ -269,7 +273,18 @@ class Proposals2D:
     """The 2D core and the RGB frames + cameras of a dataset, adding unseen objects to 4D predictions."""
 
     def __init__(self, core, cameras, options: ProposalOptions | None = None, batch: int = 8):
-        self.core, self.cameras, self.options, self.batch = core.eval(), cameras, options or ProposalOptions(), batch
+        self.core, self.cameras, self.batch = core.eval(), cameras, batch
+        self.options = options or ProposalOptions()
+
+    @property
+    def options(self) -> ProposalOptions:
+        return self._options
+
+    @options.setter
+    def options(self, options: ProposalOptions) -> None:
+        if options.min_score is None:  # the core's own object threshold (its predict() keeps the same objects)
+            options = replace(options, min_score=self.core.config.object_threshold)
+        self._options = options
 
     @classmethod
     def from_pretrained(cls, core_dir: str | os.PathLike, cameras, classes, predicates, device="cpu", **options):
