@@ -342,7 +342,7 @@ def _add_demo(sub) -> None:
 def _add_make_synthetic(sub) -> None:
     s = T.command(sub, cmd_make_synthetic, "make-synthetic", help="generate the synthetic 4D + 2D scene-graph datasets")
     T.config_args(s, "synthetic")
-    s.add_argument("--preset", default="quick", help="quick | small | full")
+    s.add_argument("--preset", default="quick", help="quick | bench | small | full (docs/synthetic.md)")
     s.add_argument("--seed", type=T.non_negative_int, default=0)
     s.add_argument("--out", required=True)
     s.add_argument("--workers", type=T.positive_int, default=None, help="processes (default: CPU count, at most 4)")

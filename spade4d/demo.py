@@ -109,28 +109,35 @@ def demo_model_4d(out: Path, data: Path, core2d: Path | None, s: DemoSettings, l
     return model_dir
 
 
-def demo_score(out: Path, data: Path, model_dir: Path, log=logger.info) -> dict[str, dict]:
-    """Predictions on the test split by the relation head (``predictions_test.json``) and, with a SceneLLM, the
-    chain (``predictions_test_llm.json``), scored against the synthetic layout; the head's also against PSG4D's own
+def demo_score(out: Path, data: Path, model_dir: Path, log=logger.info, core2d: Path | None = None) -> dict[str, dict]:
+    """Predictions on the test split by the relation head (``predictions_test.json``), with a SceneLLM the chain
+    (``predictions_test_llm.json``) and with the 2D core the head joined by the core's tubes for unseen objects
+    (``predictions_test_2d.json``), scored against the synthetic layout; the head's also against PSG4D's own
     point-cloud layout (no stuff points)."""
     import torch
 
+    from spade4d.data.cameras import CameraFrames
     from spade4d.data.datasets import dataset_notes, model_rgb_source, open_4d_dataset
     from spade4d.data.synthetic.generate import unseen_names
     from spade4d.evaluation.run import evaluate_4d_split
-    from spade4d.inference.pipeline import InferenceOptions, Pipeline4D
+    from spade4d.inference.pipeline import InferenceOptions, Pipeline4D, proposal_source
     from spade4d.models.model4d import Model4D
 
     test = open_4d_dataset("synthetic", data, "test")
     model = Model4D.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
     rgb = model_rgb_source(model, "synthetic", data)
-    runs = [("", False)] + ([("_llm", True)] if model.llm is not None else [])
+    runs = [("", False, None)] + ([("_llm", True, None)] if model.llm is not None else [])
+    if core2d is not None:
+        cams = CameraFrames(data / "psg4d_gta")
+        runs.append(("_2d", False, proposal_source(model, core2d, cams, model.device)))
     scores = {}
-    for suffix, use_llm in runs:
+    for suffix, use_llm, proposals in runs:
         pred = out / f"predictions_test{suffix}.json"
         how = "the SceneLLM chain (objects, then relations)" if use_llm else "the 4D model's relation head"
+        how += " with the 2D core's tubes for unseen objects" if proposals else ""
         log(f"[demo] running the model on the test split: {how}")
-        path, n = Pipeline4D(model, InferenceOptions(use_llm=use_llm), rgb).predict_split(test, pred)
+        pipe = Pipeline4D(model, InferenceOptions(use_llm=use_llm), rgb, proposals)
+        path, n = pipe.predict_split(test, pred)
         log(f"wrote {path} ({n} sequences)")
         log(f"[demo] scoring {pred.name} (4D R@K / mR@K)")
         rep = evaluate_4d_split(
@@ -170,7 +177,11 @@ def run_demo(out: str | os.PathLike, settings: DemoSettings = DemoSettings(), lo
     data = demo_data(out, settings, log)
     core2d = demo_core_2d(out, data, settings, log)
     model_dir = demo_model_4d(out, data, core2d, settings, log)
-    scores = demo_score(out, data, model_dir, log)
+    scores = demo_score(out, data, model_dir, log, core2d)
     demo_render(out, data, log)
+    log("[demo] test split, in short (OOV: the relations with a name 4D training never showed):")
+    for name, m in scores.items():
+        oov = m.get("oov", {}).get("R@50", float("nan"))
+        log(f"  {name:28s} R@50 {m['R@50']:6.2f}  mR@50 {m['mR@50']:6.2f}  OOV R@50 {oov:6.2f}")
     log(f"[demo] done in {time.time() - t0:.0f}s; outputs under {out}")
     return scores

@@ -17,8 +17,12 @@ def test_the_demo_runs_end_to_end_and_writes_what_the_readme_promises(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--steps", "10", "--steps-2d", "10"]) == 0
     meta = json.loads((out / "synthetic" / "dataset.json").read_text())
-    for suffix in ("", "_llm"):
+    for suffix in ("", "_llm", "_2d"):
         metrics = json.loads((out / f"metrics_test{suffix}.json").read_text())
+        assert (
+            metrics["oov"]["num_gt_relations"] + metrics["in_vocabulary"]["num_gt_relations"]
+            == (metrics["num_gt_relations"])
+        )
         assert metrics["num_sequences"] == meta["preset_values"]["test"]
         assert metrics["num_gt_relations"] > 0
         for k in ("R@20", "R@50", "R@100", "mR@50"):
@@ -32,6 +36,10 @@ def test_the_demo_runs_end_to_end_and_writes_what_the_readme_promises(tmp_path):
     plain = json.loads((out / "metrics_test.json").read_text())
     assert gta_pc["num_gt_relations"] == plain["num_gt_relations"] and gta_pc["unrecallable_gt_relations"] > 0
     assert gta_pc["R@100"] <= plain["R@100"]
+    # the 2D core's tubes join the head's: the same 4D objects first
+    head, with_2d = (load_predictions_4d(out / f"predictions_test{x}.json") for x in ("", "_2d"))
+    for vid, g in head.items():
+        assert [o.id for o in with_2d[vid].objects[: len(g.objects)]] == [o.id for o in g.objects]
     # the chain's prediction file is the SceneLLM's: its objects carry masks over the sequence
     assert any(g.objects for g in load_predictions_4d(out / "predictions_test_llm.json").values())
     for name in ("render_pred", "render_gt"):

@@ -193,3 +193,15 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, tin
         gen.generate(out, replace(tiny_preset, train=3, test=0, val=0, images_2d=1), workers=1, progress=False)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # the partial folder is removed as well
+
+
+def test_the_bench_preset_holds_twenty_out_of_vocabulary_test_scenes():
+    from spade4d.data.synthetic.generate import PRESETS, split_plan
+    from spade4d.data.synthetic.world import OOV_TEMPLATES
+
+    plan = split_plan(PRESETS["bench"])
+    by_split = {s: [t for split, _, t in plan if split == s] for s in ("train", "val", "test")}
+    assert [len(by_split[s]) for s in ("train", "val", "test")] == [120, 8, 70]
+    assert not set(by_split["train"]) & set(OOV_TEMPLATES)
+    assert sum(t in OOV_TEMPLATES for t in by_split["test"]) == 20
+    assert {t: by_split["test"].count(t) for t in OOV_TEMPLATES} == {"ride": 10, "push": 10}
