@@ -59,40 +59,37 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def settings(args, seed: int, llm: str = "none"):
+    from spade4d.demo import DemoSettings
+
+    return DemoSettings(preset=args.preset, seed=seed, steps=args.steps, steps_2d=args.steps_2d, llm=llm)
+
+
 def train_core(job) -> str:
-    """The 2D core of one seed (``<out>/seed<N>/pretrain_2d/model``)."""
-    from spade4d.training.pretrain_2d import preset_2d, pretrain_2d
+    """The 2D core of one seed (``<out>/seed<N>/pretrain_2d/model``), trained as the demo trains it."""
+    from spade4d.demo import config_2d
+    from spade4d.training.pretrain_2d import pretrain_2d
 
     data, out, seed, args = job
     set_threads(args.threads)
     run = out / f"seed{seed}" / "pretrain_2d"
     if not (run / "model" / "config.json").is_file():
-        n = args.steps_2d
-        cfg = preset_2d(args.preset if args.preset in ("quick", "small") else "small", steps=n, seed=seed,
-                        calibration_steps=n)  # fmt: skip
-        if n is not None:
-            cfg.diffusion = {**cfg.diffusion, "steps": n}
-        pretrain_2d(data / "psg" / "psg.json", data / "psg", run, cfg, resume=True)
+        pretrain_2d(data / "psg" / "psg.json", data / "psg", run, config_2d(settings(args, seed)), resume=True)
     return str(run / "model")
 
 
 def train_model(job) -> str:
-    """One 4D model: ``scratch`` or ``transfer`` (from the seed's 2D core, with the SceneLLM)."""
-    from spade4d.training.finetune_4d import finetune_4d, preset, scene_llm_settings
+    """One 4D model, as the demo trains it: ``scratch`` or ``transfer`` (from the seed's 2D core, with the
+    SceneLLM)."""
+    from spade4d.demo import config_4d
+    from spade4d.training.finetune_4d import finetune_4d
 
     data, out, seed, kind, args = job
     set_threads(args.threads)
     run = out / f"seed{seed}" / kind
     if not (run / "model" / "config.json").is_file():
         transfer = kind == "transfer"
-        cfg = preset(
-            args.preset,
-            steps=args.steps,
-            seed=seed,
-            num_threads=args.threads,
-            transfer_parts=("rgt", "head") if transfer else None,
-            llm=scene_llm_settings(args.llm, "two") if transfer else None,
-        )
+        cfg = config_4d(settings(args, seed, args.llm if transfer else "none"), transfer, num_threads=args.threads)
         core = out / f"seed{seed}" / "pretrain_2d" / "model" if transfer else None
         finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from_2d=core, rgb_root=data / "psg4d_gta",
                     progress=args.jobs == 1)  # fmt: skip

@@ -62,8 +62,35 @@ def demo_data(out: Path, s: DemoSettings, log=logger.info) -> Path:
     return data
 
 
+def config_2d(s: DemoSettings):
+    """The 2D core's training settings for ``s`` (``steps_2d``: every 2D stage's steps)."""
+    from spade4d.training.pretrain_2d import preset_2d
+
+    n = s.steps_2d
+    cfg = preset_2d(s.preset if s.preset in ("quick", "small") else "small", steps=n, seed=s.seed, calibration_steps=n)
+    if n is not None:
+        cfg.diffusion = {**cfg.diffusion, "steps": n}
+    return cfg
+
+
+def config_4d(s: DemoSettings, from_2d: bool, **flags):
+    """The 4D model's training settings for ``s``; ``from_2d``: initialised from the 2D core (its relation graph
+    transformer and head); ``flags``: more :class:`Train4DConfig` fields."""
+    from spade4d.training.finetune_4d import preset, scene_llm_settings
+
+    return preset(
+        s.preset,
+        steps=s.steps,
+        seed=s.seed,
+        lift=True if from_2d and s.lift_2d else None,
+        transfer_parts=("rgt", "head") if from_2d else None,
+        llm=scene_llm_settings(s.llm, s.chain),
+        **flags,
+    )
+
+
 def demo_core_2d(out: Path, data: Path, s: DemoSettings, log=logger.info) -> Path | None:
-    from spade4d.training.pretrain_2d import preset_2d, pretrain_2d
+    from spade4d.training.pretrain_2d import pretrain_2d
 
     if not s.use_2d:
         return None
@@ -75,17 +102,13 @@ def demo_core_2d(out: Path, data: Path, s: DemoSettings, log=logger.info) -> Pat
     if s.retrain:
         _fresh(run2d)
     log(f"[demo] 2D pretraining (diffusion UNet -> LoRA calibration -> 2D scene graphs) into {run2d}")
-    n = s.steps_2d
-    cfg = preset_2d(s.preset if s.preset in ("quick", "small") else "small", steps=n, seed=s.seed, calibration_steps=n)
-    if n is not None:
-        cfg.diffusion = {**cfg.diffusion, "steps": n}
-    pretrain_2d(data / "psg" / "psg.json", data / "psg", run2d, cfg, resume=True)
+    pretrain_2d(data / "psg" / "psg.json", data / "psg", run2d, config_2d(s), resume=True)
     _fresh(out / "finetune_4d")  # a 4D model from another 2D core
     return core2d
 
 
 def demo_model_4d(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=logger.info) -> Path:
-    from spade4d.training.finetune_4d import finetune_4d, preset, scene_llm_settings
+    from spade4d.training.finetune_4d import finetune_4d
 
     run = out / "finetune_4d"
     model_dir = run / "model"
@@ -96,14 +119,7 @@ def demo_model_4d(out: Path, data: Path, core2d: Path | None, s: DemoSettings, l
     resume = (run / "checkpoints").is_dir() and not s.retrain
     if s.retrain:
         _fresh(run)
-    cfg = preset(
-        s.preset,
-        steps=s.steps,
-        seed=s.seed,
-        lift=True if core2d is not None and s.lift_2d else None,
-        transfer_parts=("rgt", "head") if core2d is not None else None,
-        llm=scene_llm_settings(s.llm, s.chain),
-    )
+    cfg = config_4d(s, core2d is not None)
     res = finetune_4d(data / "psg4d_pc", run, cfg, resume=resume, init_from_2d=core2d, rgb_root=data / "psg4d_gta")
     log(f"model saved to {res.model_dir}; loss curve {run / 'loss.png'}")
     return model_dir

@@ -23,6 +23,7 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field, replace
 
@@ -88,6 +89,11 @@ class Proposal:
     def score(self) -> float:
         return float(self.prob[:-1].max())
 
+    @functools.cached_property
+    def near(self) -> np.ndarray:
+        """The cells within one cell of ``cells`` (their 26-neighbourhoods), sorted and unique."""
+        return np.unique((self.cells[:, None] + _NEIGHBOURS[None]).ravel())
+
 
 def visible_points(xyz: np.ndarray, K: np.ndarray, pose: np.ndarray | None, height: int, width: int,
                    depth_tolerance: float = 0.05) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
@@ -123,23 +129,24 @@ def _shift(cells: np.ndarray, by: np.ndarray) -> np.ndarray:
     return cells + (int(d[0]) << 42) + (int(d[1]) << 21) + int(d[2])
 
 
-def _near_share(a: np.ndarray, b: np.ndarray) -> float:
-    """The share of the cells ``a`` that have a cell of ``b`` within one cell (their 26-neighbourhood)."""
-    if not len(a) or not len(b):
+def _near_share(a: np.ndarray, b_near: np.ndarray) -> float:
+    """The share of the cells ``a`` that have a cell of ``b`` within one cell (``b_near``: ``b``'s
+    :attr:`Proposal.near`)."""
+    if not len(a) or not len(b_near):
         return 0.0
-    return float(np.isin(a, (b[:, None] + _NEIGHBOURS[None]).ravel()).mean())
+    return float(np.isin(a, b_near, assume_unique=True).mean())
 
 
 def affinity(tube: list[Proposal], p: Proposal, voxel: float) -> float:
     """How well proposal ``p`` continues ``tube``: cell closeness to the tube's last proposal moved by the
     tube's last velocity (per frame), times the cosine similarity of the class probabilities."""
     last = tube[-1]
-    moved = last.cells
+    shift = np.zeros(3)
     if len(tube) > 1:
         prev = tube[-2]
-        velocity = (last.center - prev.center) / (last.t - prev.t)
-        moved = _shift(last.cells, velocity * (p.t - last.t) / voxel)
-    close = 0.5 * (_near_share(p.cells, moved) + _near_share(moved, p.cells))
+        shift = (last.center - prev.center) / (last.t - prev.t) * (p.t - last.t) / voxel
+    moved, moved_near = _shift(last.cells, shift), _shift(last.near, shift)  # a shift moves the neighbourhoods too
+    close = 0.5 * (_near_share(p.cells, moved_near) + _near_share(moved, p.near))
     a, b = last.prob[:-1], p.prob[:-1]
     return close * float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
@@ -253,8 +260,9 @@ def _borrowed_queries(obj: ObjectTube, lifted: list[dict[int, np.ndarray]], opts
     """Frame -> the 2D query whose lifted points best match a 4D tube's mask there (IoU >= ``match_iou``)."""
     out = {}
     for t, m in obj.masks.items():
-        mine = np.flatnonzero(m)
-        best = max(((_iou(mine, pts), q) for q, pts in lifted[t].items()), default=(0.0, -1))
+        size = int(m.sum())
+        ious = ((int(m[pts].sum()), len(pts), q) for q, pts in lifted[t].items())  # (intersection, |lifted|, q)
+        best = max(((i / max(size + n - i, 1), q) for i, n, q in ious), default=(0.0, -1))
         if best[0] >= opts.match_iou:
             out[t] = best[1]
     return out
@@ -301,6 +309,7 @@ class Proposals2D:
         core = self.core
         Q = core.config.num_queries
         pairs = torch.tensor([(s, o) for s in range(Q) for o in range(Q) if s != o], device=core.device)
+        subj, obj = pairs.cpu().numpy().T
         for i in range(0, len(images), self.batch):
             chunk = np.stack(images[i : i + self.batch])
             x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div(255.0).to(core.device)
@@ -310,7 +319,7 @@ class Proposals2D:
             rel = core.relation_logits(out, pairs).sigmoid().cpu().numpy()  # (B, R, P)
             for b in range(len(chunk)):
                 full = np.zeros((Q, Q, rel.shape[-1]), dtype=np.float16)
-                full[pairs[:, 0].cpu(), pairs[:, 1].cpu()] = rel[b]
+                full[subj, obj] = rel[b]
                 yield prob[b], masks[b].cpu().numpy(), full
 
     def core_frames(self, seq: PointSequence, video_id: str) -> CoreFrames:
