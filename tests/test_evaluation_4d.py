@@ -39,7 +39,8 @@ def run(gt, pred, **kw):
     ev = Evaluator4D(opts)
     for g, p in zip(gt if isinstance(gt, list) else [gt], pred if isinstance(pred, list) else [pred]):
         ev.process(g, p)
-        assert [o.rank for o in match_sequence(g, p, opts)] == [o.rank for o in match_sequence_reference(g, p, opts)]
+        key = lambda o: (o.rank, o.span_free_rank)  # noqa: E731
+        assert [key(o) for o in match_sequence(g, p, opts)] == [key(o) for o in match_sequence_reference(g, p, opts)]
     return ev.evaluate()
 
 
@@ -69,6 +70,17 @@ def test_extra_predicted_frames_are_not_penalised_unless_asked():
     pred = pred_graph([Relation4D(10, 11, "sitting on", [(0, 3)], 0.9)])
     assert run(gt, pred)["R@1"] == 100.0  # 1 / |{0}|
     assert run(gt, pred, penalize_extra_frames=True)["R@1"] == 0.0  # 1 / |{0, 1, 2, 3}| = 0.25
+
+
+def test_span_free_recall_ignores_the_predicted_span():
+    # gt_frames = {0, 1, 2}; the masks match on all of them but the span covers only frame 3 (no GT frame) or 0
+    for span, strong in (((3, 3), 0.0), ((0, 0), 0.0), ((0, 1), 100.0)):
+        m = run(gt_graph(), pred_graph([Relation4D(10, 11, "sitting on", [span], 0.9)]))
+        assert (m["R@1"], m["sfR@1"]) == (strong, 100.0)
+    # the wrong chair matches on no frame, whatever its span; a wrong predicate is no span-free hit either
+    m = run(gt_graph(), pred_graph([Relation4D(10, 12, "sitting on", [(0, 3)], 0.9)]))
+    assert m["sfR@3"] == 0.0
+    assert run(gt_graph(), pred_graph([Relation4D(10, 11, "beside", [(0, 3)], 0.9)]))["sfR@3"] == 0.0
 
 
 def test_one_gt_with_several_spans_counts_once():
@@ -174,7 +186,8 @@ def test_fast_path_equals_the_reference_loop(case, gc, pen, top, thresholds):
         mask_iou_threshold=iou,
     )
     fast, ref = match_sequence(gt, pred, opts), match_sequence_reference(gt, pred, opts)
-    assert [(o.rank, o.weak_rank, o.pair_rank) for o in fast] == [(o.rank, o.weak_rank, o.pair_rank) for o in ref]
+    key = lambda o: (o.rank, o.weak_rank, o.pair_rank, o.span_free_rank)  # noqa: E731
+    assert [key(o) for o in fast] == [key(o) for o in ref]
 
 
 @given(random_case())
@@ -185,10 +198,12 @@ def test_recall_properties(case):
     m = Evaluator4D(opts)
     m.process(gt, pred)
     r = m.evaluate()
-    for kind in ("R", "mR", "wR", "PR"):
+    for kind in ("R", "mR", "wR", "sfR", "PR"):
         vals = [r[f"{kind}@{k}"] for k in opts.ks]
         assert vals == sorted(vals) and all(0 <= v <= 100 for v in vals)
     assert r["R@100"] <= r["wR@100"] and r["R@100"] <= r["PR@100"]
+    if not opts.penalize_extra_frames:
+        assert r["R@100"] <= r["sfR@100"]  # a span can only take frames away
     empty = Evaluator4D(opts)
     empty.process(gt, None)
     assert all(empty.evaluate()[f"R@{k}"] == 0 for k in opts.ks)

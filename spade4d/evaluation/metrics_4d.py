@@ -13,9 +13,12 @@ Per sequence:
    |gt_frames ∪ predicted frames| instead;
 5. R@K is micro-averaged over the split; mR@K averages per-predicate recall over predicates with a GT relation.
 
-Also reported: weak recall (vIoU >= 0.1) ``wR@K``, and pair recall ``PR@K``: a GT relation's (subject, object)
-pair counts as found when some top-K entry with the same subject and object classes, any predicate, reaches
-vIoU >= threshold (it measures localisation and naming of the pair apart from the predicate).
+Also reported: weak recall (vIoU >= 0.1) ``wR@K``; span-free recall ``sfR@K``, the "weak" measure of OpenPVSG's
+``utils/rel_metrics.py`` (``iou_weak``): the vIoU computed as if the predicted span covered the whole sequence, so
+a frame counts when both masks match whatever the span says (threshold as the strong vIoU); and pair recall
+``PR@K``: a GT relation's (subject, object) pair counts as found when some top-K entry with the same subject and
+object classes, any predicate, reaches vIoU >= threshold (it measures localisation and naming of the pair apart
+from the predicate).
 
 Choices (documented options): a GT relation whose ``gt_frames`` is empty (its objects are never both visible in
 its span) still counts in the denominator and can never be recalled; predicted frames and GT frames are
@@ -74,6 +77,7 @@ class GTOutcome:
     rank: int | None
     weak_rank: int | None
     pair_rank: int | None
+    span_free_rank: int | None = None
 
 
 def rank_relations(pred: SceneGraph4D, options: Options4D) -> list[Relation4D]:
@@ -203,8 +207,9 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     n_on = gt_on.sum(1)
 
     # 2. the candidates of every GT relation: the ranked entries with its class pair (in rank order), flattened
-    #    into (relation J, candidate C) rows; a candidate whose predicted frames cannot cover enough of the GT
-    #    frames to reach the lower vIoU threshold even with perfect masks is dropped (it can be no hit of any kind)
+    #    into (relation J, candidate C) rows. A candidate whose predicted frames cannot cover enough of the GT
+    #    frames to reach the lower vIoU threshold even with perfect masks is dropped, unless it has the GT
+    #    predicate (then the span-free recall, which ignores its span, still needs it)
     by_code = np.argsort(pc, kind="stable")
     seg_start = np.searchsorted(pc[by_code], np.arange(len(pair_values)))
     seg_len = np.bincount(pc, minlength=len(pair_values))
@@ -212,37 +217,41 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     J = np.repeat(np.arange(G), n_cand)
     offset = np.arange(len(J)) - np.repeat(np.cumsum(n_cand) - n_cand, n_cand)
     C = by_code[seg_start[g_pc[J]] + offset]
-    rows = gt_on[J] & pred_on[C]  # (N, T) the frames on which a candidate can score
+    same = pred_code[C] == g_code[J]
+    in_span = gt_on[J] & pred_on[C]  # (N, T) the frames on which a candidate can score
     bound = min(options.viou_threshold, options.weak_viou_threshold)
-    keep = rows.sum(1) / n_on[J] >= bound  # an upper bound of the vIoU, computed as the vIoU is
-    J, C, rows = J[keep], C[keep], rows[keep]
+    keep = (in_span.sum(1) / n_on[J] >= bound) | same  # an upper bound of the vIoU, computed as the vIoU is
+    J, C, same = J[keep], C[keep], same[keep]
+    rows = np.where(same[:, None], gt_on[J], in_span[keep])
 
     # 3. per-frame mask IoUs of the (predicted, GT) object pairs those candidates test, subjects first: the
-    #    objects are then tested only for the candidates whose subject can still reach the vIoU bound, and only
-    #    on the frames where their subject is good. Masks are packed once, on the frames where they can matter.
+    #    objects are then tested only for the candidates whose subject can still reach a bound, and only on the
+    #    frames where their subject is good. Masks are packed once, on the frames where they can matter.
     base = len(gobj)
     width = (max(gt.num_points) + 63) // 64 if gt.num_points else 1
     gt_packed = PackedMasks({k: o.masks for k, o in enumerate(gobj)}, T, width)
     pred_packed = PackedMasks({k: o.masks for k, o in enumerate(pobj)}, T, width)
     hit_s = _side_hits(subj[C] * base + g_subj[J], rows, base, pred_packed, gt_packed, options.mask_iou_threshold)
-    keep = hit_s.sum(1) / n_on[J] >= bound
-    J, C, hit_s = J[keep], C[keep], hit_s[keep]
+    keep = ((hit_s & pred_on[C]).sum(1) / n_on[J] >= bound) | (same & (hit_s.sum(1) / n_on[J] >= bound))
+    J, C, same, hit_s = J[keep], C[keep], same[keep], hit_s[keep]
     hit = hit_s & _side_hits(obj[C] * base + g_obj[J], hit_s, base, pred_packed, gt_packed, options.mask_iou_threshold)
 
     # 4. every candidate's vIoU at once, then the first qualifying candidate of each GT relation
+    span_free = hit.sum(1) / n_on[J] >= options.viou_threshold
+    hit &= pred_on[C]
     if options.penalize_extra_frames:
         denom = (gt_on[J] | pred_on[C]).sum(1)
     else:
         denom = n_on[J]
     viou = hit.sum(1) / np.maximum(denom, 1)
-    same = pred_code[C] == g_code[J]
     strong = viou >= options.viou_threshold
     rank = _first_per(J, C, same & strong, G)
     weak = _first_per(J, C, same & (viou >= options.weak_viou_threshold), G)
     pair_rank = _first_per(J, C, strong, G)
+    free = _first_per(J, C, same & span_free, G)
     return [
-        GTOutcome(gt.video_id, r.subject, r.object, r.predicate, a, b, c)
-        for r, a, b, c in zip(gt.relations, rank, weak, pair_rank)
+        GTOutcome(gt.video_id, r.subject, r.object, r.predicate, a, b, c, d)
+        for r, a, b, c, d in zip(gt.relations, rank, weak, pair_rank, free)
     ]
 
 
@@ -389,7 +398,7 @@ def summarise_4d(
     predicates: Sequence[str] | None = None,
     sequences: int | None = None,
 ) -> dict[str, Any]:
-    """Metrics in percent from GT outcomes: ``R@K mR@K wR@K PR@K`` plus per-predicate recall and the options."""
+    """Metrics in percent from GT outcomes: ``R@K mR@K wR@K sfR@K PR@K`` plus per-predicate recall and the options."""
     by_pred: dict[str, list[GTOutcome]] = defaultdict(list)
     for o in outcomes:
         by_pred[o.predicate].append(o)
@@ -403,6 +412,8 @@ def summarise_4d(
         m[f"mR@{k}"] = 100.0 * float(np.mean([_recall(by_pred[p], "rank", k) for p in with_gt])) if with_gt else 0.0
     for k in options.ks:
         m[f"wR@{k}"] = 100.0 * _recall(outcomes, "weak_rank", k)
+    for k in options.ks:
+        m[f"sfR@{k}"] = 100.0 * _recall(outcomes, "span_free_rank", k)
     for k in options.ks:
         m[f"PR@{k}"] = 100.0 * _recall(outcomes, "pair_rank", k)
     m["per_predicate"] = {

@@ -22,12 +22,13 @@ def _in_spans(t: int, spans) -> bool:
     return any(s <= t <= e for s, e in spans)
 
 
-def _viou(gt: SceneGraph4D, pred: SceneGraph4D, g_rel, p_rel, options: Options4D) -> float:
+def _viou(gt: SceneGraph4D, pred: SceneGraph4D, g_rel, p_rel, options: Options4D, span_free=False) -> float:
+    """vIoU of one (GT, predicted) relation pair; ``span_free``: as if the prediction spanned every frame."""
     gobj, pobj = gt.object_by_id(), pred.object_by_id()
     gt_frames, hit_frames, pred_frames = set(), set(), set()
     for t in range(gt.num_frames):
         n = gt.num_points[t]
-        if _in_spans(t, p_rel.spans):
+        if span_free or _in_spans(t, p_rel.spans):
             pred_frames.add(t)
         if not _in_spans(t, g_rel.spans):
             continue
@@ -40,7 +41,8 @@ def _viou(gt: SceneGraph4D, pred: SceneGraph4D, g_rel, p_rel, options: Options4D
         ps, po = pobj[p_rel.subject].mask(t, n), pobj[p_rel.object].mask(t, n)
         if _iou(ps, gs) >= options.mask_iou_threshold and _iou(po, go) >= options.mask_iou_threshold:
             hit_frames.add(t)
-    denom = len(gt_frames | pred_frames) if options.penalize_extra_frames else len(gt_frames)
+    extra = options.penalize_extra_frames and not span_free
+    denom = len(gt_frames | pred_frames) if extra else len(gt_frames)
     if not gt_frames or denom == 0:
         return 0.0
     return len(hit_frames) / denom
@@ -54,12 +56,12 @@ def match_sequence_reference(
     glabel = {o.id: o.label for o in gt.objects}
     plabel = {} if pred is None else {o.id: o.label for o in pred.objects}
     for g in gt.relations:
-        rank = weak = pair = None
+        rank = weak = pair = free = None
         for k, p in enumerate(ranked):
             same_pair = plabel[p.subject] == glabel[g.subject] and plabel[p.object] == glabel[g.object]
             if not same_pair:
                 continue
-            if rank is not None and weak is not None and pair is not None:
+            if None not in (rank, weak, pair, free):
                 break
             v = _viou(gt, pred, g, p, options)
             if p.predicate == g.predicate:
@@ -67,7 +69,9 @@ def match_sequence_reference(
                     rank = k
                 if weak is None and v >= options.weak_viou_threshold:
                     weak = k
+                if free is None and _viou(gt, pred, g, p, options, span_free=True) >= options.viou_threshold:
+                    free = k
             if pair is None and v >= options.viou_threshold:
                 pair = k
-        out.append(GTOutcome(gt.video_id, g.subject, g.object, g.predicate, rank, weak, pair))
+        out.append(GTOutcome(gt.video_id, g.subject, g.object, g.predicate, rank, weak, pair, free))
     return out

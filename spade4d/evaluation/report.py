@@ -11,7 +11,7 @@ from spade4d.io import atomic_path, write_json
 
 def format_table(metrics: dict[str, Any], title: str = "") -> str:
     ks = metrics["options"]["ks"]
-    rows = [r for r in ("R", "mR", "wR", "PR") if f"{r}@{ks[0]}" in metrics]
+    rows = [r for r in ("R", "mR", "wR", "sfR", "PR") if f"{r}@{ks[0]}" in metrics]
     lines = [title] if title else []
     lines.append(f"{'':>6} " + " ".join(f"{'@' + str(k):>8}" for k in ks))
     for r in rows:
