@@ -536,10 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade4d", description="4D panoptic scene graph generation")
     p.add_argument("--version", action="version", version=f"spade4d {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from spade4d.cli_video import add_evaluate_video
     from spade4d.cli_viz import add_render, add_view
 
     adders = [add for name, add in list(globals().items()) if name.startswith("_add_")]  # in the order written
-    for add in adders + [add_render, add_view]:
+    for add in adders + [add_evaluate_video, add_render, add_view]:
         add(sub)
     return p
 

@@ -38,7 +38,33 @@ class PVSG(RGBDDataset):
         for src, parts in split_table.items():
             for vid in parts.get(split, []):
                 self.source_of[vid] = src
+        if not isinstance(data, list) or not all(isinstance(d, dict) and "video_id" in d for d in data):
+            raise DatasetError(f"{self.ann_path}: 'data' must be a list of objects with a 'video_id'")
         self.entries = [d for d in data if d["video_id"] in self.source_of]
+        missing = sorted(set(self.source_of) - {d["video_id"] for d in self.entries})
+        if missing:
+            raise DatasetError(
+                f"{self.ann_path}: split {split!r} lists {len(missing)} video ids with no entry in 'data' "
+                f"({', '.join(missing[:3])})"
+            )
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def video_ids(self) -> list[str]:
+        return [e["video_id"] for e in self.entries]
+
+    def size(self, i: int) -> tuple[int, int]:
+        """(height, width) of video ``i`` from its ``meta``."""
+        e = self.entries[i]
+        try:
+            h, w = int(e["meta"]["height"]), int(e["meta"]["width"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{self.ann_path} [{e['video_id']}]: meta.height / meta.width missing") from None
+        if h <= 0 or w <= 0:
+            raise DatasetError(f"{self.ann_path} [{e['video_id']}]: meta size {w}x{h} is not positive")
+        return h, w
 
     def annotation(self, i: int) -> VideoAnnotation:
         e = self.entries[i]
@@ -76,7 +102,10 @@ class PVSG(RGBDDataset):
 
     def read_mask(self, vid: str, t: int) -> np.ndarray:
         """(H, W) int64 object ids of frame t (P-mode PNG: the palette index is the object id)."""
-        return load_image(self.root / self.source_of[vid] / "masks" / vid / f"{t:04d}.png").astype(np.int64)
+        return load_image(self.mask_path(vid, t)).astype(np.int64)
+
+    def mask_path(self, vid: str, t: int) -> Path:
+        return self.root / self.source_of[vid] / "masks" / vid / f"{t:04d}.png"
 
 
 class PVSGWithDepth(PVSG):

@@ -123,16 +123,14 @@ class PackedMasks:
 
     def pack(self, frames: dict[Any, np.ndarray]) -> None:
         """Pack, for each object key, the mask of every frame in its ``(T,)`` boolean ``frames`` not yet packed."""
-        todo = []
+        asked = []
         for key, f in frames.items():
             idx = self.index.get(key)
             if idx is None:
                 idx = self.index[key] = np.zeros(self.num_frames, dtype=np.int64)
-            masks = self.masks[key]
-            for t in np.flatnonzero(f & (idx == 0)).tolist():
-                m = masks.get(t)
-                if m is not None:
-                    todo.append((idx, t, m))
+            asked += [(t, idx, self.masks[key]) for t in np.flatnonzero(f & (idx == 0)).tolist()]
+        asked.sort(key=lambda item: item[0])  # frame by frame: a lazy source decodes each of its frames once
+        todo = [(idx, t, m) for t, idx, masks in asked if (m := masks.get(t)) is not None]
         if not todo:
             return
         new = np.zeros((len(todo), self.words.shape[1] * 8), dtype=np.uint8)
@@ -336,9 +334,14 @@ def _first_per(J: np.ndarray, C: np.ndarray, ok: np.ndarray, n: int) -> list[int
 
 
 def _nonempty(masks: dict[int, np.ndarray], frames: np.ndarray) -> np.ndarray:
-    """``(T,)``: the frames among ``frames`` on which the mask exists and has a point."""
+    """``(T,)``: the frames among ``frames`` on which the mask exists and has a point (a lazy mask source may
+    answer through its own ``nonempty(t)`` without building the mask)."""
     ne = np.zeros(len(frames), dtype=bool)
+    nonempty = getattr(masks, "nonempty", None)
     for t in np.flatnonzero(frames).tolist():
+        if nonempty is not None:
+            ne[t] = nonempty(t)
+            continue
         m = masks.get(t)
         ne[t] = m is not None and len(m) > 0 and bool(m[m.argmax()])  # argmax stops at the first point
     return ne
