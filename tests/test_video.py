@@ -223,3 +223,40 @@ def test_lazy_masks_score_as_the_reference_loop():
         assert [key(o) for o in fast] == [key(o) for o in ref]
 
     check()
+
+
+def test_synthetic_world_writes_a_pvsg_dataset_that_scores_itself(synthetic_root, tmp_path):
+    """``<out>/pvsg``: the same videos, splits and relations as the 4D layout, frames decodable with decord, P-mode
+    masks with the object ids, and the ground truth written as a prediction recalls every recallable relation."""
+    from spade4d.data.synthetic.generate import unseen_names
+
+    root = synthetic_root / "pvsg"
+    ann4d = json.loads((synthetic_root / "psg4d_pc" / "psg4d.json").read_text())
+    for split in ("train", "val", "test"):
+        ds = PVSG(root, split)
+        assert ds.video_ids() == ann4d["split"][split]
+    ds = PVSG(root, "test")
+    vid = ds.video_ids()[0]
+    frames = ds.read_frames(vid, [0, 5])
+    bmp = np.asarray(Image.open(synthetic_root / "psg4d_gta" / "images" / vid / "000005.bmp"))
+    assert frames.shape == (2, 72, 96, 3) and np.abs(frames[1].astype(int) - bmp).mean() < 6  # lossy mp4
+    with Image.open(ds.mask_path(vid, 0)) as im:
+        assert im.mode == "P"
+    graphs = []
+    for i in range(len(ds)):
+        a, (h, w) = ds.annotation(i), ds.size(i)
+        masks = [ds.read_mask(a.video_id, t) for t in range(a.num_frames)]
+        objects = [
+            ObjectTube(o, name, {t: m == o for t, m in enumerate(masks) if (m == o).any()})
+            for o, name in a.labels.items()
+        ]
+        rels = [
+            Relation4D(r.subject, r.object, r.predicate, r.spans, 1.0 - 0.01 * k) for k, r in enumerate(a.relations)
+        ]
+        graphs.append((SceneGraph4D(a.video_id, a.num_frames, objects, rels), h, w))
+    write_predictions_video(tmp_path / "gt.json", graphs)
+    m = evaluate_video_split(
+        ds, tmp_path / "gt.json", tmp_path / "m.json", progress=False, unseen=unseen_names(synthetic_root)
+    ).metrics
+    assert m["R@100"] == 100.0 and m["num_gt_relations"] == sum(len(a.relations) for a, _, _ in graphs)
+    assert m["oov"]["num_gt_relations"] > 0 and m["oov"]["R@100"] == 100.0

@@ -16,10 +16,13 @@ Output layout under ``--out``::
         xyz shifted by the frame's minimum, only things carry instance ids)
     psg/                           PSG 2D layout (docs/formats.md); the COCO root is this folder
         psg.json, images/%06d.jpg, panoptic/%06d.png
+    pvsg/                          the RGB frames as a PVSG-layout video dataset (docs/formats.md, PVSG)
+        pvsg.json, ego4d/videos/<vid>.mp4, ego4d/masks/<vid>/%04d.png (P-mode, pixel value = object id)
     stats.json                     object / relation counts per class and predicate, per split
     dataset.json                   preset, seed, vocabularies, the out-of-vocabulary lists (written last)
 
-As in PSG4D-GTA, a stuff object's ``object_id`` is its pixel id + 1000; ``instance_label`` in spade4d's layout
+As in PSG4D-GTA, a stuff object's ``object_id`` is its pixel id + 1000 (in ``pvsg/`` every object keeps its pixel
+id, since a P-mode PNG holds values below 256); ``instance_label`` in spade4d's layout
 holds the annotation's ``object_id`` for things and stuff alike; ``rgb`` there is in [0, 1].
 """
 
@@ -58,6 +61,10 @@ CLASSES = THING_CLASSES + STUFF_CLASSES
 STUFF_MASK_OFFSET = 1000
 LAYOUT_VERSION = 2  # 2: PSG4D-GTA conventions (K/Rt cameras, NDC depth, stuff ids + 1000, PSG4D point clouds)
 GTA_FOLDERS = ("images", "depth", "camera", "rage_matrices", "visible", "masks")
+# OpenPVSG's ``utils/rel_metrics.py`` finds a video's source folder from its id: ``P...`` is epic_kitchen, a
+# 4-digit first part vidor, anything else ego4d; the synthetic ids (``test_0003_ride``) are ego4d's
+PVSG_SOURCE = "ego4d"
+PVSG_FPS = 5
 
 
 @dataclass(frozen=True)
@@ -231,7 +238,7 @@ def make_sequence(args: tuple) -> dict[str, Any]:
     stuff = {gid[a.oid] for a in scene.actors if not a.is_thing}
     things = sorted(set(label_of) - stuff)
     visible = {oid: np.zeros(T, dtype=bool) for oid in label_of}
-    counts = []
+    counts, video = [], []
     for t in range(T):
         fr = render_rgbd(scene, t, preset.width, preset.height, noise=noise, rng=rng)
         ids_map = id_map[fr.instance]  # (H, W) object ids, 0 = none
@@ -265,6 +272,7 @@ def make_sequence(args: tuple) -> dict[str, Any]:
             ),
         )
         write_gta_frame(gta, vid, f"{t:06d}", fr, ids_map, things)
+        video.append((fr.rgb, fr.instance))
 
     objects = [oid for oid in label_of if visible[oid].any()]
     relations = []
@@ -282,7 +290,41 @@ def make_sequence(args: tuple) -> dict[str, Any]:
         "object": [{"object_id": oid, "category": label_of[oid], "is_thing": oid not in stuff} for oid in objects],
         "relations": relations,
     }
-    return {"split": split, "entry": entry}
+    pixel_id = {g: oid for oid, g in gid.items()}
+    return {"split": split, "entry": entry, "pvsg": write_pvsg_video(Path(out) / "pvsg", entry, video, pixel_id)}
+
+
+def write_pvsg_video(root: Path, entry: dict, video: list, pixel_id: dict[int, int]) -> dict[str, Any]:
+    """One sequence's RGB frames and pixel ids as PVSG stores a video (an mp4 and one P-mode PNG per frame whose
+    value is the object id); returns its ``pvsg.json`` entry (relations grouped per triplet with their spans)."""
+    import imageio.v2 as imageio
+    from PIL import Image
+
+    vid = entry["video_id"]
+    masks = root / PVSG_SOURCE / "masks" / vid
+    masks.mkdir(parents=True, exist_ok=True)
+    (root / PVSG_SOURCE / "videos").mkdir(parents=True, exist_ok=True)
+    palette = np.random.default_rng(0).integers(40, 256, (256, 3), dtype=np.uint8)
+    palette[0] = 0
+    for t, (_, ids) in enumerate(video):
+        im = Image.fromarray(ids.astype(np.uint8), mode="P")
+        im.putpalette(palette.reshape(-1).tolist())
+        im.save(masks / f"{t:04d}.png")
+    frames = [rgb for rgb, _ in video]
+    imageio.mimsave(root / PVSG_SOURCE / "videos" / f"{vid}.mp4", frames, fps=PVSG_FPS, quality=9, macro_block_size=2)
+    spans: dict[tuple[int, int, str], list[list[int]]] = {}
+    for s, p, o, span in entry["relations"]:
+        spans.setdefault((pixel_id[s], pixel_id[o], p), []).append(list(span))
+    meta = entry["meta"]
+    return {
+        "video_id": vid,
+        "meta": {"height": meta["height"], "width": meta["width"], "fps": PVSG_FPS, "num_frames": meta["num_frames"]},
+        "objects": [
+            {"object_id": pixel_id[o["object_id"]], "category": o["category"], "is_thing": o["is_thing"]}
+            for o in entry["object"]
+        ],
+        "relations": [[s, o, p, sp] for (s, o, p), sp in spans.items()],
+    }
 
 
 def make_image(args: tuple) -> dict[str, Any]:
@@ -443,6 +485,8 @@ def _check_settings(p: Preset, seed: int, noise: float, workers: int | None) -> 
     for name in ("train", "val", "test", "images_2d"):
         if getattr(p, name) < 0:
             raise SyntheticError(f"preset {name} must be >= 0, got {getattr(p, name)}")
+    if p.width % 2 or p.height % 2:
+        raise SyntheticError(f"preset width and height must be even (the mp4 videos), got {p.width}x{p.height}")
     if seed < 0:
         raise SyntheticError(f"seed must be >= 0, got {seed}")
     if noise < 0:
@@ -465,6 +509,16 @@ def _write_annotations(tmp: Path, seqs: list[dict], images: list[dict]) -> dict[
     write_json(tmp / "psg4d_pc" / "psg4d.json", ann)
     write_json(tmp / "psg4d_gta" / "sailvos3d.json", ann)
     write_json(tmp / "psg4d_gta_pc" / "sailvos3d.json", ann)
+    pvsg_parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}  # PVSG has train / val; test is ours
+    for s in seqs:
+        pvsg_parts[s["split"]].append(s["pvsg"]["video_id"])
+    pvsg = {
+        "objects": {"thing": THING_CLASSES, "stuff": STUFF_CLASSES},
+        "relations": PREDICATES,
+        "split": {PVSG_SOURCE: pvsg_parts},
+        "data": [s["pvsg"] for s in seqs],
+    }
+    write_json(tmp / "pvsg" / "pvsg.json", pvsg)
     n_test = max(1, len(images) // 5)
     psg = {
         "thing_classes": THING_CLASSES,
