@@ -191,6 +191,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
     model.to(device)
+    if model.config.video:  # a video model: a PVSG-layout --root or a video file as --input (docs/video.md)
+        from spade4d.cli_video import infer_video
+
+        return infer_video(args, Pipeline4D(model, options, rgb_source=False))
     if args.input:
         if args.core_2d:
             raise ValueError(
@@ -536,11 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spade4d", description="4D panoptic scene graph generation")
     p.add_argument("--version", action="version", version=f"spade4d {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from spade4d.cli_video import add_evaluate_video
+    from spade4d.cli_video import add_evaluate_video, add_finetune_video
     from spade4d.cli_viz import add_render, add_view
 
     adders = [add for name, add in list(globals().items()) if name.startswith("_add_")]  # in the order written
-    for add in adders + [add_evaluate_video, add_render, add_view]:
+    for add in adders + [add_finetune_video, add_evaluate_video, add_render, add_view]:
         add(sub)
     return p
 

@@ -1,4 +1,5 @@
-"""The ``spade4d`` commands on RGB video (PVSG layout, docs/formats.md): ``evaluate-video``."""
+"""The ``spade4d`` commands on RGB video (PVSG layout, docs/formats.md; the model, docs/video.md):
+``finetune-video``, ``evaluate-video``, and ``infer`` with a video model."""
 
 from __future__ import annotations
 
@@ -27,6 +28,78 @@ def cmd_evaluate_video(args: argparse.Namespace) -> int:
     report = evaluate_video_split(ds, args.pred, args.out, options, progress=not args.quiet, unseen=unseen)
     log.info(report.text())
     return 0
+
+
+def infer_video(args: argparse.Namespace, pipe) -> int:
+    """``infer`` with a video model: every video of a PVSG-layout ``--root`` split, or the video file ``--input``."""
+    from spade4d.data.video import PVSGVideos, VideoFile
+    from spade4d.inference.video import predict_videos
+
+    if args.core_2d:
+        raise ValueError("--core-2d adds 2D proposals to point-cloud models; a video model reads the frames itself")
+    if args.input:
+        ds = VideoFile(args.input)
+    elif args.root:
+        ds = PVSGVideos(args.root, args.split, args.ann)
+    else:
+        raise ValueError("pass --root (a PVSG-layout folder) or --input (a video file)")
+    path, n = predict_videos(pipe, ds, args.out, args.video, progress=not args.quiet)
+    log.info(f"wrote {path} ({n} videos, spade4d-predictions-video)")
+    return 0
+
+
+def cmd_finetune_video(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from spade4d.training.finetune_4d import finetune_4d, preset
+
+    flags = ("steps", "lr", "warmup", "seed", "clips_per_step", "checkpoint_every", "mixed_precision", "transfer_parts")
+    cfg = preset(args.preset, args.config, args.overrides, lift=bool(args.init_from_2d) or None,
+                 **{k: getattr(args, k) for k in flags})  # fmt: skip
+    # in-plane: no rotation (the picture's up is the world's), a horizontal mirror, zoom and colour jitter
+    cfg = replace(cfg, model={**cfg.model, "video": {"stride": args.stride}}, augment={"rotate": 0.0, "up_axis": 2})
+    res = finetune_4d(
+        args.root,
+        args.out,
+        cfg,
+        split=args.split,
+        resume=args.resume,
+        init_from=args.init_from,
+        progress=not args.quiet,
+        init_from_2d=args.init_from_2d,
+        fmt="pvsg-video",
+        annotation=args.ann,
+    )
+    log.info(f"video model saved to {res.model_dir}")
+    return 0
+
+
+def add_finetune_video(sub) -> None:
+    s = T.command(
+        sub, cmd_finetune_video, "finetune-video", help="train the video scene-graph model (accelerate; resumable)"
+    )
+    s.add_argument("--root", required=True, help="a PVSG-layout folder: pvsg.json, <source>/videos, <source>/masks")
+    s.add_argument("--ann", default=None, help="the annotation (default: <root>/pvsg.json)")
+    s.add_argument("--split", default="train")
+    s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
+    s.add_argument("--preset", default="quick", help="quick | small | full (configs/finetune_4d/<preset>.yaml)")
+    T.config_args(s, "finetune_4d")
+    s.add_argument("--stride", type=T.positive_int, default=4, help="pixels per cell side (docs/video.md)")
+    s.add_argument("--steps", type=T.positive_int, default=None)
+    s.add_argument("--lr", type=T.positive_float, default=None)
+    s.add_argument("--warmup", type=T.non_negative_int, default=None, help="learning-rate warm-up steps")
+    s.add_argument("--seed", type=T.non_negative_int, default=None)
+    s.add_argument("--clips-per-step", type=T.positive_int, default=None, help="gradient accumulation")
+    s.add_argument("--checkpoint-every", type=T.positive_int, default=None)
+    s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
+    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    s.add_argument("--init-from", default=None, help="a saved video model folder to start from")
+    s.add_argument(
+        "--init-from-2d", default=None, help="a 2D core (pretrain-2d's <out>/model): its features and layers"
+    )
+    s.add_argument(
+        "--transfer-parts", type=T.transfer_parts, default=None, help="with --init-from-2d: of decoder,rgt,head"
+    )
 
 
 def add_evaluate_video(sub) -> None:

@@ -25,7 +25,7 @@ def part_of(module: str) -> str:
     parts = module.split(".")
     if len(parts) == 1 or parts[1] in ("structures", "io", "rle", "vocab", "geometry", "batch", "config", "version"):
         return "core"
-    if parts[1] in ("cli", "cli_types", "cli_viz", "demo", "__init__"):
+    if parts[1] in ("cli", "cli_types", "cli_viz", "cli_video", "demo", "__init__"):
         return "cli"
     return parts[1]
 

@@ -564,6 +564,10 @@ def open_point_clouds(
 ) -> PointCloudDataset:
     """A point-cloud dataset by format name (``spade4d-pc``, ``psg4d-gta-pc``, ``psg4d-hoi-pc``)."""
     fmt = FORMAT_ALIASES.get(fmt, fmt)
+    if fmt == "pvsg-video":  # RGB video on the image plane (docs/video.md)
+        from spade4d.data.video import PVSGVideos
+
+        return PVSGVideos(root, split, annotation=annotation)
     if fmt not in POINT_CLOUD_FORMATS:
         raise DatasetError(f"unknown point-cloud format {fmt!r} (one of {', '.join(POINT_CLOUD_FORMATS)})")
     return POINT_CLOUD_FORMATS[fmt](root, split, annotation=annotation)

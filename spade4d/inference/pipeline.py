@@ -55,6 +55,7 @@ class Pipeline4D:
         self.options = options or InferenceOptions()
         self.rgb_source = rgb_source
         self.proposals = proposals  # a Proposals2D: unseen objects found by the 2D core (docs/open-vocabulary.md)
+        # rgb_source False: set per video later (a video model reads its frames from the video being run)
         if model.lift is not None and rgb_source is None:
             raise ValueError("this model lifts 2D features: pass rgb_root (the RGB frames and cameras)")
 

@@ -74,6 +74,8 @@ class Model4DConfig:
     # what the training frames looked like (data.frame_check.frame_stats: up axis, unit, extent, spacing, floor);
     # inference warns about input that looks otherwise. None: a model saved before it was recorded (z up, metres)
     frames: dict | None = None
+    # a video model (spade4d.data.video: the 4D model on the image plane): {"stride": pixels per cell}; None: points
+    video: dict | None = None
     # inference
     object_threshold: float = 0.3
     relation_threshold: float = 0.5

@@ -297,6 +297,16 @@ def training_frames(sampler: ClipSampler, sequences: int = 6) -> dict:
     return frame_stats([f for i in range(count) for f in sequence_frames(sampler.sequence(i)[0], 2)])
 
 
+def video_source(ds, model: Model4D):
+    """A video split (:class:`~spade4d.data.video.PVSGVideos`) set to the model's cell grid (recorded in its
+    config as ``video``); returns the frames its 2D features are lifted from (None for a model that lifts none)."""
+    from spade4d.data.video import DEFAULT_STRIDE
+
+    model.config.video = model.config.video or {"stride": DEFAULT_STRIDE}
+    ds.use_grid(int(model.config.video["stride"]), model.config.voxel_size)
+    return ds.frame_source if model.lift is not None else None
+
+
 def write_run_record(out: Path, cfg: Train4DConfig, core: Model4D, run: dict, vocabulary, report) -> None:
     """``train_config.json`` (the config, the model config, the data and initialisation of the run and the full
     vocabulary: what ``export-model`` rebuilds the model from) and ``transfer.json``."""
@@ -315,6 +325,8 @@ def validation_pass(core, cfg: Train4DConfig, fmt, root, annotation, vocabulary,
     val_ds = open_validation(fmt, root, annotation) if cfg.validate_every > 0 else None
     if val_ds is None:
         return None
+    if getattr(val_ds, "kind", None) == "video":  # the val videos' own frames
+        rgb_source = video_source(val_ds, core)
     validator = Validator(core, val_ds, ClipSampler(val_ds, cfg, rgb_source), vocabulary, out)
     return lambda step, history: validator(step, history, cfg, weights)
 
@@ -350,7 +362,9 @@ def finetune_4d(
     model, report = build_model(cfg, classes, predicates, init_from, init_from_2d, lambda m: main_info(acc, m))
     restrict_training(model, cfg, ds, split, lambda m: main_info(acc, m))
     rgb_source = None
-    if model.lift is not None:
+    if getattr(ds, "kind", None) == "video":  # RGB video as cells on the image plane (docs/video.md)
+        rgb_source = video_source(ds, model)
+    elif model.lift is not None:
         from spade4d.data.cameras import CameraFrames
 
         rgb_root = Path(rgb_root) if rgb_root else root.parent / "psg4d_gta"

@@ -1,0 +1,47 @@
+"""Inference of a video model (``finetune-video``'s, docs/video.md): a PVSG-layout split or a plain video file in,
+a ``spade4d-predictions-video`` file (pixel masks) out. The model runs on the cells of each frame as the 4D model
+runs on points; cell masks become pixel masks of the frame size."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def check_video_model(model, where: str = "") -> dict:
+    """The model's cell-grid settings; a point-cloud model is refused in one line."""
+    video = model.config.video
+    if not video:
+        raise ValueError(f"{where or 'the model'}: not a video model (train one with spade4d finetune-video)")
+    return video
+
+
+def predict_videos(pipe, ds, out: str | os.PathLike, video_ids: Sequence[str] | None = None, progress=True):
+    """Run :class:`~spade4d.inference.pipeline.Pipeline4D` ``pipe`` (a video model, ``ds.frame_source`` as its RGB
+    source) on every video of ``ds`` (:class:`~spade4d.data.video.PVSGVideos` or
+    :class:`~spade4d.data.video.VideoFile`), or those of ``video_ids``, and write ``out``. No mask is read.
+    Returns the path and the number of videos."""
+    from tqdm import tqdm
+
+    from spade4d.data.video import pixel_graph
+    from spade4d.evaluation.video import write_predictions_video
+
+    video = check_video_model(pipe.model)
+    ds.use_grid(int(video["stride"]), pipe.model.config.voxel_size)
+    pipe.rgb_source = ds.frame_source if pipe.model.lift is not None else None
+    ids = ds.video_ids()
+    if video_ids:
+        unknown = [v for v in video_ids if v not in ids]
+        if unknown:
+            raise ValueError(f"no video {unknown[0]!r} in this split ({len(ids)} videos)")
+        ids = list(video_ids)
+
+    def items():
+        for vid in tqdm(ids, desc="infer (video)", disable=not progress):
+            i = ds.index_of(vid)
+            height, width = ds.size(i)
+            graph = pipe(ds.cells(i), vid)
+            yield pixel_graph(graph, ds.frame_source.grid(height, width)), height, width
+
+    return Path(write_predictions_video(out, items())), len(ids)
