@@ -138,7 +138,7 @@ def test_video_model_overfits_one_clip_and_keeps_tubes_whole_across_windows(synt
     assert out.mask_logits(1).shape == (Q, h * w)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for step in range(120):
+    for _ in range(120):
         terms = clip_loss(model, frames, targets, center, points_per_frame=h * w)
         loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
         opt.zero_grad()
