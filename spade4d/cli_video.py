@@ -102,6 +102,30 @@ def add_finetune_video(sub) -> None:
     )
 
 
+def render_video_predictions(args: argparse.Namespace) -> int:
+    """``render --pred`` with a video prediction file: its masks, labels and relations drawn on the frames of the
+    video in the PVSG-layout ``--root`` (PNG per frame and a GIF in ``--out``)."""
+    from pathlib import Path
+
+    from spade4d.data.video import PVSGVideos
+    from spade4d.evaluation.video import PredictionFileVideo
+    from spade4d.viz.video import render_video
+
+    preds = PredictionFileVideo(args.pred)
+    ds = PVSGVideos(args.root, args.split, args.ann)
+    vid = args.video or next((v for v in ds.video_ids() if v in preds), None)
+    if vid is None or vid not in preds:
+        raise ValueError(f"{args.pred}: no prediction for {'video ' + repr(vid) if vid else 'any video of the split'}")
+    i = ds.index_of(vid)
+    graph = preds.get(vid, ds.num_frames(i), ds.size(i))
+    out = render_video(
+        lambda t: ds.frame_source.get(vid, t)[0], graph, Path(args.out), args.frames, args.top_k, args.min_score,
+        args.fps, progress=not args.quiet,
+    )  # fmt: skip
+    log.info(f"wrote {len(out['frames'])} frames and {out['gif']}")
+    return 0
+
+
 def add_evaluate_video(sub) -> None:
     s = T.command(
         sub, cmd_evaluate_video, "evaluate-video", help="video R@K / mR@K of a prediction file (docs/metrics.md)"

@@ -31,6 +31,13 @@ def _sequence(args: argparse.Namespace):
 def cmd_render(args: argparse.Namespace) -> int:
     from spade4d.viz.render import render_sequence, show_interactive
 
+    if args.pred and Path(args.pred).is_file():
+        with open(args.pred, "rb") as f:
+            if b"spade4d-predictions-video" in f.read(4096):  # masks on the frames of a video (docs/video.md)
+                from spade4d.cli_video import render_video_predictions
+
+                return render_video_predictions(args)
+
     options = _figure_options(args)
     points, graph, title, gt = _sequence(args)
     if args.interactive:
@@ -72,7 +79,9 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def _relation_filters(s: argparse.ArgumentParser) -> None:
     s.add_argument("--video", default=None, help="video id (default: the split's first)")
-    s.add_argument("--pred", default=None, help="a spade4d-predictions-4d file, shown with the GT it is scored against")
+    s.add_argument(
+        "--pred", default=None, help="a spade4d-predictions-4d file (shown with its GT) or -video file (--root: PVSG)"
+    )
     s.add_argument("--top-k", type=T.positive_int, default=10, help="relations drawn per frame, best first")
     s.add_argument("--min-score", type=float, default=0.0, help="leave out relations scored below this")
 

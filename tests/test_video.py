@@ -260,3 +260,22 @@ def test_synthetic_world_writes_a_pvsg_dataset_that_scores_itself(synthetic_root
     ).metrics
     assert m["R@100"] == 100.0 and m["num_gt_relations"] == sum(len(a.relations) for a, _, _ in graphs)
     assert m["oov"]["num_gt_relations"] > 0 and m["oov"]["R@100"] == 100.0
+
+
+def test_render_draws_video_predictions_on_their_frames(tmp_path):
+    masks = np.kron(scene_masks(), np.ones((4, 4), np.uint8))  # 48 x 64: decord needs frames this large
+    vid = write_pvsg(tmp_path, masks, meta={"height": 4 * H, "width": 4 * W, "fps": 5, "num_frames": T})
+    rels = [Relation4D(10, 11, "holding", [(0, 3)], 0.9)]
+    write_predictions_video(tmp_path / "p.json", [prediction(vid, masks, rels, size=(4 * H, 4 * W))])
+    out = tmp_path / "render"
+    args = ["render", "--root", str(tmp_path), "--split", "val", "--pred", str(tmp_path / "p.json"), "--out", str(out)]
+    assert main([*args, "--frames", "1,5", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["0001_4164158586.gif", "frame_0001.png", "frame_0005.png"]
+    im = np.asarray(Image.open(out / "frame_0001.png").convert("RGB")).astype(int)
+    scale = im.shape[1] // (4 * W)
+    assert im.shape[:2] == (4 * H * scale, 4 * W * scale) and scale >= 2
+    frame = PVSG(tmp_path, "val").read_frames(vid, [1])[0].astype(int)
+    # the adult's pixels (left half) are tinted by the overlay; a background pixel above the ball is not
+    assert np.abs(im[scale * 40, scale * 2] - frame[40, 2]).sum() > 60
+    assert np.abs(im[scale * 2, scale * (4 * W - 3)] - frame[2, 4 * W - 3]).sum() < 40
+    assert main([*args, "--frames", "9", "--quiet"]) == 2
