@@ -297,6 +297,20 @@ def training_frames(sampler: ClipSampler, sequences: int = 6) -> dict:
     return frame_stats([f for i in range(count) for f in sequence_frames(sampler.sequence(i)[0], 2)])
 
 
+def training_rgb_source(ds, model: Model4D, root: Path, rgb_root):
+    """The RGB frames a run lifts 2D features from and where they are: a video split's own frames
+    (:func:`video_source`), the GTA-layout frames beside the points (``<root>/../psg4d_gta`` unless ``rgb_root``),
+    or none for a model that lifts nothing."""
+    if getattr(ds, "kind", None) == "video":  # RGB video as cells on the image plane (docs/video.md)
+        return video_source(ds, model), None
+    if model.lift is None:
+        return None, rgb_root
+    from spade4d.data.cameras import CameraFrames
+
+    rgb_root = Path(rgb_root) if rgb_root else root.parent / "psg4d_gta"
+    return CameraFrames(rgb_root), rgb_root
+
+
 def video_source(ds, model: Model4D):
     """A video split (:class:`~spade4d.data.video.PVSGVideos`) set to the model's cell grid (recorded in its
     config as ``video``); returns the frames its 2D features are lifted from (None for a model that lifts none)."""
@@ -361,14 +375,7 @@ def finetune_4d(
     set_seed(cfg.seed)
     model, report = build_model(cfg, classes, predicates, init_from, init_from_2d, lambda m: main_info(acc, m))
     restrict_training(model, cfg, ds, split, lambda m: main_info(acc, m))
-    rgb_source = None
-    if getattr(ds, "kind", None) == "video":  # RGB video as cells on the image plane (docs/video.md)
-        rgb_source = video_source(ds, model)
-    elif model.lift is not None:
-        from spade4d.data.cameras import CameraFrames
-
-        rgb_root = Path(rgb_root) if rgb_root else root.parent / "psg4d_gta"
-        rgb_source = CameraFrames(rgb_root)
+    rgb_source, rgb_root = training_rgb_source(ds, model, root, rgb_root)
     run = {"root": str(root), "split": split, "format": fmt, "annotation": annotation and str(annotation),
            "init_from": init_from and str(init_from), "init_from_2d": init_from_2d and str(init_from_2d),
            "rgb_root": rgb_root and str(rgb_root)}  # fmt: skip

@@ -290,15 +290,17 @@ def make_sequence(args: tuple) -> dict[str, Any]:
         "object": [{"object_id": oid, "category": label_of[oid], "is_thing": oid not in stuff} for oid in objects],
         "relations": relations,
     }
-    pixel_id = {g: oid for oid, g in gid.items()}
-    return {"split": split, "entry": entry, "pvsg": write_pvsg_video(Path(out) / "pvsg", entry, video, pixel_id)}
+    return {"split": split, "entry": entry, "pvsg": write_pvsg_video(Path(out) / "pvsg", entry, video, gid)}
 
 
-def write_pvsg_video(root: Path, entry: dict, video: list, pixel_id: dict[int, int]) -> dict[str, Any]:
+def write_pvsg_video(root: Path, entry: dict, video: list, gid: dict[int, int]) -> dict[str, Any]:
     """One sequence's RGB frames and pixel ids as PVSG stores a video (an mp4 and one P-mode PNG per frame whose
-    value is the object id); returns its ``pvsg.json`` entry (relations grouped per triplet with their spans)."""
+    value is the object id); returns its ``pvsg.json`` entry (relations grouped per triplet with their spans).
+    ``gid``: pixel id -> the object id of the GTA-style annotation (``entry``)."""
     import imageio.v2 as imageio
     from PIL import Image
+
+    pixel_id = {g: oid for oid, g in gid.items()}
 
     vid = entry["video_id"]
     masks = root / PVSG_SOURCE / "masks" / vid
