@@ -341,6 +341,7 @@ def _add_demo(sub) -> None:
     s.add_argument("--lift-2d", action="store_true", help="also lift the 2D core's pixel features onto the points")
     s.add_argument("--llm", default="tiny", help="the SceneLLM: tiny | smollm2 | a causal-LM folder | none")
     s.add_argument("--chain", default="two", choices=["two", "single"])
+    s.add_argument("--video", action="store_true", help="the video path: RGB video model, video R@K (docs/video.md)")
 
 
 def _add_make_synthetic(sub) -> None:

@@ -31,6 +31,7 @@ class DemoSettings:
     lift_2d: bool = False  # also lift the 2D core's pixel features onto the points
     llm: str = "tiny"  # tiny | smollm2 | a local causal-LM folder | none
     chain: str = "two"
+    video: bool = False  # the video path instead: RGB video -> video model -> video R@K (docs/video.md)
 
 
 def synthetic_is_current(out: Path, preset: str, seed: int) -> bool:
@@ -186,18 +187,67 @@ def demo_render(out: Path, data: Path, log=logger.info) -> None:
         log(f"wrote {len(res['frames'])} frames and {res['gif']}")
 
 
+def demo_video(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=logger.info) -> dict[str, dict]:
+    """The video path: a video model fine-tuned on ``<data>/pvsg`` (from the 2D core when there is one), run on
+    the test videos (``predictions_video_test.json``), scored (``metrics_video_test.json``) and one test video
+    rendered (``render_video/``)."""
+    from spade4d.data.synthetic.generate import unseen_names
+    from spade4d.data.video import PVSGVideos
+    from spade4d.evaluation.video import evaluate_video_split
+    from spade4d.inference.pipeline import Pipeline4D
+    from spade4d.inference.video import predict_videos
+    from spade4d.models.model4d import Model4D
+    from spade4d.training.finetune_4d import finetune_4d
+
+    run = out / "finetune_video"
+    if not (run / "model" / "config.json").is_file() or s.retrain:
+        log(f"[demo] fine-tuning the video model on {data / 'pvsg'} into {run}")
+        if s.retrain:
+            _fresh(run)
+        cfg = config_4d(s, core2d is not None, augment={"rotate": 0.0, "up_axis": 2})
+        cfg.model = {**cfg.model, "video": {"stride": 4}}
+        if core2d is not None:
+            cfg.lift = True
+        finetune_4d(data / "pvsg", run, cfg, resume=(run / "checkpoints").is_dir(), init_from_2d=core2d,
+                    fmt="pvsg-video")  # fmt: skip
+    model = Model4D.from_pretrained(run / "model")
+    test = PVSGVideos(data / "pvsg", "test")
+    pred = out / "predictions_video_test.json"
+    log("[demo] running the video model on the test videos")
+    predict_videos(Pipeline4D(model, rgb_source=False), test, pred)
+    rep = evaluate_video_split(test.pvsg, pred, out / "metrics_video_test.json", unseen=unseen_names(data))
+    log(rep.text())
+    from spade4d.viz.video import render_video
+
+    vid = test.video_ids()[0]
+    i = test.index_of(vid)
+    graph = rep.predictions.get(vid, test.num_frames(i), test.size(i))
+    res = render_video(lambda t: test.frame_source.get(vid, t)[0], graph, out / "render_video", progress=False)
+    log(f"wrote {len(res['frames'])} frames and {res['gif']}")
+    return {pred.name: rep.metrics}
+
+
 def run_demo(out: str | os.PathLike, settings: DemoSettings = DemoSettings(), log=logger.info) -> dict[str, dict]:
     """The whole demo into ``out``; returns the test metrics of each prediction file."""
     out = Path(out)
     t0 = time.time()
     data = demo_data(out, settings, log)
     core2d = demo_core_2d(out, data, settings, log)
+    if settings.video:
+        scores = demo_video(out, data, core2d, settings, log)
+        _summary(scores, log)
+        log(f"[demo] done in {time.time() - t0:.0f}s; outputs under {out}")
+        return scores
     model_dir = demo_model_4d(out, data, core2d, settings, log)
     scores = demo_score(out, data, model_dir, log, core2d)
     demo_render(out, data, log)
-    log("[demo] test split, in short (OOV: the relations with a name 4D training never showed):")
+    _summary(scores, log)
+    log(f"[demo] done in {time.time() - t0:.0f}s; outputs under {out}")
+    return scores
+
+
+def _summary(scores: dict[str, dict], log) -> None:
+    log("[demo] test split, in short (OOV: the relations with a name training never showed):")
     for name, m in scores.items():
         oov = m.get("oov", {}).get("R@50", float("nan"))
         log(f"  {name:28s} R@50 {m['R@50']:6.2f}  mR@50 {m['mR@50']:6.2f}  OOV R@50 {oov:6.2f}")
-    log(f"[demo] done in {time.time() - t0:.0f}s; outputs under {out}")
-    return scores
