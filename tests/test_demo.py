@@ -52,3 +52,14 @@ def test_the_demo_runs_end_to_end_and_writes_what_the_readme_promises(tmp_path):
     stamps = [f.stat().st_mtime_ns for f in trained]
     assert main(["demo", "--out", str(out), "--steps", "10", "--steps-2d", "10"]) == 0
     assert [f.stat().st_mtime_ns for f in trained] == stamps
+    # the video path on the same data and 2D core: a video model, video predictions, video R@K, a rendered video
+    assert main(["demo", "--video", "--out", str(out), "--steps", "10", "--steps-2d", "10"]) == 0
+    assert [f.stat().st_mtime_ns for f in trained] == stamps  # the 2D core is reused, not retrained
+    video = json.loads((out / "metrics_video_test.json").read_text())
+    assert video["num_gt_relations"] > 0 and video["videos_without_predictions"] == 0
+    assert video["oov"]["num_gt_relations"] + video["in_vocabulary"]["num_gt_relations"] == video["num_gt_relations"]
+    model = json.loads((out / "finetune_video" / "model" / "config.json").read_text())
+    assert model["video"] == {"stride": 4} and model["lift"] is not None
+    raw = json.loads((out / "predictions_video_test.json").read_text())
+    assert raw["format"] == "spade4d-predictions-video" and len(raw["sequences"]) == meta["preset_values"]["test"]
+    assert len(list((out / "render_video").glob("frame_*.png"))) == meta["preset_values"]["frames"]
