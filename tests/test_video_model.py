@@ -162,3 +162,23 @@ def test_video_model_overfits_one_clip_and_keeps_tubes_whole_across_windows(synt
 
 def _iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_infer_runs_a_video_model_on_a_plain_video_file(tmp_path, capsys):
+    from spade4d.cli import main
+
+    solid_video(tmp_path / "clip.mp4", [(200, 40, 40)] * 5, size=(48, 64))
+    torch.manual_seed(0)
+    cfg = Model4DConfig(classes=["person", "ball"], predicates=["holding"], video={"stride": 4}, **TINY)
+    Model4D(cfg).save_pretrained(tmp_path / "model")
+    args = ["infer", "--model", str(tmp_path / "model"), "--out", str(tmp_path / "p.json"), "--quiet"]
+    assert main([*args, "--input", str(tmp_path / "clip.mp4")]) == 0
+    raw = json.loads((tmp_path / "p.json").read_text())
+    entry = raw["sequences"]["clip"]
+    assert raw["format"] == "spade4d-predictions-video"
+    assert (entry["num_frames"], entry["height"], entry["width"]) == (5, 48, 64)
+    for o in entry["objects"]:
+        assert all(m["size"] == [48, 64] for m in o["masks"].values())
+    # a point-cloud model is not a video model, and a video model takes no --core-2d
+    assert main([*args, "--input", str(tmp_path / "clip.mp4"), "--core-2d", str(tmp_path)]) == 2
+    assert "a video model reads the frames itself" in capsys.readouterr().err
