@@ -60,19 +60,11 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_4d(args: argparse.Namespace) -> int:
     from spade4d.data.datasets import dataset_notes, open_4d_dataset
-    from spade4d.evaluation import Options4D
     from spade4d.evaluation.run import evaluate_4d_split
 
-    options = Options4D(
-        ks=args.ks,
-        viou_threshold=args.viou_threshold,
-        top_pairs=args.top_pairs or None,
-        graph_constraint=args.graph_constraint,
-        penalize_extra_frames=args.penalize_extra_frames,
-    )
+    options, unseen = T.metric_options(args)
     ds = open_4d_dataset(args.format, args.root, args.split, args.ann)
     label = {"format": args.format, "split": args.split}
-    unseen = (args.oov_classes or [], args.oov_predicates or []) if args.oov_classes or args.oov_predicates else None
     if unseen is None and args.format == "synthetic":
         from spade4d.data.synthetic.generate import unseen_names
 
@@ -381,26 +373,13 @@ def _add_convert(sub) -> None:
 def _add_finetune_4d(sub) -> None:
     s = T.command(sub, cmd_finetune_4d, "finetune-4d", help="train the 4D scene-graph model (HF accelerate; resumable)")
     T.dataset_args(s, "train")
-    s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
-    s.add_argument("--preset", default="quick", help="quick | small | full (configs/finetune_4d/<preset>.yaml)")
-    T.config_args(s, "finetune_4d")  # or a run's train_config.json, to repeat the run
-    s.add_argument("--steps", type=T.positive_int, default=None)
-    s.add_argument("--lr", type=T.positive_float, default=None)
-    s.add_argument("--warmup", type=T.non_negative_int, default=None, help="learning-rate warm-up steps")
-    s.add_argument("--seed", type=T.non_negative_int, default=None)
-    s.add_argument("--clips-per-step", type=T.positive_int, default=None, help="gradient accumulation")
-    s.add_argument("--checkpoint-every", type=T.positive_int, default=None)
-    s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
-    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    T.training_args(s)
     s.add_argument("--init-from", default=None, help="a saved 4D model folder to start from")
     s.add_argument("--init-from-2d", default=None, help="a 2D core (pretrain-2d's <out>/model) to transfer from")
     s.add_argument(
         "--lift-2d", action="store_true", help="with --init-from-2d: lift its pixel features onto the points"
     )
     s.add_argument("--rgb-root", default=None, help="RGB frames + cameras (GTA layout); synthetic: found itself")
-    s.add_argument(
-        "--transfer-parts", type=T.transfer_parts, default=None, help="with --init-from-2d: of decoder,rgt,head"
-    )
     s.add_argument("--augment", action="store_true", help="rotation about the up axis, mirror, scale, colour jitter")
     s.add_argument("--up-axis", type=int, default=None, choices=[0, 1, 2], help="with --augment: the vertical axis (2)")
     s.add_argument("--llm", default=None, help="train a SceneLLM too: tiny | smollm2 | a causal-LM folder | a YAML")
@@ -511,16 +490,10 @@ def _add_evaluate_4d(sub) -> None:
     s.add_argument(
         "--timeline-video", default=None, help="the sequence of <out>_timeline.png (default: the first predicted)"
     )
-    s.add_argument("--oov-classes", type=T.names, default=None, help="classes training never showed: OOV recall")
-    s.add_argument("--oov-predicates", type=T.names, default=None, help="predicates training never showed")
     T.dataset_args(s, "test", FORMATS_4D)
     s.add_argument("--pred", required=True, help="a spade4d-predictions-4d file")
     s.add_argument("--out", required=True, help="metrics JSON (a per-predicate PNG is written beside it)")
-    s.add_argument("--graph-constraint", action="store_true", help="one predicate per pair (off by default)")
-    s.add_argument("--penalize-extra-frames", action="store_true", help="divide by |GT ∪ predicted frames|")
-    s.add_argument("--viou-threshold", type=float, default=0.5)
-    s.add_argument("--top-pairs", type=T.non_negative_int, default=100, help="0: no cut")
-    s.add_argument("--ks", type=T.ks, default=(20, 50, 100))
+    T.metric_args(s)
 
 
 def _add_evaluate_2d(sub) -> None:

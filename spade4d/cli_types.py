@@ -191,3 +191,49 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     logging.captureWarnings(True)
     for name in NOISY:
         logging.getLogger(name).setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
+def metric_args(s: argparse.ArgumentParser) -> None:
+    """The options of the OpenPVSG-protocol metrics (``evaluate-4d``, ``evaluate-video``; docs/metrics.md)."""
+    s.add_argument("--graph-constraint", action="store_true", help="one predicate per pair (off by default)")
+    s.add_argument("--penalize-extra-frames", action="store_true", help="divide by |GT ∪ predicted frames|")
+    s.add_argument("--viou-threshold", type=float, default=0.5)
+    s.add_argument("--top-pairs", type=non_negative_int, default=100, help="0: no cut")
+    s.add_argument("--ks", type=ks, default=(20, 50, 100))
+    s.add_argument("--oov-classes", type=names, default=None, help="classes training never showed: OOV recall")
+    s.add_argument("--oov-predicates", type=names, default=None, help="predicates training never showed")
+
+
+def metric_options(args: argparse.Namespace):
+    """The :class:`~spade4d.evaluation.Options4D` and the (classes, predicates) training never showed (None when
+    no ``--oov-*`` option is given) of :func:`metric_args`' options."""
+    from spade4d.evaluation import Options4D
+
+    options = Options4D(
+        ks=args.ks,
+        viou_threshold=args.viou_threshold,
+        top_pairs=args.top_pairs or None,
+        graph_constraint=args.graph_constraint,
+        penalize_extra_frames=args.penalize_extra_frames,
+    )
+    unseen = (args.oov_classes or [], args.oov_predicates or []) if args.oov_classes or args.oov_predicates else None
+    return options, unseen
+
+
+def training_args(s: argparse.ArgumentParser) -> None:
+    """The run options ``finetune-4d`` and ``finetune-video`` share: output, preset and config, the schedule,
+    checkpoints and resuming."""
+    s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
+    s.add_argument("--preset", default="quick", help="quick | small | full (configs/finetune_4d/<preset>.yaml)")
+    config_args(s, "finetune_4d")  # or a run's train_config.json, to repeat the run
+    s.add_argument("--steps", type=positive_int, default=None)
+    s.add_argument("--lr", type=positive_float, default=None)
+    s.add_argument("--warmup", type=non_negative_int, default=None, help="learning-rate warm-up steps")
+    s.add_argument("--seed", type=non_negative_int, default=None)
+    s.add_argument("--clips-per-step", type=positive_int, default=None, help="gradient accumulation")
+    s.add_argument("--checkpoint-every", type=positive_int, default=None)
+    s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
+    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    s.add_argument(
+        "--transfer-parts", type=transfer_parts, default=None, help="with --init-from-2d: of decoder,rgt,head"
+    )

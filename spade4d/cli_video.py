@@ -13,18 +13,10 @@ log = logging.getLogger("spade4d")
 
 def cmd_evaluate_video(args: argparse.Namespace) -> int:
     from spade4d.data.pvsg import PVSG
-    from spade4d.evaluation import Options4D
     from spade4d.evaluation.video import evaluate_video_split
 
-    options = Options4D(
-        ks=args.ks,
-        viou_threshold=args.viou_threshold,
-        top_pairs=args.top_pairs or None,
-        graph_constraint=args.graph_constraint,
-        penalize_extra_frames=args.penalize_extra_frames,
-    )
+    options, unseen = T.metric_options(args)
     ds = PVSG(args.root, args.split, args.ann)
-    unseen = (args.oov_classes or [], args.oov_predicates or []) if args.oov_classes or args.oov_predicates else None
     report = evaluate_video_split(ds, args.pred, args.out, options, progress=not args.quiet, unseen=unseen)
     log.info(report.text())
     return 0
@@ -74,31 +66,22 @@ def cmd_finetune_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pvsg_args(s: argparse.ArgumentParser, split: str) -> None:
+    s.add_argument("--root", required=True, help="a PVSG-layout folder: pvsg.json, <source>/videos, <source>/masks")
+    s.add_argument("--ann", default=None, help="the annotation (default: <root>/pvsg.json)")
+    s.add_argument("--split", default=split)
+
+
 def add_finetune_video(sub) -> None:
     s = T.command(
         sub, cmd_finetune_video, "finetune-video", help="train the video scene-graph model (accelerate; resumable)"
     )
-    s.add_argument("--root", required=True, help="a PVSG-layout folder: pvsg.json, <source>/videos, <source>/masks")
-    s.add_argument("--ann", default=None, help="the annotation (default: <root>/pvsg.json)")
-    s.add_argument("--split", default="train")
-    s.add_argument("--out", required=True, help="run directory: checkpoints, logs, loss.png, model/")
-    s.add_argument("--preset", default="quick", help="quick | small | full (configs/finetune_4d/<preset>.yaml)")
-    T.config_args(s, "finetune_4d")
+    _pvsg_args(s, "train")
+    T.training_args(s)
     s.add_argument("--stride", type=T.positive_int, default=4, help="pixels per cell side (docs/video.md)")
-    s.add_argument("--steps", type=T.positive_int, default=None)
-    s.add_argument("--lr", type=T.positive_float, default=None)
-    s.add_argument("--warmup", type=T.non_negative_int, default=None, help="learning-rate warm-up steps")
-    s.add_argument("--seed", type=T.non_negative_int, default=None)
-    s.add_argument("--clips-per-step", type=T.positive_int, default=None, help="gradient accumulation")
-    s.add_argument("--checkpoint-every", type=T.positive_int, default=None)
-    s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
-    s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     s.add_argument("--init-from", default=None, help="a saved video model folder to start from")
     s.add_argument(
         "--init-from-2d", default=None, help="a 2D core (pretrain-2d's <out>/model): its features and layers"
-    )
-    s.add_argument(
-        "--transfer-parts", type=T.transfer_parts, default=None, help="with --init-from-2d: of decoder,rgt,head"
     )
 
 
@@ -130,15 +113,7 @@ def add_evaluate_video(sub) -> None:
     s = T.command(
         sub, cmd_evaluate_video, "evaluate-video", help="video R@K / mR@K of a prediction file (docs/metrics.md)"
     )
-    s.add_argument("--root", required=True, help="a PVSG-layout folder: pvsg.json, <source>/videos, <source>/masks")
-    s.add_argument("--ann", default=None, help="the annotation (default: <root>/pvsg.json)")
-    s.add_argument("--split", default="val")
+    _pvsg_args(s, "val")
     s.add_argument("--pred", required=True, help="a spade4d-predictions-video file")
     s.add_argument("--out", required=True, help="metrics JSON (a per-predicate PNG is written beside it)")
-    s.add_argument("--graph-constraint", action="store_true", help="one predicate per pair (off by default)")
-    s.add_argument("--penalize-extra-frames", action="store_true", help="divide by |GT ∪ predicted frames|")
-    s.add_argument("--viou-threshold", type=float, default=0.5)
-    s.add_argument("--top-pairs", type=T.non_negative_int, default=100, help="0: no cut")
-    s.add_argument("--ks", type=T.ks, default=(20, 50, 100))
-    s.add_argument("--oov-classes", type=T.names, default=None, help="classes training never showed: OOV recall")
-    s.add_argument("--oov-predicates", type=T.names, default=None, help="predicates training never showed")
+    T.metric_args(s)
