@@ -127,6 +127,8 @@ class Pipeline4D:
         unit than the model's training frames (:mod:`spade4d.data.frame_check`); returns the warnings."""
         from spade4d.data.frame_check import check_frames, sequence_frames
 
+        if self.model.config.video:  # cells on the image plane: no up axis or unit to compare (docs/video.md)
+            return []
         source = seq.source or f"sequence {seq.video_id!r}"
         found = check_frames(sequence_frames(seq), self.model.config.frames, source)
         for line in found:
