@@ -5,7 +5,9 @@ differences (docs/benchmark-accuracy.md).
         [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick]
 
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
-that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM). Each model
+that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
+``--models video-scratch,video-transfer`` trains the video models instead (docs/video.md: from scratch on colours,
+and from the core with its features lifted), on the dataset's PVSG copy, scored with ``evaluate-video``. Each model
 is run on the test split with the relation head and, for the transferred one, the SceneLLM chain, each with and
 without the 2D core's proposals for unseen objects (docs/open-vocabulary.md), and scored: R@20/50/100,
 mR@20/50/100, and R@50 on the out-of-vocabulary relations (subject, object or predicate never in 4D training)
@@ -38,13 +40,20 @@ ROWS = {  # name: (model, chain, 2D proposals)
     "transfer / head + 2D proposals": ("transfer", False, True),
     "transfer / chain": ("transfer", True, False),
     "transfer / chain + 2D proposals": ("transfer", True, True),
+    # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
+    "video scratch / head": ("video-scratch", False, False),
+    "video transfer / head": ("video-transfer", False, False),
+    "video transfer / chain": ("video-transfer", True, False),
 }
 DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "transfer - scratch (head)": ("transfer / head", "scratch / head"),
     "chain - head (transfer)": ("transfer / chain", "transfer / head"),
     "2D proposals, head (transfer)": ("transfer / head + 2D proposals", "transfer / head"),
     "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
+    "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
+    "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
 }
+MODELS = ("scratch", "transfer", "video-scratch", "video-transfer")
 METRICS = ["R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "OOV R@50", "in-vocab R@50"]
 
 
@@ -81,18 +90,20 @@ def train_core(job) -> str:
 def train_model(job) -> str:
     """One 4D model, as the demo trains it: ``scratch`` or ``transfer`` (from the seed's 2D core, with the
     SceneLLM)."""
-    from spade4d.demo import config_4d
+    from spade4d.demo import config_4d, config_video
     from spade4d.training.finetune_4d import finetune_4d
 
     data, out, seed, kind, args = job
     set_threads(args.threads)
     run = out / f"seed{seed}" / kind
     if not (run / "model" / "config.json").is_file():
-        transfer = kind == "transfer"
-        cfg = config_4d(settings(args, seed, args.llm if transfer else "none"), transfer, num_threads=args.threads)
+        transfer, video = kind.endswith("transfer"), kind.startswith("video")
+        make = config_video if video else config_4d
+        cfg = make(settings(args, seed, args.llm if transfer else "none"), transfer, num_threads=args.threads)
         core = out / f"seed{seed}" / "pretrain_2d" / "model" if transfer else None
-        finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from_2d=core, rgb_root=data / "psg4d_gta",
-                    progress=args.jobs == 1)  # fmt: skip
+        where = {"fmt": "pvsg-video"} if video else {"rgb_root": data / "psg4d_gta"}
+        finetune_4d(data / ("pvsg" if video else "psg4d_pc"), run, cfg, resume=True, init_from_2d=core,
+                    progress=args.jobs == 1, **where)  # fmt: skip
     return str(run / "model")
 
 
@@ -113,7 +124,9 @@ def score_rows(job) -> dict[str, dict]:
     folder = out / f"seed{seed}" / "scores"
     rows = {r: v for r, v in ROWS.items() if v[0] == kind and (args.llm != "none" or not v[1])}
     todo = [r for r in rows if not (folder / f"{slug(r)}.json").is_file()]
-    if todo:
+    if todo and kind.startswith("video"):
+        score_video_rows(data, out / f"seed{seed}" / kind / "model", folder, {r: rows[r] for r in todo})
+    elif todo:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         model = Model4D.from_pretrained(out / f"seed{seed}" / kind / "model").to(dev)
         cams = CameraFrames(data / "psg4d_gta")
@@ -132,6 +145,32 @@ def score_rows(job) -> dict[str, dict]:
             res.update(oov_relations=m["oov"]["num_gt_relations"], infer_seconds=time.time() - t0)
             write_json(folder / f"{slug(r)}.json", res, indent=1)
     return {r: json.loads((folder / f"{slug(r)}.json").read_text()) for r in rows}
+
+
+def score_video_rows(data: Path, model_dir: Path, folder: Path, rows: dict) -> None:
+    """The rows of a video model: predictions on the synthetic PVSG copy's test videos, scored by evaluate-video."""
+    import torch
+
+    from spade4d.data.synthetic.generate import unseen_names
+    from spade4d.data.video import PVSGVideos
+    from spade4d.evaluation.video import evaluate_video_split
+    from spade4d.inference.pipeline import InferenceOptions, Pipeline4D
+    from spade4d.inference.video import predict_videos
+    from spade4d.io import write_json
+    from spade4d.models.model4d import Model4D
+
+    model = Model4D.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
+    test = PVSGVideos(data / "pvsg", "test")
+    for r, (_, chain, _) in rows.items():
+        pred = folder / f"{slug(r)}.predictions.json"
+        t0 = time.time()
+        predict_videos(Pipeline4D(model, InferenceOptions(use_llm=chain), rgb_source=False), test, pred, progress=False)
+        m = evaluate_video_split(test.pvsg, pred, folder / f"{slug(r)}.metrics.json", progress=False,
+                                 unseen=unseen_names(data)).metrics  # fmt: skip
+        res = {k: m[k] for k in METRICS[:6]}
+        res.update({"OOV R@50": m["oov"]["R@50"], "in-vocab R@50": m["in_vocabulary"]["R@50"]})
+        res.update(oov_relations=m["oov"]["num_gt_relations"], infer_seconds=time.time() - t0)
+        write_json(folder / f"{slug(r)}.json", res, indent=1)
 
 
 def run_all(fn, jobs: list, n: int) -> list:
@@ -209,7 +248,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, default=None, help="4D steps (default: the preset's)")
     p.add_argument("--steps-2d", type=int, default=None, help="steps of each 2D stage (default: the preset's)")
-    p.add_argument("--models", default="scratch,transfer", help="the 4D models to train (default: both)")
+    p.add_argument("--models", default="scratch,transfer", help="of " + ", ".join(MODELS) + " (default: the 4D two)")
     p.add_argument("--llm", default="tiny", help="the SceneLLM of the transferred model: tiny | smollm2 | none")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 when --jobs > 1)")
@@ -225,8 +264,8 @@ def main(argv=None) -> None:
     run_all(train_core, [(data, out, s, args) for s in seeds], args.jobs)
     print(f"2D cores ready ({time.time() - t0:.0f} s)", flush=True)
     models = args.models.split(",")
-    if bad := [m for m in models if m not in ("scratch", "transfer")]:
-        p.error(f"unknown model(s) {bad}: choose from scratch, transfer")
+    if bad := [m for m in models if m not in MODELS]:
+        p.error(f"unknown model(s) {bad}: choose from {', '.join(MODELS)}")
     kinds = [(s, k) for s in seeds for k in models]
     run_all(train_model, [(data, out, s, k, args) for s, k in kinds], args.jobs)
     print(f"4D models ready ({time.time() - t0:.0f} s)", flush=True)

@@ -90,6 +90,15 @@ def config_4d(s: DemoSettings, from_2d: bool, **flags):
     )
 
 
+def config_video(s: DemoSettings, from_2d: bool, **flags):
+    """The video model's training settings (docs/video.md): the 4D settings with 4x4-pixel cells, augmentation in
+    the image plane only and, from the 2D core, its pixel features lifted onto the cells."""
+    cfg = config_4d(s, from_2d, augment={"rotate": 0.0, "up_axis": 2}, **flags)
+    cfg.model = {**cfg.model, "video": {"stride": 4}}
+    cfg.lift = True if from_2d else None
+    return cfg
+
+
 def demo_core_2d(out: Path, data: Path, s: DemoSettings, log=logger.info) -> Path | None:
     from spade4d.training.pretrain_2d import pretrain_2d
 
@@ -204,10 +213,7 @@ def demo_video(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=
         log(f"[demo] fine-tuning the video model on {data / 'pvsg'} into {run}")
         if s.retrain:
             _fresh(run)
-        cfg = config_4d(s, core2d is not None, augment={"rotate": 0.0, "up_axis": 2})
-        cfg.model = {**cfg.model, "video": {"stride": 4}}
-        if core2d is not None:
-            cfg.lift = True
+        cfg = config_video(s, core2d is not None)
         finetune_4d(data / "pvsg", run, cfg, resume=(run / "checkpoints").is_dir(), init_from_2d=core2d,
                     fmt="pvsg-video")  # fmt: skip
     model = Model4D.from_pretrained(run / "model")
