@@ -41,15 +41,11 @@ def infer_video(args: argparse.Namespace, pipe) -> int:
 
 
 def cmd_finetune_video(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from spade4d.training.finetune_4d import finetune_4d, preset
+    from spade4d.training.finetune_4d import finetune_4d, preset, video_settings
 
     flags = ("steps", "lr", "warmup", "seed", "clips_per_step", "checkpoint_every", "mixed_precision", "transfer_parts")
-    cfg = preset(args.preset, args.config, args.overrides, lift=bool(args.init_from_2d) or None,
-                 **{k: getattr(args, k) for k in flags})  # fmt: skip
-    # in-plane: no rotation (the picture's up is the world's), a horizontal mirror, zoom and colour jitter
-    cfg = replace(cfg, model={**cfg.model, "video": {"stride": args.stride}}, augment={"rotate": 0.0, "up_axis": 2})
+    cfg = preset(args.preset, args.config, args.overrides, **{k: getattr(args, k) for k in flags})
+    cfg = video_settings(cfg, args.stride, from_2d=bool(args.init_from_2d))
     res = finetune_4d(
         args.root,
         args.out,

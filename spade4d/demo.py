@@ -93,10 +93,9 @@ def config_4d(s: DemoSettings, from_2d: bool, **flags):
 def config_video(s: DemoSettings, from_2d: bool, **flags):
     """The video model's training settings (docs/video.md): the 4D settings with 4x4-pixel cells, augmentation in
     the image plane only and, from the 2D core, its pixel features lifted onto the cells."""
-    cfg = config_4d(s, from_2d, augment={"rotate": 0.0, "up_axis": 2}, **flags)
-    cfg.model = {**cfg.model, "video": {"stride": 4}}
-    cfg.lift = True if from_2d else None
-    return cfg
+    from spade4d.training.finetune_4d import video_settings
+
+    return video_settings(config_4d(s, from_2d, **flags), from_2d=from_2d)
 
 
 def demo_core_2d(out: Path, data: Path, s: DemoSettings, log=logger.info) -> Path | None:

@@ -2,6 +2,7 @@
 video metric (docs/metrics.md, "Video")."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,11 +39,14 @@ def write_pvsg(root, masks=None, relations=None, source="vidor", vid="0001_41641
     """A one-video PVSG folder as the public layout has it: ``pvsg.json`` (objects.thing / stuff, relations,
     split[source][train|val], data[] with meta) and ``<source>/masks/<vid>/%04d.png`` P-mode palette PNGs whose
     pixel value is the object id (LilyDaytoy/OpenPVSG ``utils/rel_metrics.py`` reads them with
-    ``np.array(Image.open(path))``), plus the video the masks belong to."""
+    ``np.array(Image.open(path))``), plus the video the masks belong to and its extracted frames
+    ``<source>/frames/<vid>/%04d.png`` (``datasets/datasets/pvsg_video.py`` globs them and swaps ``frames`` for
+    ``masks`` to find each frame's mask)."""
     import imageio.v2 as imageio
 
     masks = scene_masks() if masks is None else masks
     (root / source / "masks" / vid).mkdir(parents=True, exist_ok=True)
+    (root / source / "frames" / vid).mkdir(parents=True, exist_ok=True)
     (root / source / "videos").mkdir(parents=True, exist_ok=True)
     palette = [0, 0, 0, 220, 40, 40, 40, 200, 40] + [0] * (256 * 3 - 9)
     for t, m in enumerate(masks):
@@ -51,11 +55,16 @@ def write_pvsg(root, masks=None, relations=None, source="vidor", vid="0001_41641
         im.save(root / source / "masks" / vid / f"{t:04d}.png")
     rgb = [np.stack([m * 100, m * 50, np.full_like(m, 30)], -1).astype(np.uint8) for m in masks]
     imageio.mimsave(root / source / "videos" / f"{vid}.mp4", rgb, fps=5, macro_block_size=4)
+    for t, frame in enumerate(rgb):  # the extracted frames OpenPVSG's loaders read beside the masks
+        Image.fromarray(frame).save(root / source / "frames" / vid / f"{t:04d}.png")
     rels = [[1, 2, "holding", [[0, 3]]], [1, 2, "looking at", [[0, 1], [4, 5]]]] if relations is None else relations
     ann = {
         "objects": {"thing": ["adult", "ball"], "stuff": ["floor"]},
         "relations": ["holding", "looking at", "throwing"],
-        "split": {source: {"train": [], "val": [vid]}},
+        # OpenPVSG's datasets loop over all three sources' split lists (datasets/datasets/pvsg_*.py)
+        "split": {
+            src: {"train": [], "val": [vid] if src == source else []} for src in ("vidor", "epic_kitchen", "ego4d")
+        },
         "data": [
             {
                 "video_id": vid,
@@ -235,6 +244,12 @@ def test_synthetic_world_writes_a_pvsg_dataset_that_scores_itself(synthetic_root
     for split in ("train", "val", "test"):
         ds = PVSG(root, split)
         assert ds.video_ids() == ann4d["split"][split]
+    # as OpenPVSG's loaders read it: every source's split list, and frames/ beside masks/ frame for frame
+    ann = json.loads((root / "pvsg.json").read_text())
+    ids = [v for src in ("vidor", "epic_kitchen", "ego4d") for v in ann["split"][src]["test"]]
+    assert ids == ann4d["split"]["test"]
+    for png in (root / "ego4d" / "frames" / ids[0]).glob("*.png"):
+        assert Path(str(png).replace("frames", "masks")).is_file()
     ds = PVSG(root, "test")
     vid = ds.video_ids()[0]
     frames = ds.read_frames(vid, [0, 5])

@@ -55,6 +55,14 @@ class PVSG(RGBDDataset):
     def video_ids(self) -> list[str]:
         return [e["video_id"] for e in self.entries]
 
+    def num_frames(self, i: int) -> int:
+        """Video ``i``'s ``meta.num_frames``."""
+        e = self.entries[i]
+        try:
+            return int(e["meta"]["num_frames"])
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{self.ann_path} [{e['video_id']}]: meta.num_frames missing") from None
+
     def size(self, i: int) -> tuple[int, int]:
         """(height, width) of video ``i`` from its ``meta``."""
         e = self.entries[i]
@@ -70,10 +78,7 @@ class PVSG(RGBDDataset):
         e = self.entries[i]
         vid = e["video_id"]
         where = f"{self.ann_path} [{vid}]"
-        try:
-            T = int(e["meta"]["num_frames"])
-        except (KeyError, TypeError, ValueError):
-            raise DatasetError(f"{where}: meta.num_frames missing") from None
+        T = self.num_frames(i)
         labels = {int(o["object_id"]): str(o["category"]) for o in e.get("objects", [])}
         rels = parse_relations(e, set(labels), T, where, "pvsg")
         return VideoAnnotation(vid, T, labels, rels)

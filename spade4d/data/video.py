@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -159,13 +159,32 @@ def video_sequence(
     return PointSequence.from_frames(xyz, rgb, video_id, instance=inst if read_mask is not None else None)
 
 
+class PixelMasks(Mapping):
+    """Frame -> flattened ``(H * W,)`` pixel mask of a cell mask (:meth:`CellGrid.to_pixels`), made when read, so
+    the pixel masks of a long video never sit in memory together."""
+
+    def __init__(self, cells: Mapping[int, np.ndarray], grid: CellGrid):
+        self.cells, self.grid = cells, grid
+
+    def __getitem__(self, t: int) -> np.ndarray:
+        return self.grid.to_pixels(self.cells[t]).reshape(-1)
+
+    def __iter__(self):
+        return iter(self.cells)
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+
 def pixel_graph(graph: SceneGraph4D, grid: CellGrid) -> SceneGraph4D:
-    """A cell-level prediction as pixel masks of ``grid``'s frame size (each pixel takes its block's value)."""
-    objects = [
-        ObjectTube(o.id, o.label, {t: grid.to_pixels(m) for t, m in o.masks.items()}, o.score) for o in graph.objects
-    ]
+    """A cell-level prediction as pixel masks of ``grid``'s frame size (each pixel takes its block's value); the
+    masks are :class:`PixelMasks`, computed frame by frame when read (as writing the prediction file does)."""
     size = grid.height * grid.width
-    return SceneGraph4D(graph.video_id, graph.num_frames, objects, graph.relations, [size] * graph.num_frames)
+    objects = [ObjectTube(o.id, o.label, {}, o.score) for o in graph.objects]
+    out = SceneGraph4D(graph.video_id, graph.num_frames, objects, graph.relations, [size] * graph.num_frames)
+    for o, cells in zip(out.objects, graph.objects):
+        o.masks = PixelMasks(cells.masks, grid)
+    return out
 
 
 class PVSGVideos:
@@ -189,9 +208,8 @@ class PVSGVideos:
         self.root, self.split = Path(root), self.pvsg.split
         self.classes, self.predicates = self.pvsg.classes, self.pvsg.predicates
         self.frame_source = VideoFrames(self.pvsg.video_path, stride, voxel)
-        for i in range(len(self.pvsg)):
-            e = self.pvsg.entries[i]
-            self.frame_source.expected[e["video_id"]] = (int(e["meta"]["num_frames"]), self.pvsg.size(i))
+        for i, vid in enumerate(self.pvsg.video_ids()):
+            self.frame_source.expected[vid] = (self.pvsg.num_frames(i), self.pvsg.size(i))
         self.stats = {"missing_frames": 0, "unrecallable_relations": 0, "gt_relations": 0}
 
     def __len__(self) -> int:

@@ -81,7 +81,8 @@ class PaletteFrames:
             self._frames[t] = f
             if len(self._frames) > self.keep:
                 self._frames.popitem(last=False)
-            self._ids.setdefault(t, frozenset(np.unique(f).tolist()))
+            if t not in self._ids:  # a frame read again (after leaving the cache) keeps its id set
+                self._ids[t] = frozenset(np.unique(f).tolist())
         else:
             self._frames.move_to_end(t)
         return f
@@ -150,16 +151,14 @@ class PredictionFileVideo:
         where = f"{self.path}: video {video_id!r}"
         entry = dict(self.sequences[video_id])
         _check_scores(self.path, f"video {video_id!r}", entry)
-        for field, value in zip(("num_frames", "height", "width"), (num_frames, *(size or (None, None)))):
-            got = entry.pop(field, None) if field != "num_frames" else entry.get(field)
+        expected = dict(zip(("num_frames", "height", "width"), (num_frames, *(size or (None, None)))))
+        for field, value in expected.items():
+            got = entry.get(field)
             if isinstance(got, bool) or not isinstance(got, int) or got <= 0:
                 raise PredictionFileError(f"{where}: field {field!r} is {got!r}, expected a positive integer")
             if value is not None and got != value:
                 raise PredictionFileError(f"{where}: field {field!r} is {got}, the video's is {value}")
-            if field == "height":
-                h = got
-            elif field == "width":
-                w = got
+        h, w = entry.pop("height"), entry.pop("width")  # the rest is a 4D entry
         rles = {}
         objects = entry.get("objects")
         if isinstance(objects, list):

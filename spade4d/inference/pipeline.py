@@ -47,6 +47,16 @@ def as_point_sequence(points, video_id: str = "sequence") -> PointSequence:
     return PointSequence.from_frames(xyz, rgb, video_id=video_id)
 
 
+def select_ids(ids: Sequence[str], wanted: Sequence[str] | None, what: str = "sequence") -> list[str]:
+    """``wanted`` (all of ``ids`` when empty), each checked to be one of ``ids``."""
+    if not wanted:
+        return list(ids)
+    unknown = [v for v in wanted if v not in ids]
+    if unknown:
+        raise ValueError(f"no {what} {unknown[0]!r} in this split ({len(ids)} {what}s)")
+    return list(wanted)
+
+
 class Pipeline4D:
     """A trained 4D model (with its SceneLLM when it has one) ready to run on point-cloud sequences."""
 
@@ -104,12 +114,7 @@ class Pipeline4D:
 
         from spade4d.evaluation.predictions import write_predictions_4d
 
-        ids = ds.video_ids()
-        if video_ids:
-            unknown = [v for v in video_ids if v not in ids]
-            if unknown:
-                raise ValueError(f"no sequence {unknown[0]!r} in this split ({len(ids)} sequences)")
-            ids = list(video_ids)
+        ids = select_ids(ds.video_ids(), video_ids)
 
         def graphs():
             for vid in tqdm(ids, desc="infer (SceneLLM)" if self.uses_llm else "infer", disable=not progress):

@@ -26,16 +26,12 @@ def predict_videos(pipe, ds, out: str | os.PathLike, video_ids: Sequence[str] | 
 
     from spade4d.data.video import pixel_graph
     from spade4d.evaluation.video import write_predictions_video
+    from spade4d.inference.pipeline import select_ids
 
     video = check_video_model(pipe.model)
     ds.use_grid(int(video["stride"]), pipe.model.config.voxel_size)
     pipe.rgb_source = ds.frame_source if pipe.model.lift is not None else None
-    ids = ds.video_ids()
-    if video_ids:
-        unknown = [v for v in video_ids if v not in ids]
-        if unknown:
-            raise ValueError(f"no video {unknown[0]!r} in this split ({len(ids)} videos)")
-        ids = list(video_ids)
+    ids = select_ids(ds.video_ids(), video_ids, "video")
 
     def items():
         for vid in tqdm(ids, desc="infer (video)", disable=not progress):

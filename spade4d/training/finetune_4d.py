@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +295,18 @@ def training_frames(sampler: ClipSampler, sequences: int = 6) -> dict:
 
     count = min(sequences, len(sampler.ds))
     return frame_stats([f for i in range(count) for f in sequence_frames(sampler.sequence(i)[0], 2)])
+
+
+def video_settings(cfg: Train4DConfig, stride: int = 4, from_2d: bool = False) -> Train4DConfig:
+    """A run's settings for the video model (docs/video.md): cells of ``stride`` pixels, augmentation in the image
+    plane only (a horizontal mirror, zoom and colour jitter; no rotation: a picture's up is the world's) and, from a
+    2D core, its pixel features lifted onto the cells."""
+    return replace(
+        cfg,
+        model={**cfg.model, "video": {"stride": stride}},
+        augment={"rotate": 0.0, "up_axis": 2},
+        lift=True if from_2d else cfg.lift,
+    )
 
 
 def training_rgb_source(ds, model: Model4D, root: Path, rgb_root):

@@ -17,7 +17,8 @@ Output layout under ``--out``::
     psg/                           PSG 2D layout (docs/formats.md); the COCO root is this folder
         psg.json, images/%06d.jpg, panoptic/%06d.png
     pvsg/                          the RGB frames as a PVSG-layout video dataset (docs/formats.md, PVSG)
-        pvsg.json, ego4d/videos/<vid>.mp4, ego4d/masks/<vid>/%04d.png (P-mode, pixel value = object id)
+        pvsg.json, ego4d/videos/<vid>.mp4, ego4d/masks/<vid>/%04d.png (P-mode, pixel value = object id),
+        ego4d/frames/<vid>/%04d.png (the frames, as OpenPVSG's loaders read them)
     stats.json                     object / relation counts per class and predicate, per split
     dataset.json                   preset, seed, vocabularies, the out-of-vocabulary lists (written last)
 
@@ -64,6 +65,7 @@ GTA_FOLDERS = ("images", "depth", "camera", "rage_matrices", "visible", "masks")
 # OpenPVSG's ``utils/rel_metrics.py`` finds a video's source folder from its id: ``P...`` is epic_kitchen, a
 # 4-digit first part vidor, anything else ego4d; the synthetic ids (``test_0003_ride``) are ego4d's
 PVSG_SOURCE = "ego4d"
+PVSG_SOURCES = ("vidor", "epic_kitchen", "ego4d")  # LilyDaytoy/OpenPVSG datasets/datasets/pvsg_*.py
 PVSG_FPS = 5
 
 
@@ -303,17 +305,20 @@ def write_pvsg_video(root: Path, entry: dict, video: list, gid: dict[int, int]) 
     pixel_id = {g: oid for oid, g in gid.items()}
 
     vid = entry["video_id"]
-    masks = root / PVSG_SOURCE / "masks" / vid
-    masks.mkdir(parents=True, exist_ok=True)
-    (root / PVSG_SOURCE / "videos").mkdir(parents=True, exist_ok=True)
+    src = root / PVSG_SOURCE
+    for folder in ("masks", "frames"):
+        (src / folder / vid).mkdir(parents=True, exist_ok=True)
+    (src / "videos").mkdir(parents=True, exist_ok=True)
     palette = np.random.default_rng(0).integers(40, 256, (256, 3), dtype=np.uint8)
     palette[0] = 0
-    for t, (_, ids) in enumerate(video):
+    for t, (rgb, ids) in enumerate(video):
         im = Image.fromarray(ids.astype(np.uint8), mode="P")
         im.putpalette(palette.reshape(-1).tolist())
-        im.save(masks / f"{t:04d}.png")
+        im.save(src / "masks" / vid / f"{t:04d}.png")
+        # the extracted frames OpenPVSG's image and video datasets read (<source>/frames/<vid>/%04d.png)
+        Image.fromarray(rgb).save(src / "frames" / vid / f"{t:04d}.png")
     frames = [rgb for rgb, _ in video]
-    imageio.mimsave(root / PVSG_SOURCE / "videos" / f"{vid}.mp4", frames, fps=PVSG_FPS, quality=9, macro_block_size=2)
+    imageio.mimsave(src / "videos" / f"{vid}.mp4", frames, fps=PVSG_FPS, quality=9, macro_block_size=2)
     spans: dict[tuple[int, int, str], list[list[int]]] = {}
     for s, p, o, span in entry["relations"]:
         spans.setdefault((pixel_id[s], pixel_id[o], p), []).append(list(span))
@@ -517,7 +522,8 @@ def _write_annotations(tmp: Path, seqs: list[dict], images: list[dict]) -> dict[
     pvsg = {
         "objects": {"thing": THING_CLASSES, "stuff": STUFF_CLASSES},
         "relations": PREDICATES,
-        "split": {PVSG_SOURCE: pvsg_parts},
+        # OpenPVSG's datasets read split[source][split] for each of the three sources, so all three are listed
+        "split": {src: pvsg_parts if src == PVSG_SOURCE else {k: [] for k in pvsg_parts} for src in PVSG_SOURCES},
         "data": [s["pvsg"] for s in seqs],
     }
     write_json(tmp / "pvsg" / "pvsg.json", pvsg)
