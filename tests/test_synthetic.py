@@ -7,11 +7,18 @@ from PIL import Image
 
 from spade4d.data.synthetic import generate as gen
 from spade4d.data.synthetic.relations import relations_at
-from spade4d.data.synthetic.world import OOV_CLASSES, OOV_PREDICATES, PREDICATES, TEMPLATES, THING_CLASSES
+from spade4d.data.synthetic.world import (
+    OOV_CLASSES,
+    OOV_PREDICATES,
+    PREDICATES,
+    STUFF_CLASSES,
+    TEMPLATES,
+    THING_CLASSES,
+)
 
 
 def test_vocabulary_sizes():
-    assert len(THING_CLASSES) >= 15 and len(gen.STUFF_CLASSES) >= 3 and len(PREDICATES) >= 15
+    assert len(THING_CLASSES) >= 15 and len(STUFF_CLASSES) >= 3 and len(PREDICATES) >= 15
 
 
 def test_layouts_read_back_with_plain_tools(synthetic_root):
@@ -133,6 +140,11 @@ def test_relations_agree_with_geometry(template):
                 elif p == "pushing":
                     assert A.label == "person" and B.label == "cart"
                     assert np.linalg.norm(scene.velocity(B)[t][:2]) > 0.1
+                elif p in ("pulling", "leading"):  # B follows A: behind A, moving the way A moves
+                    assert A.label == "person" and B.label == {"pulling": "suitcase", "leading": "horse"}[p]
+                    va, vb = scene.velocity(A)[t][:2], scene.velocity(B)[t][:2]
+                    assert np.linalg.norm(vb) > 0.1 and va @ vb > 0.8 * np.linalg.norm(va) * np.linalg.norm(vb)
+                    assert (B.pos[t][:2] - A.pos[t][:2]) @ va < 0
     expected = {
         "sit": {"sitting on", "walking on", "on", "over"},
         "carry": {"carrying", "on"},
@@ -140,6 +152,8 @@ def test_relations_agree_with_geometry(template):
         "drive": {"driving on"},
         "ride": {"riding"},
         "push": {"pushing"},
+        "luggage": {"pulling", "on", "sitting on"},
+        "horse": {"leading", "walking on"},
         "tv": {"sitting on", "in front of", "looking at"},
     }[template]
     assert expected <= seen
@@ -195,13 +209,51 @@ def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, tin
     assert list(tmp_path.iterdir()) == []  # the partial folder is removed as well
 
 
-def test_the_bench_preset_holds_twenty_out_of_vocabulary_test_scenes():
+def test_the_bench_preset_holds_thirty_out_of_vocabulary_test_scenes_of_four_scripts():
     from spade4d.data.synthetic.generate import PRESETS, split_plan
-    from spade4d.data.synthetic.world import OOV_TEMPLATES
 
-    plan = split_plan(PRESETS["bench"])
+    bench = PRESETS["bench"]
+    plan = split_plan(bench)
     by_split = {s: [t for split, _, t in plan if split == s] for s in ("train", "val", "test")}
     assert [len(by_split[s]) for s in ("train", "val", "test")] == [120, 8, 70]
-    assert not set(by_split["train"]) & set(OOV_TEMPLATES)
-    assert sum(t in OOV_TEMPLATES for t in by_split["test"]) == 20
-    assert {t: by_split["test"].count(t) for t in OOV_TEMPLATES} == {"ride": 10, "push": 10}
+    held = ("ride", "push", "luggage", "horse")
+    assert not set(by_split["train"]) & set(held) and len(set(by_split["train"])) == 5
+    assert {t: by_split["test"].count(t) for t in held} == {"ride": 8, "push": 8, "luggage": 7, "horse": 7}
+    classes, predicates = bench.names()
+    assert classes[-6:] == ["suitcase", "horse", "floor", "wall", "grass", "road"]
+    assert predicates[-2:] == ["pulling", "leading"]
+    # the other presets keep the vocabulary their datasets and trained models have
+    assert PRESETS["quick"].names() == (THING_CLASSES + STUFF_CLASSES, PREDICATES)
+
+
+def test_extra_scripts_bring_their_names_into_2d_and_test_but_not_training(tmp_path, tiny_preset):
+    from dataclasses import replace
+
+    scripts = ("sit", "drive", "ride", "luggage", "horse")
+    p = replace(tiny_preset, frames=4, train=2, val=0, test=5, images_2d=10, scripts=list(scripts))
+    assert p.scripts == scripts  # a YAML list becomes a tuple
+    root = gen.generate(tmp_path / "d", p, seed=1, workers=1, progress=False) and tmp_path / "d"
+    manifest = json.loads((root / "dataset.json").read_text())
+    assert manifest["oov_templates"] == ["ride", "luggage", "horse"]
+    assert manifest["oov_classes"] == ["bicycle", "suitcase", "horse"]
+    assert manifest["oov_predicates"] == ["riding", "pulling", "leading"]
+    ann = json.loads((root / "psg4d_pc" / "psg4d.json").read_text())
+    assert ann["objects"]["thing"][-2:] == ["suitcase", "horse"] and ann["predicates"][-2:] == ["pulling", "leading"]
+    split = {k: set(v) for k, v in ann["split"].items()}
+    entries = {k: [d for d in ann["data"] if d["video_id"] in v] for k, v in split.items()}
+    names = {
+        k: ({o["category"] for d in v for o in d["object"]}, {r[1] for d in v for r in d["relations"]})
+        for k, v in entries.items()
+    }
+    assert not names["train"][0] & {"bicycle", "suitcase", "horse"}
+    assert not names["train"][1] & {"riding", "pulling", "leading"}
+    assert {"suitcase", "horse"} <= names["test"][0] and {"pulling", "leading"} <= names["test"][1]
+    psg = json.loads((root / "psg" / "psg.json").read_text())
+    classes2d = psg["thing_classes"] + psg["stuff_classes"]
+    seen2d = {classes2d[s["category_id"]] for d in psg["data"] for s in d["segments_info"]}
+    preds2d = {psg["predicate_classes"][r[2]] for d in psg["data"] for r in d["relations"]}
+    assert {"suitcase", "horse"} <= seen2d and {"pulling", "leading"} <= preds2d
+    pvsg = json.loads((root / "pvsg" / "pvsg.json").read_text())
+    assert pvsg["objects"] == ann["objects"] and pvsg["relations"] == ann["predicates"]
+    with pytest.raises(gen.SyntheticError, match="preset scripts must be some of"):
+        gen.generate(tmp_path / "e", replace(p, scripts=("sit", "juggle")), workers=1, progress=False)

@@ -180,6 +180,21 @@ def dog(pose: str = "stand", phase: float = 0.0, fur: Color = (0.55, 0.38, 0.2))
     return b.build()
 
 
+def horse(pose: str = "stand", phase: float = 0.0, coat: Color = (0.45, 0.3, 0.18)) -> Mesh:
+    """A horse facing +x, 1.9 m to the top of its head; ``pose`` walk swings the legs with ``phase``."""
+    b = MeshBuilder()
+    swing = 0.1 * np.sin(phase) if pose == "walk" else 0.0
+    for dx, dy, sgn in ((0.5, 0.17, 1), (0.5, -0.17, -1), (-0.5, 0.17, -1), (-0.5, -0.17, 1)):
+        b.box((0.11, 0.11, 0.85), (dx + sgn * swing, dy, 0.425), _shade(coat, 0.75))
+    b.box((1.35, 0.48, 0.5), (0.0, 0.0, 1.1), coat)
+    b.box((0.28, 0.22, 0.62), (0.7, 0.0, 1.48), coat)  # neck
+    b.box((0.5, 0.2, 0.22), (0.93, 0.0, 1.78), _shade(coat, 0.9))  # head
+    b.box((0.06, 0.05, 0.12), (0.78, 0.07, 1.94), _shade(coat, 0.6))  # ears
+    b.box((0.06, 0.05, 0.12), (0.78, -0.07, 1.94), _shade(coat, 0.6))
+    b.box((0.08, 0.08, 0.55), (-0.72, 0.0, 0.95), _shade(coat, 0.4))  # tail
+    return b.build()
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # furniture and small things
 # ------------------------------------------------------------------------------------------------------------------
@@ -249,6 +264,17 @@ def cart(color: Color = (0.3, 0.5, 0.7)) -> Mesh:
         for dy in (-0.2, 0.2):
             b.cylinder(0.07, 0.04, (dx, dy, 0.07), (0.1, 0.1, 0.1), axis="y")
         b.box((0.04, 0.04, 0.3), (dx, 0.0, 0.2), _shade(color, 0.5))
+    return b.build()
+
+
+def suitcase(color: Color = (0.2, 0.25, 0.35)) -> Mesh:
+    """A wheeled suitcase, upright, narrow side forward (+x); its pulled-out handle rises at +x to 0.95 m."""
+    b = MeshBuilder()
+    b.box((0.26, 0.42, 0.6), (0.0, 0.0, 0.36), color)
+    for dy in (-0.15, 0.15):
+        b.box((0.03, 0.03, 0.3), (0.11, dy, 0.8), (0.15, 0.15, 0.15))
+        b.cylinder(0.03, 0.03, (-0.08, dy, 0.03), (0.1, 0.1, 0.1), axis="y")
+    b.box((0.04, 0.33, 0.04), (0.11, 0.0, 0.95), (0.15, 0.15, 0.15))
     return b.build()
 
 

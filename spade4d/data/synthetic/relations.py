@@ -26,6 +26,9 @@ chasing         A is a dog moving faster than 0.3 m/s, B a ball moving faster th
                 A's motion and closer than 7 m
 pushing         A is a person facing and touching B (a cart or box), both moving the same way
 driving on      A is a car moving faster than 0.5 m/s whose wheels touch B's top
+pulling /       A is a person moving faster than 0.1 m/s; B (a suitcase: pulling, a horse: leading) follows:
+leading         its centre within 40 degrees behind A, moving within 30 degrees of A's direction, its footprint
+                closer than 0.5 m (suitcase) or 1.5 m (horse)
 ==============  ==========================================================================================
 
 Furniture standing on the ground gets no relation (it would tie every scene to its floor and carry no
@@ -42,7 +45,8 @@ from spade4d.data.synthetic.world import Actor, Scene
 
 SMALL = {"cup", "bottle", "laptop", "book", "tv", "box", "plant", "ball"}
 VEHICLES = {"car", "bicycle"}
-AGENTS = {"person", "dog"}
+AGENTS = {"person", "dog", "horse"}
+FOLLOWERS = {"suitcase": ("pulling", 0.5), "horse": ("leading", 1.5)}  # predicate, largest footprint gap (m)
 CANOPIES = {"table", "bench", "chair"}
 FACING = {"tv", "laptop", "car", "cabinet"}
 SEATS = {"chair", "sofa", "bench"}
@@ -152,7 +156,7 @@ def relations_at(scene: Scene, t: int) -> set[tuple[int, str, int]]:
                     rels.add((A.oid, "walking on" if a.speed > MOVING else "standing on", B.oid))
             elif A.label == "car" and _supports(a, b):
                 rels.add((A.oid, "driving on" if a.speed > 0.5 else "on", B.oid))
-            elif (A.label in SMALL or A.label == "bicycle") and carried_by is None and _supports(a, b):
+            elif (A.label in SMALL or A.label in ("bicycle", "suitcase")) and carried_by is None and _supports(a, b):
                 rels.add((A.oid, "on", B.oid))
             if not B.is_thing:
                 continue
@@ -179,7 +183,7 @@ def relations_at(scene: Scene, t: int) -> set[tuple[int, str, int]]:
                 dist = float(np.hypot(*d))
                 if 0.3 < dist < 3.5 and _angle(b.facing, d) < np.radians(35):
                     rels.add((A.oid, "in front of", B.oid))
-            # -- chasing and pushing
+            # -- chasing, pushing, pulling and leading
             if A.label == "dog" and B.label == "ball" and a.speed > 0.3 and b.speed > 0.1:
                 d = b.center - a.center
                 if np.hypot(*d) < 7.0 and _angle(a.vel[:2], d) < np.radians(30):
@@ -189,6 +193,11 @@ def relations_at(scene: Scene, t: int) -> set[tuple[int, str, int]]:
                 same_way = _angle(a.facing, b.vel[:2]) < np.radians(30)
                 if touching and same_way and _angle(a.facing, b.center - a.center) < np.radians(30):
                     rels.add((A.oid, "pushing", B.oid))
+            if A.label == "person" and B.label in FOLLOWERS and a.speed > 0.1 and b.speed > 0.1:
+                predicate, reach = FOLLOWERS[B.label]
+                behind = _angle(-a.facing, b.center - a.center) < np.radians(40)
+                if behind and _angle(a.vel[:2], b.vel[:2]) < np.radians(30) and a.footprint_gap(b) < reach:
+                    rels.add((A.oid, predicate, B.oid))
         # -- looking at: the best-aligned thing in the gaze cone
         if A.label == "person":
             best, best_angle = None, np.radians(25)

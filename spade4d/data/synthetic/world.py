@@ -33,6 +33,38 @@ OOV_TEMPLATES = ("ride", "push")
 OOV_CLASSES = ("bicycle", "cart")
 OOV_PREDICATES = ("riding", "pushing")
 
+# The scripts every preset plays. Scripts beyond them bring class and predicate names of their own; a dataset
+# holds them (and their names) only when its preset lists them, so the datasets of the other presets keep the
+# vocabulary above. All of them are out-of-vocabulary scripts: (script, its new thing classes, its new predicates)
+BASE_SCRIPTS = ("sit", "carry", "tv", "dog_ball", "drive", "ride", "push")
+EXTRA_SCRIPTS = {
+    "luggage": (("suitcase",), ("pulling",)),
+    "horse": (("horse",), ("leading",)),
+}
+OOV_SCRIPTS = {
+    "ride": (("bicycle",), ("riding",)),
+    "push": (("cart",), ("pushing",)),
+    **EXTRA_SCRIPTS,
+}
+
+
+def vocabulary(scripts) -> tuple[list[str], list[str], list[str]]:
+    """(thing classes, stuff classes, predicates) of a dataset playing ``scripts``: the base lists, then the names
+    of the extra scripts in the order they are listed."""
+    things, predicates = list(THING_CLASSES), list(PREDICATES)
+    for name in scripts:
+        classes, preds = EXTRA_SCRIPTS.get(name, ((), ()))
+        things += [c for c in classes if c not in things]
+        predicates += [p for p in preds if p not in predicates]
+    return things, list(STUFF_CLASSES), predicates
+
+
+def unseen(scripts) -> tuple[list[str], list[str], list[str]]:
+    """(scripts, classes, predicates) held out of 4D training among ``scripts``."""
+    held = [s for s in scripts if s in OOV_SCRIPTS]
+    return held, [c for s in held for c in OOV_SCRIPTS[s][0]], [p for s in held for p in OOV_SCRIPTS[s][1]]
+
+
 SEQUENCE_SECONDS = 8.0  # every script lasts this long, whatever the frame count
 
 
@@ -177,8 +209,8 @@ class _Builder:
         cache: dict = {}
 
         def mesh_at(t: int) -> Mesh:
-            if label == "dog":
-                key = (pose[t], round(float(np.sin(t * 1.7)), 1) if pose[t] == "run" else 0)
+            if label in ("dog", "horse"):
+                key = (pose[t], round(float(np.sin(t * 1.7)), 1) if pose[t] in ("run", "walk") else 0)
                 if key not in cache:
                     cache[key] = mesh_fn(pose=key[0], phase=float(np.arcsin(key[1])), **kw)
                 return cache[key]
@@ -465,6 +497,56 @@ def template_push(T: int, rng: np.random.Generator) -> Scene:
     return Scene("push", True, T, b.actors, eye, target)
 
 
+def template_luggage(T: int, rng: np.random.Generator) -> Scene:
+    """A person crosses a hall pulling a wheeled suitcase behind them; another sits at a table with a laptop."""
+    b = _Builder(T, rng)
+    W, D = _room(b, rng)
+    py = D * rng.uniform(0.45, 0.55)
+    x0, x1 = (W / 2 - 1.8, W / 2 + 1.8) if rng.random() < 0.5 else (W / 2 + 1.8, W / 2 - 1.8)
+    t0, t1 = rng.uniform(0.05, 0.2), rng.uniform(0.8, 0.95)
+    pos = keyframes(T, [(0.0, (x0, py, 0)), (t0, (x0, py, 0)), (t1, (x1, py, 0)), (1.0, (x1, py, 0))])
+    yaw = np.full(T, 0.0 if x1 > x0 else np.pi)
+    b.person(pos, yaw, _walk_pose(pos))
+    # the suitcase trails 0.55 m behind, 0.2 m to the right (the hand that pulls it)
+    back = np.stack([0.55 * np.cos(yaw) - 0.2 * np.sin(yaw), 0.55 * np.sin(yaw) + 0.2 * np.cos(yaw), np.zeros(T)], 1)
+    color = _color(rng, SUITCASES[int(rng.integers(len(SUITCASES)))], 0.1)
+    b.mover("suitcase", assets.suitcase, pos - back, yaw.copy(), ["static"] * T, color=color)
+    tx = W * rng.uniform(0.35, 0.65)
+    b.static("table", assets.table(), (tx, D - 1.0, 0))
+    b.static("laptop", assets.laptop(), (tx + 0.1, D - 1.0, 0.75), np.pi / 2)  # facing the sitter
+    chair = b.static("chair", assets.chair(), (tx + 0.1, D - 0.3, 0), -np.pi / 2)
+    sitter = b.person(np.tile([tx + 0.1, D - 0.3, 0.0], (T, 1)), np.full(T, -np.pi / 2), ["sit"] * T)
+    sitter.seat = [chair.oid] * T
+    eye, target = _indoor_camera(T, rng, W, D, (W / 2, py + 0.3))
+    return Scene("luggage", True, T, b.actors, eye, target)
+
+
+def template_horse(T: int, rng: np.random.Generator) -> Scene:
+    """A person walks across a meadow leading a horse; a second person on a bench watches; a tree."""
+    b = _Builder(T, rng)
+    _outdoor_ground(b, rng, road=False)
+    d = rng.choice([-1.0, 1.0])
+    py = rng.uniform(-0.5, 0.5)
+    t0 = rng.uniform(0.05, 0.2)
+    pos = keyframes(T, [(0.0, (-3.0 * d, py, 0)), (t0, (-3.0 * d, py, 0)), (1.0, (3.5 * d, py, 0))])
+    yaw = np.full(T, 0.0 if d > 0 else np.pi)
+    pose = _walk_pose(pos)
+    b.person(pos, yaw, pose)
+    side = rng.choice([-1.0, 1.0]) * 0.35
+    trail = np.stack([np.cos(yaw) * 1.6 + np.sin(yaw) * side, np.sin(yaw) * 1.6 - np.cos(yaw) * side, np.zeros(T)], 1)
+    coat = _color(rng, (0.45, 0.3, 0.18), 0.15)
+    b.mover("horse", assets.horse, pos - trail, yaw.copy(), pose, coat=coat)
+    bx, by = rng.uniform(-1.5, 1.5), py + rng.uniform(2.2, 2.8)
+    bench = b.static("bench", assets.bench(), (bx, by, 0), np.pi)
+    watcher = b.person(np.tile([bx, by, 0.0], (T, 1)), np.full(T, -np.pi / 2), ["sit"] * T)
+    watcher.seat = [bench.oid] * T
+    b.static("tree", assets.tree(height=float(rng.uniform(2.6, 3.4))), (rng.uniform(-4, 4), py + 4.0, 0))
+    eye, target = _outdoor_camera(T, rng, (0.0, py + 0.5), radius=float(rng.uniform(6.0, 7.0)))
+    return Scene("horse", False, T, b.actors, eye, target)
+
+
+SUITCASES = [(0.2, 0.25, 0.35), (0.6, 0.15, 0.15), (0.15, 0.4, 0.3), (0.3, 0.3, 0.3)]
+
 TEMPLATES: dict[str, Callable[[int, np.random.Generator], Scene]] = {
     "sit": template_sit,
     "carry": template_carry,
@@ -473,4 +555,6 @@ TEMPLATES: dict[str, Callable[[int, np.random.Generator], Scene]] = {
     "drive": template_drive,
     "ride": template_ride,
     "push": template_push,
+    "luggage": template_luggage,
+    "horse": template_horse,
 }
