@@ -40,6 +40,8 @@ ROWS = {  # name: (model, chain, 2D proposals)
     "transfer / head + 2D proposals": ("transfer", False, True),
     "transfer / chain": ("transfer", True, False),
     "transfer / chain + 2D proposals": ("transfer", True, True),
+    # the transferred model's 4D weights, frozen, with a SceneLLM on SmolLM2-135M-Instruct + LoRA trained after them
+    "transfer / chain, SmolLM2": ("transfer-smollm2", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
@@ -50,10 +52,13 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "chain - head (transfer)": ("transfer / chain", "transfer / head"),
     "2D proposals, head (transfer)": ("transfer / head + 2D proposals", "transfer / head"),
     "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
+    "SmolLM2 - tiny LLM (chain)": ("transfer / chain, SmolLM2", "transfer / chain"),
+    "SmolLM2 chain - head (transfer)": ("transfer / chain, SmolLM2", "transfer / head"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
 }
-MODELS = ("scratch", "transfer", "video-scratch", "video-transfer")
+MODELS = ("scratch", "transfer", "transfer-smollm2", "video-scratch", "video-transfer")
+AFTER = {"transfer-smollm2": "transfer"}  # models trained on top of another one, in a later round
 METRICS = ["R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "OOV R@50", "in-vocab R@50"]
 
 
@@ -96,6 +101,8 @@ def train_model(job) -> str:
     data, out, seed, kind, args = job
     set_threads(args.threads)
     run = out / f"seed{seed}" / kind
+    if kind in AFTER and not (run / "model" / "config.json").is_file():
+        return train_llm_after(data, out / f"seed{seed}" / AFTER[kind] / "model", run, seed, args)
     if not (run / "model" / "config.json").is_file():
         transfer, video = kind.endswith("transfer"), kind.startswith("video")
         make = config_video if video else config_4d
@@ -104,6 +111,18 @@ def train_model(job) -> str:
         where = {"fmt": "pvsg-video"} if video else {"rgb_root": data / "psg4d_gta"}
         finetune_4d(data / ("pvsg" if video else "psg4d_pc"), run, cfg, resume=True, init_from_2d=core,
                     progress=args.jobs == 1, **where)  # fmt: skip
+    return str(run / "model")
+
+
+def train_llm_after(data: Path, model_dir: Path, run: Path, seed: int, args) -> str:
+    """A SceneLLM on SmolLM2-135M-Instruct + LoRA trained on a finished 4D model whose own weights stay frozen
+    (``train_only`` llm.), for the preset's steps: the tiny LLM's rows and this one share the 4D model."""
+    from spade4d.demo import config_4d
+    from spade4d.training.finetune_4d import finetune_4d
+
+    cfg = config_4d(settings(args, seed, "smollm2"), False, num_threads=args.threads, train_only=("llm.",))
+    finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from=model_dir, rgb_root=data / "psg4d_gta",
+                progress=args.jobs == 1)  # fmt: skip
     return str(run / "model")
 
 
@@ -267,7 +286,8 @@ def main(argv=None) -> None:
     if bad := [m for m in models if m not in MODELS]:
         p.error(f"unknown model(s) {bad}: choose from {', '.join(MODELS)}")
     kinds = [(s, k) for s in seeds for k in models]
-    run_all(train_model, [(data, out, s, k, args) for s, k in kinds], args.jobs)
+    for later in (False, True):
+        run_all(train_model, [(data, out, s, k, args) for s, k in kinds if (k in AFTER) == later], args.jobs)
     print(f"4D models ready ({time.time() - t0:.0f} s)", flush=True)
     scored = run_all(score_rows, [(data, out, s, k, args) for s, k in kinds], args.jobs)
     results: dict[str, dict[int, dict]] = {}

@@ -559,3 +559,33 @@ def test_an_llm_that_sends_no_gradient_leaves_the_4d_models_training_bit_for_bit
     # clipped together, the LLM's gradient norm shrinks the 4D model's steps: the runs part
     together, _ = run("together", {**TINY_LLM, "grad_to_4d": 0.0}, False)
     assert any(not torch.equal(alone[k], together[k]) for k in alone)
+
+
+def test_a_scene_llm_of_another_language_model_trains_after_a_frozen_4d_model(synthetic_root, tmp_path):
+    """``--init-from`` a model trained with the tiny LLM and ``llm`` naming another causal LM (a local folder
+    here, SmolLM2 in scripts/bench_accuracy.py): the old SceneLLM is replaced, and with ``train_only`` llm. the 4D
+    model's weights come out bit for bit, while the new SceneLLM's adapters train."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from spade4d.training.finetune_4d import Train4DConfig, finetune_4d
+
+    root = synthetic_root / "psg4d_pc"
+    cfg = Train4DConfig(steps=2, clip_frames=3, points_per_frame=256, model=TINY4D, llm=TINY_LLM)
+    first = finetune_4d(root, tmp_path / "first", cfg, progress=False).model_dir
+    tok = load_tokenizer("tiny")
+    lc = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                     num_attention_heads=2, num_key_value_heads=1, bos_token_id=tok.bos_token_id,
+                     eos_token_id=tok.eos_token_id)  # fmt: skip
+    LlamaForCausalLM(lc).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    other = {**TINY_LLM, "llm": str(tmp_path / "lm"), "train_base": False}
+    after = Train4DConfig(steps=3, clip_frames=3, points_per_frame=256, model=TINY4D, llm=other, train_only=("llm.",))
+    res = finetune_4d(root, tmp_path / "after", after, init_from=first, progress=False)
+    assert res.model.llm.config.llm == str(tmp_path / "lm")
+    assert Model4D.from_pretrained(res.model_dir).config.llm["llm"] == str(tmp_path / "lm")
+    before = Model4D.from_pretrained(first)
+    for name, p in before.named_parameters():
+        if not name.startswith("llm."):
+            assert torch.equal(p, dict(res.model.named_parameters())[name]), name
+    lora = {n: p for n, p in res.model.named_parameters() if "lora_B" in n}
+    assert lora and any(p.abs().max() > 0 for p in lora.values())  # LoRA B starts at 0: the adapters trained

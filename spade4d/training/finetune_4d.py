@@ -210,13 +210,16 @@ def build_model_from_2d(cfg: Train4DConfig, classes, predicates, core_2d: str | 
 
 
 def build_model_from_4d(cfg: Train4DConfig, model_dir: str | os.PathLike) -> Model4D:
-    """A saved 4D model to continue from; with ``cfg.llm`` and no SceneLLM of its own, a new SceneLLM joins it."""
+    """A saved 4D model to continue from. With ``cfg.llm``, a new SceneLLM joins it when it has none or has one of
+    another language model (``--init-from RUN/model --llm smollm2`` on a model trained with the tiny LLM)."""
     model = Model4D.from_pretrained(model_dir)
-    if cfg.llm is not None and model.llm is None:
+    if cfg.llm is not None:
         from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
 
-        model.llm = SceneLLM(SceneLLMConfig.from_dict(cfg.llm), model.config.dim, num_tubes=model.config.num_queries)
-        model.config.llm = model.llm.config.to_dict()
+        new = SceneLLMConfig.from_dict(cfg.llm)
+        if model.llm is None or model.llm.config.llm != new.llm:
+            model.llm = SceneLLM(new, model.config.dim, num_tubes=model.config.num_queries)
+            model.config.llm = model.llm.config.to_dict()
     return model
 
 
