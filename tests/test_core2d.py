@@ -311,6 +311,28 @@ def test_lifted_features_sample_the_pixel_map_and_skip_points_outside():
     assert (lift(None, None, frame, 4) == 0).all()
 
 
+def test_the_frame_feature_cache_gives_the_features_of_a_fresh_pass_and_stays_in_its_budget():
+    lift = LiftedFeatures.from_spade2d(tiny_2d())
+    x = images(3)
+    uv = torch.rand(30, 2) * 2 - 1
+    frame = torch.arange(3).repeat_interleave(10)
+    fresh = lift(x, uv, frame, 30)
+    one = lift.feature_maps(x[:1], "cpu")[0]
+    lift.cache_frames(int(one.numel() * one.element_size() * 2.5))  # room for two frames' maps
+    first = lift(x, uv, frame, 30)
+    torch.testing.assert_close(first, fresh)
+    assert (lift.cache.hits, lift.cache.misses, len(lift.cache.maps)) == (0, 3, 2)  # the oldest left
+    again = lift(x[1:], uv[10:], frame[10:] - 1, 20)  # frames 1 and 2 are still there
+    torch.testing.assert_close(again, fresh[10:])
+    assert (lift.cache.hits, lift.cache.misses) == (2, 3) and lift.cache.bytes <= lift.cache.max_bytes
+    changed = x.clone()
+    changed[0, 0, 0, 0] += 0.5  # one pixel: another frame
+    assert lift.cache.key(changed[0]) != lift.cache.key(x[0]) and lift.cache.key(x[0]) == lift.cache.key(x[0].clone())
+    lift.cache_frames(0)
+    assert lift.cache is None
+    torch.testing.assert_close(lift(x, uv, frame, 30), fresh)
+
+
 def test_pretrain_2d_end_to_end_then_transfer_with_lifting(synthetic_root, tmp_path):
     from spade4d.training.finetune_4d import finetune_4d, preset
     from spade4d.training.pretrain_2d import preset_2d, pretrain_2d

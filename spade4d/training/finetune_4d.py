@@ -65,6 +65,9 @@ class Train4DConfig:
     mixed_precision: str = "no"  # "bf16" / "fp16" on GPUs
     num_threads: int | None = None
     lift: bool = False  # with --init-from-2d: lift the 2D core's pixel features onto the points
+    # lifting: keep this many MiB of frames' 2D feature maps for frames read again (models.lift.FrameFeatureCache;
+    # the frozen backbone's pass was 3/4 of a video training step); 0: none
+    lift_cache_mb: int = 512
     transfer_parts: tuple[str, ...] = ("decoder", "rgt", "head")  # what --init-from-2d moves
     llm: dict | None = None  # a SceneLLMConfig (e.g. {"llm": "tiny"}): train the SceneLLM jointly
     train_only: tuple[str, ...] | None = None  # parameter-name prefixes to train (the rest frozen); None: all
@@ -391,6 +394,8 @@ def finetune_4d(
     model, report = build_model(cfg, classes, predicates, init_from, init_from_2d, lambda m: main_info(acc, m))
     restrict_training(model, cfg, ds, split, lambda m: main_info(acc, m))
     rgb_source, rgb_root = training_rgb_source(ds, model, root, rgb_root)
+    if model.lift is not None:  # frames come back each step, in BatchNorm recalibration and in validation
+        model.lift.cache_frames(cfg.lift_cache_mb << 20)
     run = {"root": str(root), "split": split, "format": fmt, "annotation": annotation and str(annotation),
            "init_from": init_from and str(init_from), "init_from_2d": init_from_2d and str(init_from_2d),
            "rgb_root": rgb_root and str(rgb_root)}  # fmt: skip
@@ -432,6 +437,8 @@ def finetune_4d(
         core.set_vocabulary(classes, predicates)  # the saved model scores every name
         core.save_pretrained(final)
         plot_losses(history, out / "loss.png", "4D fine-tuning losses")
+    if core.lift is not None:
+        core.lift.cache_frames(0)  # the returned model infers with memory flat in video length
     acc.wait_for_everyone()
     acc.end_training()  # closes the trackers (and, in recent accelerate, the process group): last
     return TrainResult(final, core, step, history)
