@@ -200,6 +200,9 @@ def metric_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--viou-threshold", type=float, default=0.5)
     s.add_argument("--top-pairs", type=non_negative_int, default=100, help="0: no cut")
     s.add_argument("--ks", type=ks, default=(20, 50, 100))
+    s.add_argument("--openpvsg-weak", action="store_true",
+                   help="wR@K counted as OpenPVSG's code does (every weak hit up to the first strong one; can pass "
+                        "100) and wmR@K")  # fmt: skip
     s.add_argument("--oov-classes", type=names, default=None, help="classes training never showed: OOV recall")
     s.add_argument("--oov-predicates", type=names, default=None, help="predicates training never showed")
 
@@ -215,6 +218,7 @@ def metric_options(args: argparse.Namespace):
         top_pairs=args.top_pairs or None,
         graph_constraint=args.graph_constraint,
         penalize_extra_frames=args.penalize_extra_frames,
+        openpvsg_weak=args.openpvsg_weak,
     )
     unseen = (args.oov_classes or [], args.oov_predicates or []) if args.oov_classes or args.oov_predicates else None
     return options, unseen

@@ -35,11 +35,11 @@ def pred_graph(rels, extra=(), vid="v"):
 
 
 def run(gt, pred, **kw):
-    opts = Options4D(ks=(1, 2, 3), **kw)
+    opts = Options4D(**{"ks": (1, 2, 3), **kw})
     ev = Evaluator4D(opts)
     for g, p in zip(gt if isinstance(gt, list) else [gt], pred if isinstance(pred, list) else [pred]):
         ev.process(g, p)
-        key = lambda o: (o.rank, o.span_free_rank)  # noqa: E731
+        key = lambda o: (o.rank, o.span_free_rank, o.weak_hits)  # noqa: E731
         assert [key(o) for o in match_sequence(g, p, opts)] == [key(o) for o in match_sequence_reference(g, p, opts)]
     return ev.evaluate()
 
@@ -81,6 +81,26 @@ def test_span_free_recall_ignores_the_predicted_span():
     m = run(gt_graph(), pred_graph([Relation4D(10, 12, "sitting on", [(0, 3)], 0.9)]))
     assert m["sfR@3"] == 0.0
     assert run(gt_graph(), pred_graph([Relation4D(10, 11, "beside", [(0, 3)], 0.9)]))["sfR@3"] == 0.0
+
+
+def test_openpvsg_weak_recall_counts_every_weak_hit_up_to_the_first_strong_one():
+    # gt_frames = {0, 1, 2}; spans (0, 0) give vIoU 1/3 (weak), (0, 2) gives 1 (strong)
+    rels = [
+        Relation4D(10, 11, "sitting on", [(0, 0)], 0.9),  # rank 0: weak
+        Relation4D(10, 11, "beside", [(0, 2)], 0.85),  # rank 1: another predicate, no hit of any kind
+        Relation4D(10, 11, "sitting on", [(1, 1)], 0.8),  # rank 2: weak
+        Relation4D(10, 11, "sitting on", [(0, 2)], 0.7),  # rank 3: strong (also a weak hit)
+        Relation4D(10, 11, "sitting on", [(2, 2)], 0.6),  # rank 4: weak, after the strong hit: not counted
+    ]
+    ours = run(gt_graph(), pred_graph(rels), ks=(1, 3, 5))
+    assert (ours["wR@1"], ours["wR@5"], ours["R@3"], ours["R@5"]) == (100.0, 100.0, 0.0, 100.0)
+    theirs = run(gt_graph(), pred_graph(rels), openpvsg_weak=True, ks=(1, 3, 5))
+    assert [theirs[f"wR@{k}"] for k in (1, 3, 5)] == [100.0, 200.0, 300.0]
+    assert theirs["wmR@5"] == 300.0 and theirs["R@5"] == ours["R@5"] and "wmR@5" not in ours
+    # a second GT relation (another predicate) that nothing hits halves the means over predicates
+    gt = gt_graph([Relation4D(1, 2, "sitting on", [(0, 2)]), Relation4D(1, 2, "under", [(0, 2)])])
+    both = run(gt, pred_graph(rels), openpvsg_weak=True, ks=(5,))
+    assert (both["wR@5"], both["wmR@5"]) == (150.0, 150.0)
 
 
 def test_one_gt_with_several_spans_counts_once():
@@ -186,7 +206,7 @@ def test_fast_path_equals_the_reference_loop(case, gc, pen, top, thresholds):
         mask_iou_threshold=iou,
     )
     fast, ref = match_sequence(gt, pred, opts), match_sequence_reference(gt, pred, opts)
-    key = lambda o: (o.rank, o.weak_rank, o.pair_rank, o.span_free_rank)  # noqa: E731
+    key = lambda o: (o.rank, o.weak_rank, o.pair_rank, o.span_free_rank, o.weak_hits)  # noqa: E731
     assert [key(o) for o in fast] == [key(o) for o in ref]
 
 

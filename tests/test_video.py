@@ -214,6 +214,9 @@ def test_evaluate_video_command(tmp_path, capsys):
     assert "video scene graph recall, val split (1 videos, 2 GT relations)" in capsys.readouterr().out
     assert main([*args, "--penalize-extra-frames", "--viou-threshold", "0.6", "--quiet"]) == 0
     assert json.loads(out.read_text())["R@20"] == 50.0  # looking at: 2 / |{0, 1} ∪ {0..5}|
+    assert main([*args, "--openpvsg-weak", "--quiet"]) == 0
+    m = json.loads(out.read_text())
+    assert m["wR@20"] == m["wmR@20"] == 100.0 and m["options"]["openpvsg_weak"] is True
 
 
 def test_lazy_masks_score_as_the_reference_loop():
@@ -228,7 +231,7 @@ def test_lazy_masks_score_as_the_reference_loop():
                 eager = dict(o.masks)
                 o.masks = LazyMasks(eager, eager.get, (lambda e: lambda t: t in e and bool(e[t].any()))(eager))
         fast, ref = match_sequence(gt, pred), match_sequence_reference(gt, pred)
-        key = lambda o: (o.rank, o.weak_rank, o.pair_rank, o.span_free_rank)  # noqa: E731
+        key = lambda o: (o.rank, o.weak_rank, o.pair_rank, o.span_free_rank, o.weak_hits)  # noqa: E731
         assert [key(o) for o in fast] == [key(o) for o in ref]
 
     check()

@@ -55,6 +55,10 @@ class Options4D:
     top_pairs: int | None = 100
     graph_constraint: bool = False
     penalize_extra_frames: bool = False
+    # wR@K as OpenPVSG's tools/rel_test_full.py counts it: every class-matching prediction with vIoU >= the weak
+    # threshold up to the first strong hit, so one GT relation can count several times (it can pass 100); also
+    # reports the weak mean recall wmR@K. Off: each GT relation counts once (docs/metrics.md)
+    openpvsg_weak: bool = False
 
     def __post_init__(self) -> None:
         if not self.ks or any(k <= 0 for k in self.ks):
@@ -78,6 +82,9 @@ class GTOutcome:
     weak_rank: int | None
     pair_rank: int | None
     span_free_rank: int | None = None
+    # the ranks of every class-matching prediction with vIoU >= the weak threshold, up to ``rank`` (all without
+    # one): what OpenPVSG's weak recall counts
+    weak_hits: tuple[int, ...] = ()
 
 
 def rank_relations(pred: SceneGraph4D, options: Options4D) -> list[Relation4D]:
@@ -247,9 +254,10 @@ def match_sequence(gt: SceneGraph4D, pred: SceneGraph4D | None, options: Options
     weak = _first_per(J, C, same & (viou >= options.weak_viou_threshold), G)
     pair_rank = _first_per(J, C, strong, G)
     free = _first_per(J, C, same & span_free, G)
+    hits = _weak_hits(J, C, same & (viou >= options.weak_viou_threshold), rank, G)
     return [
-        GTOutcome(gt.video_id, r.subject, r.object, r.predicate, a, b, c, d)
-        for r, a, b, c, d in zip(gt.relations, rank, weak, pair_rank, free)
+        GTOutcome(gt.video_id, r.subject, r.object, r.predicate, a, b, c, d, e)
+        for r, a, b, c, d, e in zip(gt.relations, rank, weak, pair_rank, free, hits)
     ]
 
 
@@ -333,6 +341,16 @@ def _first_per(J: np.ndarray, C: np.ndarray, ok: np.ndarray, n: int) -> list[int
     return [None if b == np.iinfo(np.int64).max else b for b in best.tolist()]
 
 
+def _weak_hits(J: np.ndarray, C: np.ndarray, ok: np.ndarray, rank: list[int | None], n: int) -> list[tuple[int, ...]]:
+    """For each of ``n`` groups, the candidates ``C`` of group ``J`` with ``ok`` up to the group's ``rank``."""
+    limit = np.array([np.iinfo(np.int64).max if r is None else r for r in rank], dtype=np.int64)
+    sel = ok & (C <= limit[J]) if len(J) else ok
+    out: list[list[int]] = [[] for _ in range(n)]
+    for j, c in zip(J[sel].tolist(), C[sel].tolist()):
+        out[j].append(c)
+    return [tuple(sorted(h)) for h in out]
+
+
 def _nonempty(masks: dict[int, np.ndarray], frames: np.ndarray) -> np.ndarray:
     """``(T,)``: the frames among ``frames`` on which the mask exists and has a point (a lazy mask source may
     answer through its own ``nonempty(t)`` without building the mask)."""
@@ -395,6 +413,10 @@ def _recall(outcomes: Sequence[GTOutcome], attr: str, k: int) -> float:
     return sum(1 for o in outcomes if getattr(o, attr) is not None and getattr(o, attr) < k) / len(outcomes)
 
 
+def _weak_count(outcomes: Sequence[GTOutcome], k: int) -> float:
+    return sum(sum(1 for h in o.weak_hits if h < k) for o in outcomes) / len(outcomes) if outcomes else 0.0
+
+
 def summarise_4d(
     outcomes: Sequence[GTOutcome],
     options: Options4D,
@@ -415,6 +437,10 @@ def summarise_4d(
         m[f"mR@{k}"] = 100.0 * float(np.mean([_recall(by_pred[p], "rank", k) for p in with_gt])) if with_gt else 0.0
     for k in options.ks:
         m[f"wR@{k}"] = 100.0 * _recall(outcomes, "weak_rank", k)
+        if options.openpvsg_weak:  # every weak hit counts (OpenPVSG); the mean over predicates too
+            m[f"wR@{k}"] = 100.0 * _weak_count(outcomes, k)
+            means = [_weak_count(by_pred[p], k) for p in names if by_pred.get(p)]
+            m[f"wmR@{k}"] = 100.0 * float(np.mean(means)) if means else 0.0
     for k in options.ks:
         m[f"sfR@{k}"] = 100.0 * _recall(outcomes, "span_free_rank", k)
     for k in options.ks:

@@ -57,6 +57,7 @@ def match_sequence_reference(
     plabel = {} if pred is None else {o.id: o.label for o in pred.objects}
     for g in gt.relations:
         rank = weak = pair = free = None
+        hits = []
         for k, p in enumerate(ranked):
             same_pair = plabel[p.subject] == glabel[g.subject] and plabel[p.object] == glabel[g.object]
             if not same_pair:
@@ -67,11 +68,12 @@ def match_sequence_reference(
             if p.predicate == g.predicate:
                 if rank is None and v >= options.viou_threshold:
                     rank = k
-                if weak is None and v >= options.weak_viou_threshold:
-                    weak = k
+                if v >= options.weak_viou_threshold:
+                    weak = k if weak is None else weak
+                    hits += [k] if rank is None or k <= rank else []  # OpenPVSG stops at the first strong hit
                 if free is None and _viou(gt, pred, g, p, options, span_free=True) >= options.viou_threshold:
                     free = k
             if pair is None and v >= options.viou_threshold:
                 pair = k
-        out.append(GTOutcome(gt.video_id, g.subject, g.object, g.predicate, rank, weak, pair, free))
+        out.append(GTOutcome(gt.video_id, g.subject, g.object, g.predicate, rank, weak, pair, free, tuple(hits)))
     return out
