@@ -226,14 +226,16 @@ def test_the_bench_preset_holds_thirty_out_of_vocabulary_test_scenes_of_four_scr
     assert PRESETS["quick"].names() == (THING_CLASSES + STUFF_CLASSES, PREDICATES)
 
 
-def test_extra_scripts_bring_their_names_into_2d_and_test_but_not_training(tmp_path, tiny_preset):
+def test_extra_scripts_bring_their_names_into_2d_and_test_but_not_training(tmp_path, tiny_preset, monkeypatch):
     from dataclasses import replace
 
     scripts = ("sit", "drive", "ride", "luggage", "horse")
     p = replace(tiny_preset, frames=4, train=2, val=0, test=5, images_2d=10, scripts=list(scripts))
     assert p.scripts == scripts  # a YAML list becomes a tuple
+    monkeypatch.setitem(gen.PRESETS, "extra", replace(p))  # a preset given by value is recorded by its name
     root = gen.generate(tmp_path / "d", p, seed=1, workers=1, progress=False) and tmp_path / "d"
     manifest = json.loads((root / "dataset.json").read_text())
+    assert manifest["preset"] == "extra" and manifest["preset_values"]["scripts"] == list(scripts)
     assert manifest["oov_templates"] == ["ride", "luggage", "horse"]
     assert manifest["oov_classes"] == ["bicycle", "suitcase", "horse"]
     assert manifest["oov_predicates"] == ["riding", "pulling", "leading"]

@@ -454,7 +454,8 @@ def generate(
     from tqdm import tqdm
 
     if isinstance(preset, Preset):
-        p, preset = preset, "custom"
+        p = preset  # named after the preset it equals (make-synthetic --config configs/synthetic/bench.yaml)
+        preset = next((name for name, value in PRESETS.items() if value == p), "custom")
     elif preset in PRESETS:
         p = PRESETS[preset]
     else:
