@@ -46,6 +46,7 @@ ROWS = {  # name: (model, chain, 2D proposals)
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
     "video transfer / chain": ("video-transfer", True, False),
+    "video transfer / head + 2D proposals": ("video-transfer", False, True),
 }
 DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "transfer - scratch (head)": ("transfer / head", "scratch / head"),
@@ -56,6 +57,7 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "SmolLM2 chain - head (transfer)": ("transfer / chain, SmolLM2", "transfer / head"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
+    "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
 }
 MODELS = ("scratch", "transfer", "transfer-smollm2", "video-scratch", "video-transfer")
 AFTER = {"transfer-smollm2": "transfer"}  # models trained on top of another one, in a later round
@@ -144,7 +146,8 @@ def score_rows(job) -> dict[str, dict]:
     rows = {r: v for r, v in ROWS.items() if v[0] == kind and (args.llm != "none" or not v[1])}
     todo = [r for r in rows if not (folder / f"{slug(r)}.json").is_file()]
     if todo and kind.startswith("video"):
-        score_video_rows(data, out / f"seed{seed}" / kind / "model", folder, {r: rows[r] for r in todo})
+        core = out / f"seed{seed}" / "pretrain_2d" / "model"
+        score_video_rows(data, out / f"seed{seed}" / kind / "model", core, folder, {r: rows[r] for r in todo})
     elif todo:
         dev = "cuda" if torch.cuda.is_available() else "cpu"
         model = Model4D.from_pretrained(out / f"seed{seed}" / kind / "model").to(dev)
@@ -166,8 +169,9 @@ def score_rows(job) -> dict[str, dict]:
     return {r: json.loads((folder / f"{slug(r)}.json").read_text()) for r in rows}
 
 
-def score_video_rows(data: Path, model_dir: Path, folder: Path, rows: dict) -> None:
-    """The rows of a video model: predictions on the synthetic PVSG copy's test videos, scored by evaluate-video."""
+def score_video_rows(data: Path, model_dir: Path, core: Path, folder: Path, rows: dict) -> None:
+    """The rows of a video model: predictions on the synthetic PVSG copy's test videos (with the 2D core's
+    proposals where the row says so), scored by evaluate-video."""
     import torch
 
     from spade4d.data.synthetic.generate import unseen_names
@@ -180,10 +184,11 @@ def score_video_rows(data: Path, model_dir: Path, folder: Path, rows: dict) -> N
 
     model = Model4D.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
     test = PVSGVideos(data / "pvsg", "test")
-    for r, (_, chain, _) in rows.items():
+    for r, (_, chain, with_2d) in rows.items():
         pred = folder / f"{slug(r)}.predictions.json"
         t0 = time.time()
-        predict_videos(Pipeline4D(model, InferenceOptions(use_llm=chain), rgb_source=False), test, pred, progress=False)
+        pipe = Pipeline4D(model, InferenceOptions(use_llm=chain), rgb_source=False)
+        predict_videos(pipe, test, pred, progress=False, core_2d=core if with_2d else None)
         m = evaluate_video_split(test.pvsg, pred, folder / f"{slug(r)}.metrics.json", progress=False,
                                  unseen=unseen_names(data)).metrics  # fmt: skip
         res = {k: m[k] for k in METRICS[:6]}

@@ -445,7 +445,7 @@ def _add_infer(sub) -> None:
         "--core-2d",
         default=None,
         help="pretrain-2d's model folder: its instance masks add the objects the 4D model misses, with their "
-        "relations (needs the RGB frames; docs/open-vocabulary.md)",
+        "relations (needs the RGB frames: a video model's own, else the PSG4D-GTA frames; docs/open-vocabulary.md)",
     )
     s.add_argument("--no-llm", action="store_true", help="a model with a SceneLLM: use the relation head instead")
     s.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one) | cpu | cuda | cuda:N")

@@ -27,15 +27,13 @@ def infer_video(args: argparse.Namespace, pipe) -> int:
     from spade4d.data.video import PVSGVideos, VideoFile
     from spade4d.inference.video import predict_videos
 
-    if args.core_2d:
-        raise ValueError("--core-2d adds 2D proposals to point-cloud models; a video model reads the frames itself")
     if args.input:
         ds = VideoFile(args.input)
     elif args.root:
         ds = PVSGVideos(args.root, args.split, args.ann)
     else:
         raise ValueError("pass --root (a PVSG-layout folder) or --input (a video file)")
-    path, n = predict_videos(pipe, ds, args.out, args.video, progress=not args.quiet)
+    path, n = predict_videos(pipe, ds, args.out, args.video, progress=not args.quiet, core_2d=args.core_2d)
     log.info(f"wrote {path} ({n} videos, spade4d-predictions-video)")
     return 0
 

@@ -180,6 +180,41 @@ def test_infer_runs_a_video_model_on_a_plain_video_file(tmp_path, capsys):
     assert (entry["num_frames"], entry["height"], entry["width"]) == (5, 48, 64)
     for o in entry["objects"]:
         assert all(m["size"] == [48, 64] for m in o["masks"].values())
-    # a point-cloud model is not a video model, and a video model takes no --core-2d
-    assert main([*args, "--input", str(tmp_path / "clip.mp4"), "--core-2d", str(tmp_path)]) == 2
-    assert "a video model reads the frames itself" in capsys.readouterr().err
+    # --core-2d needs a 2D core there (tests/test_video_model.py::test_the_2d_cores_masks_join_a_video_models_tubes)
+    assert main([*args, "--input", str(tmp_path / "clip.mp4"), "--core-2d", str(tmp_path / "nothing")]) == 2
+
+
+def test_the_2d_cores_masks_join_a_video_models_tubes(synthetic_root, tmp_path):
+    """``infer --core-2d`` with a video model: the core's instance masks of each frame become tubes of their own
+    beside the model's (a frame's cells are its pixels, so nothing is lifted through depth)."""
+    from spade4d.evaluation.video import PredictionFileVideo
+    from spade4d.inference.pipeline import InferenceOptions, Pipeline4D
+    from spade4d.inference.video import predict_videos
+    from tests.test_core2d import tiny_2d
+
+    torch.manual_seed(0)
+    ds = PVSGVideos(synthetic_root / "pvsg", "test")
+    model = tiny_video_model(ds)
+    core = tiny_2d()
+    core.config.object_threshold = 0.0  # an untrained core: its proposals are kept by the threshold it carries
+    core_dir = core.save_pretrained(tmp_path / "core")
+    vids = ds.video_ids()[:2]
+    runs = {}
+    for name, where in (("plain", None), ("with2d", core_dir)):
+        pipe = Pipeline4D(model, InferenceOptions(use_llm=False), rgb_source=False)
+        predict_videos(pipe, ds, tmp_path / f"{name}.json", vids, progress=False, core_2d=where)
+        runs[name] = PredictionFileVideo(tmp_path / f"{name}.json")
+    added = 0
+    for vid in vids:
+        plain, with2d = runs["plain"].get(vid), runs["with2d"].get(vid)
+        ids = [o.id for o in plain.objects]
+        assert [o.id for o in with2d.objects[: len(ids)]] == ids  # the model's tubes first, unchanged
+        assert len({o.id for o in with2d.objects}) == len(with2d.objects)
+        H, W = ds.size(ds.index_of(vid))
+        for o in with2d.objects[len(ids) :]:
+            assert o.label in model.config.classes and o.masks  # named in the model's vocabulary by the core
+            assert all(len(o.mask(t, H * W)) == H * W for t in o.masks)
+        known = {o.id for o in with2d.objects}
+        assert all(r.subject in known and r.object in known for r in with2d.relations)
+        added += len(with2d.objects) - len(ids)
+    assert added > 0

@@ -17,20 +17,27 @@ def check_video_model(model, where: str = "") -> dict:
     return video
 
 
-def predict_videos(pipe, ds, out: str | os.PathLike, video_ids: Sequence[str] | None = None, progress=True):
+def predict_videos(
+    pipe, ds, out: str | os.PathLike, video_ids: Sequence[str] | None = None, progress=True, core_2d=None
+):
     """Run :class:`~spade4d.inference.pipeline.Pipeline4D` ``pipe`` (a video model, ``ds.frame_source`` as its RGB
     source) on every video of ``ds`` (:class:`~spade4d.data.video.PVSGVideos` or
     :class:`~spade4d.data.video.VideoFile`), or those of ``video_ids``, and write ``out``. No mask is read.
-    Returns the path and the number of videos."""
+    ``core_2d`` (a ``pretrain-2d`` model folder): the 2D core's instance masks of each frame join the model's tubes
+    as unseen objects (docs/open-vocabulary.md; a frame's cells are its pixels, so nothing is lifted through
+    depth). Returns the path and the number of videos."""
     from tqdm import tqdm
 
     from spade4d.data.video import pixel_graph
     from spade4d.evaluation.video import write_predictions_video
-    from spade4d.inference.pipeline import select_ids
+    from spade4d.inference.pipeline import proposal_source, select_ids
 
     video = check_video_model(pipe.model)
     ds.use_grid(int(video["stride"]), pipe.model.config.voxel_size)
     pipe.rgb_source = ds.frame_source if pipe.model.lift is not None else None
+    if core_2d is not None:
+        device = next(pipe.model.parameters()).device
+        pipe.proposals = proposal_source(pipe.model, core_2d, ds.frame_source, device)
     ids = select_ids(ds.video_ids(), video_ids, "video")
 
     def items():
