@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -197,12 +198,16 @@ def read_depth(path: Path, scale: float) -> np.ndarray:
     return depth
 
 
-def read_pose(path: Path) -> np.ndarray:
+def read_pose(path: Path) -> np.ndarray | None:
+    """A 4x4 camera-to-world matrix; None for ScanNet's mark of a frame whose tracking was lost (every entry
+    -inf)."""
     try:
         pose = np.loadtxt(path, dtype=np.float64)
     except ValueError as e:
         raise DatasetError(f"{path}: unreadable pose ({str(e).splitlines()[0][:120]})") from None
-    if pose.shape != (4, 4) or not np.isfinite(pose).all():  # ScanNet marks frames without tracking with -inf
+    if pose.shape == (4, 4) and np.isneginf(pose).all():
+        return None
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
         raise DatasetError(f"{path}: a pose must be a finite 4x4 camera-to-world matrix, found {pose.shape}")
     return pose
 
@@ -231,7 +236,7 @@ def read_rgbd_frames(
         raise DatasetError(f"{folder / 'depth'}: no depth maps (.png, .npy)")
     posed = any((folder / d).is_dir() for d in POSE_DIRS)
     R = up_rotation(up_axis or ("z" if posed else "-y"))
-    xyz, rgb = [], []
+    xyz, rgb, lost = [], [], []
     for f in depth_files:
         depth = read_depth(f, scale)
         color = _matching(folder, COLOR_DIRS, f.stem, (".jpg", ".png", ".jpeg"))
@@ -248,12 +253,22 @@ def read_rgbd_frames(
             if pose_path is None:
                 raise DatasetError(f"{f}: no pose {f.stem}.txt (the folder has poses for other frames)")
             pose = read_pose(pose_path)
+            if pose is None:  # no camera, so no place in the world: an empty frame keeps the numbering
+                lost.append(f.stem)
+                xyz.append(np.zeros((0, 3), np.float32))
+                rgb.append(np.zeros((0, 3), np.float32))
+                continue
         try:
             lifted = lift_rgbd(image, depth, K, pose, max_depth=max_depth, voxel_size=voxel_size)
         except LiftError as e:
             raise DatasetError(f"{f}: {e}") from None
         xyz.append(to_z_up_metres(lifted.xyz, R, 1.0))
         rgb.append(lifted.rgb)
+    if len(lost) == len(depth_files):
+        raise DatasetError(f"{folder}: every pose is -inf (tracking lost on every frame)")
+    if lost:
+        warnings.warn(f"{folder}: {len(lost)} frames have a -inf pose (tracking lost) and are left empty, e.g. "
+                      f"{lost[0]}", stacklevel=2)  # fmt: skip
     seq = PointSequence.from_frames(xyz, rgb, video_id=video_id or folder.name)
     seq.source = str(folder)
     return seq
