@@ -197,8 +197,9 @@ def demo_render(out: Path, data: Path, log=logger.info) -> None:
 
 def demo_video(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=logger.info) -> dict[str, dict]:
     """The video path: a video model fine-tuned on ``<data>/pvsg`` (from the 2D core when there is one), run on
-    the test videos (``predictions_video_test.json``), scored (``metrics_video_test.json``) and one test video
-    rendered (``render_video/``)."""
+    the test videos (``predictions_video_test.json``; with the 2D core also joined by its tubes for unseen objects,
+    ``predictions_video_test_2d.json``), scored (``metrics_video_test*.json``) and one test video rendered
+    (``render_video/``)."""
     from spade4d.data.synthetic.generate import unseen_names
     from spade4d.data.video import PVSGVideos
     from spade4d.evaluation.video import evaluate_video_split
@@ -217,19 +218,24 @@ def demo_video(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=
                     fmt="pvsg-video")  # fmt: skip
     model = Model4D.from_pretrained(run / "model")
     test = PVSGVideos(data / "pvsg", "test")
-    pred = out / "predictions_video_test.json"
-    log("[demo] running the video model on the test videos")
-    predict_videos(Pipeline4D(model, rgb_source=False), test, pred)
-    rep = evaluate_video_split(test.pvsg, pred, out / "metrics_video_test.json", unseen=unseen_names(data))
-    log(rep.text())
+    scores, reports = {}, {}
+    for suffix, core in [("", None)] + ([("_2d", core2d)] if core2d is not None else []):
+        pred = out / f"predictions_video_test{suffix}.json"
+        how = " with the 2D core's tubes for unseen objects" if core is not None else ""
+        log(f"[demo] running the video model on the test videos{how}")
+        predict_videos(Pipeline4D(model, rgb_source=False), test, pred, core_2d=core)
+        rep = evaluate_video_split(test.pvsg, pred, out / f"metrics_video_test{suffix}.json", unseen=unseen_names(data))
+        log(rep.text())
+        scores[pred.name], reports[suffix] = rep.metrics, rep
     from spade4d.viz.video import render_video
 
+    rep = reports[""]
     vid = test.video_ids()[0]
     i = test.index_of(vid)
     graph = rep.predictions.get(vid, test.num_frames(i), test.size(i))
     res = render_video(lambda t: test.frame_source.get(vid, t)[0], graph, out / "render_video", progress=False)
     log(f"wrote {len(res['frames'])} frames and {res['gif']}")
-    return {pred.name: rep.metrics}
+    return scores
 
 
 def run_demo(out: str | os.PathLike, settings: DemoSettings = DemoSettings(), log=logger.info) -> dict[str, dict]:
@@ -255,4 +261,4 @@ def _summary(scores: dict[str, dict], log) -> None:
     log("[demo] test split, in short (OOV: the relations with a name training never showed):")
     for name, m in scores.items():
         oov = m.get("oov", {}).get("R@50", float("nan"))
-        log(f"  {name:28s} R@50 {m['R@50']:6.2f}  mR@50 {m['mR@50']:6.2f}  OOV R@50 {oov:6.2f}")
+        log(f"  {name:31s} R@50 {m['R@50']:6.2f}  mR@50 {m['mR@50']:6.2f}  OOV R@50 {oov:6.2f}")

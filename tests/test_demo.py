@@ -63,3 +63,9 @@ def test_the_demo_runs_end_to_end_and_writes_what_the_readme_promises(tmp_path):
     raw = json.loads((out / "predictions_video_test.json").read_text())
     assert raw["format"] == "spade4d-predictions-video" and len(raw["sequences"]) == meta["preset_values"]["test"]
     assert len(list((out / "render_video").glob("frame_*.png"))) == meta["preset_values"]["frames"]
+    # with the 2D core's tubes: the video model's objects first, unchanged, then the core's, scored apart
+    with_2d = json.loads((out / "predictions_video_test_2d.json").read_text())["sequences"]
+    for vid, seq in raw["sequences"].items():
+        ids = [o["id"] for o in seq["objects"]]
+        assert [o["id"] for o in with_2d[vid]["objects"][: len(ids)]] == ids
+    assert json.loads((out / "metrics_video_test_2d.json").read_text())["num_gt_relations"] == video["num_gt_relations"]

@@ -513,9 +513,11 @@ def test_head_completion_keeps_the_llm_relations_and_adds_the_heads_among_its_ob
     assert joint[(1, "holding", 0)][0] > joint[(1, "on", 0)][0]
 
 
-def test_a_run_with_a_fully_trained_tied_llm_resumes_exactly(synthetic_root, tmp_path):
+def test_a_run_with_a_fully_trained_tied_llm_resumes_exactly(synthetic_root, tmp_path, caplog):
     """The tiny LLM trains in full and ties its output head to its input embedding: the checkpoint holds that
-    tensor once, and resuming must accept it (it refused before) and continue exactly."""
+    tensor once, and resuming must accept it (it refused before) and continue exactly. accelerate's warning about
+    the dropped copy is not shown (it was printed at every checkpoint)."""
+    import logging
     import shutil
 
     from spade4d.training.finetune_4d import Train4DConfig, finetune_4d
@@ -529,7 +531,9 @@ def test_a_run_with_a_fully_trained_tied_llm_resumes_exactly(synthetic_root, tmp
         llm={**TINY_LLM, "train_base": True},
     )
     root = synthetic_root / "psg4d_pc"
-    straight = finetune_4d(root, tmp_path / "a", cfg, progress=False)
+    with caplog.at_level(logging.WARNING):
+        straight = finetune_4d(root, tmp_path / "a", cfg, progress=False)
+    assert not [r for r in caplog.records if "shared tensor" in r.getMessage()]
     tied = [n for n, p in straight.model.named_parameters(remove_duplicate=False) if "lm_head" in n]
     assert tied and all(p.requires_grad for n, p in straight.model.named_parameters() if n.startswith("llm.lm."))
     finetune_4d(root, tmp_path / "b", cfg, progress=False)
@@ -538,6 +542,22 @@ def test_a_run_with_a_fully_trained_tied_llm_resumes_exactly(synthetic_root, tmp
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_the_tied_head_filter_drops_only_the_output_heads_warning():
+    import logging
+
+    from spade4d.training.loop import TiedHeadFilter
+
+    def record(message):
+        return logging.LogRecord("accelerate.utils.other", logging.WARNING, __file__, 1, message, None, None)
+
+    tail = " while saving. This should be OK, but check by verifying that you don't receive any warning while reloading"
+    keep = TiedHeadFilter().filter
+    assert not keep(record("[RANK 0] Removed shared tensor {'llm.lm.base_model.model.lm_head.weight'}" + tail))
+    assert keep(record("Removed shared tensor {'llm.lm.lm_head.weight', 'decoder.proj.weight'}" + tail))
+    assert keep(record("Removed shared tensor {'decoder.proj.weight'}" + tail))
+    assert keep(record("something else entirely"))
 
 
 def test_an_llm_that_sends_no_gradient_leaves_the_4d_models_training_bit_for_bit(synthetic_root, tmp_path):

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -199,6 +200,25 @@ def plot_losses(history: list[dict], path: Path, title: str = "training losses")
     plt.close(fig)
 
 
+class TiedHeadFilter(logging.Filter):
+    """Drops accelerate's "Removed shared tensor" warning when every name it removed is a language model's output
+    head: its weight is tied to the input embeddings, safetensors keeps one copy, and loading the embeddings
+    restores both, so the warning says nothing a user should act on. Any other shared tensor still warns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Removed shared tensor" not in message:  # accelerate prefixes "[RANK n] "
+            return True
+        names = re.findall(r"'([^']+)'", message.split(" while saving")[0])
+        return not names or not all(n.endswith("lm_head.weight") for n in names)
+
+
+def _quiet_tied_heads() -> None:
+    log = logging.getLogger("accelerate.utils.other")
+    if not any(isinstance(f, TiedHeadFilter) for f in log.filters):
+        log.addFilter(TiedHeadFilter())
+
+
 def make_accelerator(out: Path, mixed_precision: str = "no", accumulation: int = 1, find_unused: bool = True):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -217,6 +237,7 @@ def make_accelerator(out: Path, mixed_precision: str = "no", accumulation: int =
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
     )
     acc.register_save_state_pre_hook(_drop_frozen)  # checkpoints leave frozen parameters out
+    _quiet_tied_heads()
     return acc
 
 
