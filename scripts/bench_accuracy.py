@@ -40,8 +40,10 @@ ROWS = {  # name: (model, chain, 2D proposals)
     "transfer / head + 2D proposals": ("transfer", False, True),
     "transfer / chain": ("transfer", True, False),
     "transfer / chain + 2D proposals": ("transfer", True, True),
-    # the transferred model's 4D weights, frozen, with a SceneLLM on SmolLM2-135M-Instruct + LoRA trained after them
+    # the transferred model's 4D weights, frozen, with a new SceneLLM trained after them (AFTER)
     "transfer / chain, SmolLM2": ("transfer-smollm2", True, False),
+    "transfer / chain, tiny LLM after": ("transfer-tiny", True, False),
+    "transfer / single-turn chain, tiny LLM after": ("transfer-single", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
@@ -55,12 +57,23 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
     "SmolLM2 - tiny LLM (chain)": ("transfer / chain, SmolLM2", "transfer / chain"),
     "SmolLM2 chain - head (transfer)": ("transfer / chain, SmolLM2", "transfer / head"),
+    "SmolLM2 - tiny LLM (both after)": ("transfer / chain, SmolLM2", "transfer / chain, tiny LLM after"),
+    "single-turn - two-turn (tiny, after)": (
+        "transfer / single-turn chain, tiny LLM after",
+        "transfer / chain, tiny LLM after",
+    ),
+    "single-turn chain - head (transfer)": ("transfer / single-turn chain, tiny LLM after", "transfer / head"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
     "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
 }
-MODELS = ("scratch", "transfer", "transfer-smollm2", "video-scratch", "video-transfer")
-AFTER = {"transfer-smollm2": "transfer"}  # models trained on top of another one, in a later round
+MODELS = ("scratch", "transfer", "transfer-smollm2", "transfer-tiny", "transfer-single", "video-scratch",
+          "video-transfer")  # fmt: skip
+AFTER = {  # a new SceneLLM (language model, chain) on another kind's frozen 4D weights, trained in a later round
+    "transfer-smollm2": ("transfer", "smollm2", "two"),
+    "transfer-tiny": ("transfer", "tiny", "two"),
+    "transfer-single": ("transfer", "tiny", "single"),
+}
 METRICS = ["R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "OOV R@50", "in-vocab R@50"]
 
 
@@ -75,10 +88,10 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def settings(args, seed: int, llm: str = "none"):
+def settings(args, seed: int, llm: str = "none", chain: str = "two"):
     from spade4d.demo import DemoSettings
 
-    return DemoSettings(preset=args.preset, seed=seed, steps=args.steps, steps_2d=args.steps_2d, llm=llm)
+    return DemoSettings(preset=args.preset, seed=seed, steps=args.steps, steps_2d=args.steps_2d, llm=llm, chain=chain)
 
 
 def train_core(job) -> str:
@@ -104,7 +117,7 @@ def train_model(job) -> str:
     set_threads(args.threads)
     run = out / f"seed{seed}" / kind
     if kind in AFTER and not (run / "model" / "config.json").is_file():
-        return train_llm_after(data, out / f"seed{seed}" / AFTER[kind] / "model", run, seed, args)
+        return train_llm_after(data, out / f"seed{seed}" / AFTER[kind][0] / "model", run, seed, args, *AFTER[kind][1:])
     if not (run / "model" / "config.json").is_file():
         transfer, video = kind.endswith("transfer"), kind.startswith("video")
         make = config_video if video else config_4d
@@ -116,16 +129,29 @@ def train_model(job) -> str:
     return str(run / "model")
 
 
-def train_llm_after(data: Path, model_dir: Path, run: Path, seed: int, args) -> str:
-    """A SceneLLM on SmolLM2-135M-Instruct + LoRA trained on a finished 4D model whose own weights stay frozen
-    (``train_only`` llm.), for the preset's steps: the tiny LLM's rows and this one share the 4D model."""
+def train_llm_after(data: Path, model_dir: Path, run: Path, seed: int, args, llm: str, chain: str) -> str:
+    """A new SceneLLM (``llm``: tiny or smollm2, answering in ``chain``) trained on a finished 4D model whose own
+    weights stay frozen (``train_only`` llm.), for ``--steps``: every such row shares the 4D model, and each
+    starts its LLM afresh (the 4D model's own SceneLLM is dropped first)."""
     from spade4d.demo import config_4d
     from spade4d.training.finetune_4d import finetune_4d
 
-    cfg = config_4d(settings(args, seed, "smollm2"), False, num_threads=args.threads, train_only=("llm.",))
-    finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from=model_dir, rgb_root=data / "psg4d_gta",
+    base = four_d_only(model_dir, run / "base_4d")
+    cfg = config_4d(settings(args, seed, llm, chain), False, num_threads=args.threads, train_only=("llm.",))
+    finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from=base, rgb_root=data / "psg4d_gta",
                 progress=args.jobs == 1)  # fmt: skip
     return str(run / "model")
+
+
+def four_d_only(model_dir: Path, where: Path) -> Path:
+    """``model_dir``'s model without its SceneLLM, saved in ``where`` (once)."""
+    from spade4d.models.model4d import Model4D
+
+    if not (where / "config.json").is_file():
+        model = Model4D.from_pretrained(model_dir)
+        model.llm, model.config.llm = None, None
+        model.save_pretrained(where)
+    return where
 
 
 def score_rows(job) -> dict[str, dict]:
