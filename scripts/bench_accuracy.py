@@ -1,11 +1,14 @@
 """The accuracy benchmark: every variant over several training seeds, as means with 95 % intervals and paired
-differences (docs/benchmark-accuracy.md).
+differences (docs/open-vocabulary.md, "The benchmark script").
 
     python scripts/bench_accuracy.py --data outputs/bench/synthetic --out outputs/bench [--preset quick] \
-        [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick]
+        [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick] \
+        [--models scratch,transfer,transfer-smollm2,transfer-tiny,transfer-single,video-scratch,video-transfer]
 
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
 that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
+``transfer-smollm2``, ``transfer-tiny`` and ``transfer-single`` train a new SceneLLM (SmolLM2 + LoRA; the tiny LLM
+in two turns; in one) on the transferred model's frozen 4D weights, after it (``--steps`` for that stage).
 ``--models video-scratch,video-transfer`` trains the video models instead (docs/video.md: from scratch on colours,
 and from the core with its features lifted), on the dataset's PVSG copy, scored with ``evaluate-video``. Each model
 is run on the test split with the relation head and, for the transferred one, the SceneLLM chain, each with and

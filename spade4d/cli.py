@@ -178,7 +178,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     device = T.device(args.device)  # refused before anything is loaded
     named = ("window", "samples", "rescore", "name_rescore", "spans", "complete", "scores")
     same = {k: getattr(args, k) for k in named}
-    options = InferenceOptions(use_llm=not args.no_llm, closed_vocabulary=not args.open_vocabulary, **same)
+    options = InferenceOptions(use_llm=args.use_llm, closed_vocabulary=not args.open_vocabulary, **same)
     model = Model4D.from_pretrained(args.model)
     if args.classes or args.predicates:
         model.set_vocabulary(args.classes, args.predicates)
@@ -447,7 +447,14 @@ def _add_infer(sub) -> None:
         help="pretrain-2d's model folder: its instance masks add the objects the 4D model misses, with their "
         "relations (needs the RGB frames: a video model's own, else the PSG4D-GTA frames; docs/open-vocabulary.md)",
     )
-    s.add_argument("--no-llm", action="store_true", help="a model with a SceneLLM: use the relation head instead")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument(
+        "--use-llm",
+        action="store_true",
+        help="a model with a SceneLLM: answer through its chain (objects, then relations) instead of the relation "
+        "head, the default since the chain never beat the head on the benchmark (docs/experiments.md)",
+    )
+    how.add_argument("--no-llm", action="store_true", help="the relation head (the default; kept for old scripts)")
     s.add_argument("--device", default="auto", help="auto (a CUDA GPU if there is one) | cpu | cuda | cuda:N")
     s.add_argument("--samples", type=T.non_negative_int, default=None, help="SceneLLM: sampled turn-2 answers")
     s.add_argument("--rescore", type=float, default=None, help="SceneLLM: relation-head weight in relation scores")

@@ -221,8 +221,8 @@ def demo_video(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=
     scores, reports = {}, {}
     for suffix, core in [("", None)] + ([("_2d", core2d)] if core2d is not None else []):
         pred = out / f"predictions_video_test{suffix}.json"
-        how = " with the 2D core's tubes for unseen objects" if core is not None else ""
-        log(f"[demo] running the video model on the test videos{how}")
+        how = " joined by the 2D core's tubes for unseen objects" if core is not None else ""
+        log(f"[demo] running the video model on the test videos: its relation head{how}")
         predict_videos(Pipeline4D(model, rgb_source=False), test, pred, core_2d=core)
         rep = evaluate_video_split(test.pvsg, pred, out / f"metrics_video_test{suffix}.json", unseen=unseen_names(data))
         log(rep.text())

@@ -472,6 +472,7 @@ def test_training_with_the_llm_then_cli_inference(synthetic_root, tmp_path):
                 "--out",
                 str(out),
                 "--quiet",
+                "--use-llm",
                 "--samples",
                 "0",
                 "--complete",
@@ -480,6 +481,13 @@ def test_training_with_the_llm_then_cli_inference(synthetic_root, tmp_path):
         )
         == 0
     )
+    # without --use-llm, infer answers through the relation head: the same file as --no-llm, not the chain's
+    head = ["infer", "--model", str(res.model_dir), "--format", "synthetic", "--root", str(synthetic_root), "--quiet"]
+    assert main([*head, "--out", str(tmp_path / "a.json")]) == 0
+    assert main([*head, "--out", str(tmp_path / "b.json"), "--no-llm"]) == 0
+    a, b, chain = (load_predictions_4d(tmp_path / f) for f in ("a.json", "b.json", "pred.json"))
+    assert a.keys() == b.keys() == chain.keys()
+    assert all(a[v].to_json() == b[v].to_json() for v in a) and any(a[v].to_json() != chain[v].to_json() for v in a)
     ds = PSG4DPointCloud(synthetic_root / "psg4d_pc", "test")
     preds = load_predictions_4d(out)
     ev = Evaluator4D()

@@ -14,7 +14,7 @@ class InferenceOptions:
     """How a sequence is run; every field is checked once, here. ``None`` means the model's own setting."""
 
     window: int | None = None  # frames per window
-    use_llm: bool = True  # with a SceneLLM: the chain; False: the 4D model's relation head
+    use_llm: bool = False  # with a SceneLLM, True: its chain; False: the relation head (docs/experiments.md)
     closed_vocabulary: bool = True  # SceneLLM names mapped onto the vocabulary (False: free text)
     samples: int | None = None  # SceneLLM: sampled turn-2 answers
     rescore: float | None = None  # SceneLLM: relation-head weight in relation scores

@@ -6,8 +6,10 @@
     graph = pipe(points)                     # a PointSequence, or a list of per-frame (N, 3) xyz arrays
     graph.objects[0].label, graph.relations[0].predicate, graph.relations[0].spans
 
-A model trained with a SceneLLM answers through the chain (objects first, then relations); ``use_llm=False`` uses
-the 4D model's relation head instead. ``spade4d infer`` is this pipeline over a dataset split.
+A model answers through its relation head; one trained with a SceneLLM answers through the chain (objects first,
+then relations) with ``use_llm=True``. The head is the default: on the benchmark no chain (tiny or SmolLM2 LLM,
+two turns or one) beat it, and it is several times faster (docs/experiments.md). ``spade4d infer`` is this pipeline
+over a dataset split.
 """
 
 from __future__ import annotations
