@@ -170,3 +170,29 @@ def test_quiet_render_leaves_nothing_on_the_terminal_not_even_filament(synthetic
     out, err = capfd.readouterr()
     assert out == "" and err == ""  # Open3D's and Filament's C++ lines included (they bypass Python)
     assert (tmp_path / "r" / "frame_000.png").is_file()
+
+
+def test_view_keeps_relations_of_objects_hidden_on_the_frame(tmp_path):
+    """A chair seen only on frame 0 still takes part in a relation on frames 1-2: the arrow ends where it was last
+    seen, labelled hidden; a lamp never seen has no place, so its relation is left out."""
+    from spade4d.structures import ObjectTube, PointSequence, Relation4D, SceneGraph4D
+    from spade4d.viz.viewer import object_anchors, read_recording, write_recording
+
+    T, n = 3, 6
+    xyz = np.concatenate([np.arange(n * 3, dtype=np.float32).reshape(n, 3) + 10 * t for t in range(T)])
+    points = PointSequence(xyz, np.zeros_like(xyz), np.arange(T + 1) * n, "v")
+    person = ObjectTube(5, "person", {t: np.isin(np.arange(n), [0, 1, 2]) for t in range(T)})
+    chair = ObjectTube(9, "chair", {0: np.isin(np.arange(n), [3, 4, 5])} | {t: np.zeros(n, bool) for t in (1, 2)})
+    lamp = ObjectTube(4, "lamp", {t: np.zeros(n, bool) for t in range(T)})
+    rels = [Relation4D(5, 9, "sitting on", [(0, 2)], 1.0), Relation4D(5, 4, "looking at", [(0, 2)], 1.0)]
+    graph = SceneGraph4D("v", T, [person, chair, lamp], rels, [n] * T)
+
+    anchors = object_anchors(points, graph)
+    assert [sorted(a) for a in anchors] == [[5, 9]] * T  # the lamp has no place
+    np.testing.assert_allclose(anchors[2][9], np.median(xyz[3:6], axis=0))  # frame 0's chair
+    np.testing.assert_allclose(anchors[2][5], np.median(xyz[12 + 0 : 12 + 3], axis=0))  # frame 2's person
+
+    rec = read_recording(write_recording(tmp_path / "v.rrd", points, ground_truth=graph))
+    assert rec["/ground_truth/relations"] == {t: ["sitting on"] for t in range(T)}
+    assert sorted(rec["/ground_truth/objects"][0]) == ["chair#9", "person#5"]
+    assert sorted(rec["/ground_truth/objects"][1]) == ["chair#9 (hidden)", "person#5"]

@@ -8,6 +8,11 @@ The recording has one timeline, ``frame`` (numbered from 0, as the frame files a
 - ``<graph>/relations``: an arrow from subject to object for each relation holding on the frame (the best
   ``top_k`` over ``min_score``), labelled with the predicate and, for a prediction, its score.
 
+A relation can hold on a frame where one of its objects has no points (hidden behind another, or out of view). Its
+arrow then ends at that object's centroid on the nearest frame where it was seen (the earlier one on a tie), and
+the object is drawn there labelled ``label#id (hidden)``. An object never seen has no place, so its relations are
+left out.
+
 A prediction drawn beside its ground truth takes the ids and colours of the GT objects it matches (unmatched ones
 end in "?"), as in the rendered figures. Empty frames are logged as empty, so nothing stale stays on screen.
 """
@@ -55,22 +60,42 @@ def frame_layer(points: PointSequence, graph: SceneGraph4D, t: int) -> tuple[np.
     return xyz, (colors * 255).round().astype(np.uint8), centroids
 
 
-def log_frame(rec, root: str, points, graph, t: int, options: FigureOptions, scored: bool) -> None:
+def object_anchors(points: PointSequence, graph: SceneGraph4D) -> list[dict[int, np.ndarray]]:
+    """Per frame, where each object is drawn: its centroid where it has points, else its centroid on the nearest
+    frame where it has (the earlier on a tie); an object with no points on any frame is left out."""
+    seen = [frame_layer(points, graph, t)[2] for t in range(points.num_frames)]
+    anchors: list[dict[int, np.ndarray]] = [dict(c) for c in seen]
+    for obj in graph.objects:
+        frames = np.array([t for t, c in enumerate(seen) if obj.id in c])
+        if not len(frames):
+            continue
+        for t, here in enumerate(anchors):
+            if obj.id not in here:
+                here[obj.id] = seen[int(frames[np.argmin(np.abs(frames - t))])][obj.id]
+    return anchors
+
+
+def log_frame(rec, root: str, points, graph, t: int, options: FigureOptions, scored: bool, anchors=None) -> None:
+    """Log frame ``t`` of ``graph`` under ``root``; ``anchors``: :func:`object_anchors`'s dict for the frame
+    (without it, relations of objects hidden on the frame are left out)."""
     rr = _rerun()
     xyz, colors, centroids = frame_layer(points, graph, t)
     rec.log(f"{root}/points", rr.Points3D(xyz, colors=colors, radii=0.015))
-    labels = {o.id: o.label for o in graph.objects}
+    anchors = anchors if anchors is not None else centroids
+    rels = [r for r in frame_relations(graph, t, options) if r.subject in anchors and r.object in anchors]
+    hidden = {i for r in rels for i in (r.subject, r.object) if i not in centroids}
+    centroids = {**centroids, **{i: anchors[i] for i in hidden}}
+    labels = {o.id: f"{o.label}#{o.id}" + (" (hidden)" if o.id in hidden else "") for o in graph.objects}
     ids = sorted(centroids)
     rec.log(
         f"{root}/objects",
         rr.Points3D(
             np.array([centroids[i] for i in ids]).reshape(-1, 3),
             colors=np.array([[round(255 * c) for c in object_color(i)] for i in ids], np.uint8).reshape(-1, 3),
-            labels=[f"{labels[i]}#{i}" for i in ids],
+            labels=[labels[i] for i in ids],
             radii=0.06,
         ),
     )
-    rels = [r for r in frame_relations(graph, t, options) if r.subject in centroids and r.object in centroids]
     origins = np.array([centroids[r.subject] for r in rels]).reshape(-1, 3)
     ends = np.array([centroids[r.object] for r in rels]).reshape(-1, 3)
     rec.log(
@@ -117,10 +142,11 @@ def write_recording(
         rec.save(str(tmp), default_blueprint=rrb.Blueprint(rrb.Horizontal(*views), collapse_panels=True))
         for root in graphs:
             rec.log(root, rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
+        anchors = {root: object_anchors(points, g) for root, g in graphs.items()}
         for t in tqdm(range(points.num_frames), desc=f"record {vid}", disable=not progress):
             rec.set_time(TIMELINE, sequence=t)
             for root, g in graphs.items():
-                log_frame(rec, root, points, g, t, options, scored=root == "prediction")
+                log_frame(rec, root, points, g, t, options, scored=root == "prediction", anchors=anchors[root][t])
         rec.flush()
         rec.disconnect()
     return out
