@@ -187,7 +187,8 @@ def test_view_keeps_relations_of_objects_hidden_on_the_frame(tmp_path):
     rels = [Relation4D(5, 9, "sitting on", [(0, 2)], 1.0), Relation4D(5, 4, "looking at", [(0, 2)], 1.0)]
     graph = SceneGraph4D("v", T, [person, chair, lamp], rels, [n] * T)
 
-    anchors = object_anchors(points, graph)
+    seen, anchors = zip(*object_anchors(points, graph))
+    assert [sorted(c) for c in seen] == [[5, 9], [5], [5]]
     assert [sorted(a) for a in anchors] == [[5, 9]] * T  # the lamp has no place
     np.testing.assert_allclose(anchors[2][9], np.median(xyz[3:6], axis=0))  # frame 0's chair
     np.testing.assert_allclose(anchors[2][5], np.median(xyz[12 + 0 : 12 + 3], axis=0))  # frame 2's person

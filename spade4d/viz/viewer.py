@@ -46,24 +46,30 @@ def _rerun():
     return rerun
 
 
-def frame_layer(points: PointSequence, graph: SceneGraph4D, t: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Frame ``t``: (xyz (n, 3), colours (n, 3) uint8, {object id: centroid (the median of its points)})."""
+def _shown(points: PointSequence, graph: SceneGraph4D, t: int):
+    """Frame ``t``'s xyz and the (object, mask) pairs of the objects with points on it."""
     xyz = points.frame(t)["xyz"]
+    pairs = [(o, o.masks.get(t)) for o in graph.objects]
+    return xyz, [(o, m) for o, m in pairs if m is not None and len(m) == len(xyz) and m.any()]
+
+
+def frame_colors(points: PointSequence, graph: SceneGraph4D, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``t``: (xyz (n, 3), colours (n, 3) uint8: by object, things saturated, stuff muted, the rest grey)."""
+    xyz, shown = _shown(points, graph, t)
     colors = np.full((len(xyz), 3), 0.72)
-    centroids = {}
-    for obj in graph.objects:
-        m = obj.masks.get(t)
-        if m is None or len(m) != len(xyz) or not m.any():
-            continue
+    for obj, m in shown:
         colors[m] = object_color(obj.id, obj.label in STUFF_NAMES)
-        centroids[obj.id] = np.median(xyz[m], axis=0)
-    return xyz, (colors * 255).round().astype(np.uint8), centroids
+    return xyz, (colors * 255).round().astype(np.uint8)
 
 
-def object_anchors(points: PointSequence, graph: SceneGraph4D) -> list[dict[int, np.ndarray]]:
-    """Per frame, where each object is drawn: its centroid where it has points, else its centroid on the nearest
-    frame where it has (the earlier on a tie); an object with no points on any frame is left out."""
-    seen = [frame_layer(points, graph, t)[2] for t in range(points.num_frames)]
+def object_anchors(points: PointSequence, graph: SceneGraph4D) -> list[tuple[dict, dict]]:
+    """Per frame, (the centroids (median of its points) of the objects with points on it, where every object is
+    drawn): an object's centroid where it has points, else its centroid on the nearest frame where it has (the
+    earlier on a tie); an object with no points on any frame is left out."""
+    seen = []
+    for t in range(points.num_frames):
+        xyz, shown = _shown(points, graph, t)
+        seen.append({obj.id: np.median(xyz[m], axis=0) for obj, m in shown})
     anchors: list[dict[int, np.ndarray]] = [dict(c) for c in seen]
     for obj in graph.objects:
         frames = np.array([t for t, c in enumerate(seen) if obj.id in c])
@@ -72,16 +78,15 @@ def object_anchors(points: PointSequence, graph: SceneGraph4D) -> list[dict[int,
         for t, here in enumerate(anchors):
             if obj.id not in here:
                 here[obj.id] = seen[int(frames[np.argmin(np.abs(frames - t))])][obj.id]
-    return anchors
+    return list(zip(seen, anchors))
 
 
-def log_frame(rec, root: str, points, graph, t: int, options: FigureOptions, scored: bool, anchors=None) -> None:
-    """Log frame ``t`` of ``graph`` under ``root``; ``anchors``: :func:`object_anchors`'s dict for the frame
-    (without it, relations of objects hidden on the frame are left out)."""
+def log_frame(rec, root: str, points, graph, t: int, options: FigureOptions, scored: bool, places) -> None:
+    """Log frame ``t`` of ``graph`` under ``root``; ``places``: :func:`object_anchors`'s pair for the frame."""
     rr = _rerun()
-    xyz, colors, centroids = frame_layer(points, graph, t)
+    centroids, anchors = places
+    xyz, colors = frame_colors(points, graph, t)
     rec.log(f"{root}/points", rr.Points3D(xyz, colors=colors, radii=0.015))
-    anchors = anchors if anchors is not None else centroids
     rels = [r for r in frame_relations(graph, t, options) if r.subject in anchors and r.object in anchors]
     hidden = {i for r in rels for i in (r.subject, r.object) if i not in centroids}
     centroids = {**centroids, **{i: anchors[i] for i in hidden}}
@@ -146,7 +151,7 @@ def write_recording(
         for t in tqdm(range(points.num_frames), desc=f"record {vid}", disable=not progress):
             rec.set_time(TIMELINE, sequence=t)
             for root, g in graphs.items():
-                log_frame(rec, root, points, g, t, options, scored=root == "prediction", anchors=anchors[root][t])
+                log_frame(rec, root, points, g, t, options, root == "prediction", anchors[root][t])
         rec.flush()
         rec.disconnect()
     return out
