@@ -3,12 +3,13 @@ differences (docs/open-vocabulary.md, "The benchmark script").
 
     python scripts/bench_accuracy.py --data outputs/bench/synthetic --out outputs/bench [--preset quick] \
         [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick] \
-        [--models scratch,transfer,transfer-smollm2,transfer-tiny,transfer-single,video-scratch,video-transfer]
+        [--models scratch,transfer,transfer-avg,transfer-smollm2,transfer-tiny,transfer-single,video-scratch,video-transfer]
 
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
 that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
 ``transfer-smollm2``, ``transfer-tiny`` and ``transfer-single`` train a new SceneLLM (SmolLM2 + LoRA; the tiny LLM
 in two turns; in one) on the transferred model's frozen 4D weights, after it (``--steps`` for that stage).
+``transfer-avg`` trains the transferred model again with weight averaging (``Train4DConfig.weight_average``).
 ``--models video-scratch,video-transfer`` trains the video models instead (docs/video.md: from scratch on colours,
 and from the core with its features lifted), on the dataset's PVSG copy, scored with ``evaluate-video``. Each model
 is run on the test split with the relation head and, for the transferred one, the SceneLLM chain, each with and
@@ -34,6 +35,7 @@ import platform
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROWS = {  # name: (model, chain, 2D proposals)
@@ -47,6 +49,10 @@ ROWS = {  # name: (model, chain, 2D proposals)
     "transfer / chain, SmolLM2": ("transfer-smollm2", True, False),
     "transfer / chain, tiny LLM after": ("transfer-tiny", True, False),
     "transfer / single-turn chain, tiny LLM after": ("transfer-single", True, False),
+    # the transferred model trained again with its weights averaged over the last steps (VARIANTS)
+    "transfer, weight average / head": ("transfer-avg", False, False),
+    "transfer, weight average / head + 2D proposals": ("transfer-avg", False, True),
+    "transfer, weight average / chain": ("transfer-avg", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
@@ -66,12 +72,17 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
         "transfer / chain, tiny LLM after",
     ),
     "single-turn chain - head (transfer)": ("transfer / single-turn chain, tiny LLM after", "transfer / head"),
+    "weight average - last weights (head)": ("transfer, weight average / head", "transfer / head"),
+    "weight average - last weights (chain)": ("transfer, weight average / chain", "transfer / chain"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
     "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
 }
-MODELS = ("scratch", "transfer", "transfer-smollm2", "transfer-tiny", "transfer-single", "video-scratch",
-          "video-transfer")  # fmt: skip
+MODELS = ("scratch", "transfer", "transfer-avg", "transfer-smollm2", "transfer-tiny", "transfer-single",
+          "video-scratch", "video-transfer")  # fmt: skip
+VARIANTS = {  # another kind trained with some Train4DConfig fields changed, all else equal (seed, data, core)
+    "transfer-avg": ("transfer", {"weight_average": 0.995}),
+}
 AFTER = {  # a new SceneLLM (language model, chain) on another kind's frozen 4D weights, trained in a later round
     "transfer-smollm2": ("transfer", "smollm2", "two"),
     "transfer-tiny": ("transfer", "tiny", "two"),
@@ -122,9 +133,11 @@ def train_model(job) -> str:
     if kind in AFTER and not (run / "model" / "config.json").is_file():
         return train_llm_after(data, out / f"seed{seed}" / AFTER[kind][0] / "model", run, seed, args, *AFTER[kind][1:])
     if not (run / "model" / "config.json").is_file():
-        transfer, video = kind.endswith("transfer"), kind.startswith("video")
+        base, changes = VARIANTS.get(kind, (kind, {}))
+        transfer, video = base.endswith("transfer"), base.startswith("video")
         make = config_video if video else config_4d
         cfg = make(settings(args, seed, args.llm if transfer else "none"), transfer, num_threads=args.threads)
+        cfg = replace(cfg, **changes)
         core = out / f"seed{seed}" / "pretrain_2d" / "model" if transfer else None
         where = {"fmt": "pvsg-video"} if video else {"rgb_root": data / "psg4d_gta"}
         finetune_4d(data / ("pvsg" if video else "psg4d_pc"), run, cfg, resume=True, init_from_2d=core,

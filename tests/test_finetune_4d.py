@@ -248,3 +248,64 @@ def test_validation_keeps_the_best_model_and_any_checkpoint_exports_to_a_model_f
     assert main(["export-model", "--run", str(run), "--checkpoint", str(step2)]) == 0
     assert (run / "model_step_000002" / "config.json").is_file()
     assert main(["export-model", "--run", str(tmp_path / "nothing")]) == 2
+
+
+def test_weight_average_follows_its_formula_swaps_in_and_round_trips(tmp_path):
+    from spade4d.training.loop import WeightAverage
+
+    lin = torch.nn.Linear(2, 1)
+    lin.bias.requires_grad_(False)  # frozen: not averaged
+    avg = WeightAverage(lin, decay=0.5)
+    assert set(avg.average) == {"weight"}
+    start = lin.weight.detach().clone()
+    values = [start]
+    expected = start.clone()
+    for n in (1, 2, 3, 4):
+        with torch.no_grad():
+            lin.weight.add_(1.0)
+        avg.update()
+        d = min(0.5, (1 + n) / (10 + n))  # 2/11, 3/12, 4/13, then the decay itself
+        expected = d * expected + (1 - d) * lin.weight.detach()
+        values.append(lin.weight.detach().clone())
+        torch.testing.assert_close(avg.average["weight"], expected)
+    own = lin.weight.detach().clone()
+    with avg.applied():
+        torch.testing.assert_close(lin.weight.detach(), expected)
+    torch.testing.assert_close(lin.weight.detach(), own)  # the model's own weights come back
+    avg.save(tmp_path)
+    other = WeightAverage(lin, decay=0.5)
+    other.load(tmp_path)
+    assert other.updates == 4
+    torch.testing.assert_close(other.average["weight"], expected)
+    with pytest.raises(TrainError, match="without weight averaging"):
+        other.load(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(lin, decay=1.0)
+
+
+def test_weight_averaged_run_saves_the_average_and_resumes_exactly(synthetic_root, tmp_path):
+    from safetensors.torch import load_file
+
+    root = synthetic_root / "psg4d_pc"
+    cfg = tiny_cfg(4, weight_average=0.6, validate_every=0)
+    straight = finetune_4d(root, tmp_path / "a", cfg, progress=False)
+    average = load_file(str(tmp_path / "a" / "checkpoints" / "step_000004" / "weight_average.safetensors"))
+    saved = straight.model.state_dict()
+    for name, value in average.items():  # the saved model's weights are the average, not the last step's
+        torch.testing.assert_close(saved[name], value, msg=name)
+    plain = finetune_4d(root, tmp_path / "p", tiny_cfg(4, validate_every=0), progress=False).model.state_dict()
+    assert any(not torch.equal(plain[n], v) for n, v in average.items())
+    # killed after its step-2 checkpoint, then resumed: the average continues from the checkpoint's
+    finetune_4d(root, tmp_path / "b", cfg, progress=False)
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_000004")
+    resumed = finetune_4d(root, tmp_path / "b", cfg, resume=True, progress=False)
+    a, b = params(straight.model), params(resumed.model)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    # a checkpoint exports the averaged weights, as the end of the run saves them
+    from spade4d.training.validation import export_checkpoint
+
+    exported = export_checkpoint(tmp_path / "a", out=tmp_path / "exported")
+    state = load_file(str(next(exported.glob("*.safetensors"))))
+    for name, value in average.items():
+        torch.testing.assert_close(state[name], value, msg=name)

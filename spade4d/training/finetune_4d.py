@@ -29,6 +29,7 @@ from spade4d.training.clips import Augment, clip_loss, clip_targets
 from spade4d.training.loop import (
     LoopSettings,
     TrainError,
+    WeightAverage,
     cosine_warmup,
     main_info,
     make_accelerator,
@@ -82,6 +83,9 @@ class Train4DConfig:
     # inference reads them (training.batchnorm). 0 keeps the training-time running averages, which come mostly
     # from the last ten or so clips and made R@50 swing by up to 22 points between otherwise equal runs.
     bn_windows: int = 400
+    # weight averaging (training.loop.WeightAverage): the saved model, validation and model_best use an exponential
+    # moving average of the trained weights with this decay (0.99: about the last 100 steps); 0: the last weights
+    weight_average: float = 0.0
     model: dict = field(default_factory=dict)  # Model4DConfig overrides
     weights: dict = field(default_factory=dict)  # LossWeights overrides
 
@@ -412,6 +416,7 @@ def finetune_4d(
     if acc.is_main_process:
         write_run_record(out, cfg, core, run, (classes, predicates), report)
     validate = validation_pass(core, cfg, fmt, root, annotation, (classes, predicates), rgb_source, out, weights)
+    average = WeightAverage(core, cfg.weight_average) if cfg.weight_average else None
 
     def step_fn(step: int, k: int):
         rng = np.random.default_rng([cfg.seed, step, acc.process_index, k])
@@ -427,8 +432,10 @@ def finetune_4d(
     if cfg.clip_llm_apart and core.llm is not None:  # the 4D model and the SceneLLM clipped apart
         params = [[p for n, p in core.named_parameters() if n.startswith("llm.") == llm] for llm in (False, True)]
     step, history = train_loop(acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress,
-                               params=params, validate=validate)  # fmt: skip
+                               params=params, validate=validate, average=average)  # fmt: skip
     final = out / "model"
+    if average is not None:
+        average.copy_to_model()  # then BatchNorm statistics are computed for the averaged weights
     if acc.is_main_process:
         if cfg.bn_windows > 0:
             from spade4d.training.batchnorm import recalibrate_batchnorm

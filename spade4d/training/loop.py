@@ -15,6 +15,7 @@ on resume, so they are left out; a SmolLM2 run's checkpoint is a few MB instead 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -80,6 +81,70 @@ def _drop_frozen(models, weights, _output_dir) -> None:
             state.pop(name, None)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's trainable floating-point parameters (Polyak averaging): after
+    each optimiser step ``avg = d * avg + (1 - d) * param``, with ``d = min(decay, (1 + n) / (10 + n))`` after
+    ``n`` updates, so the first steps, far from any minimum, fade quickly (the warm-up of TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``). Buffers are not averaged: a 4D run recomputes its
+    BatchNorm statistics for the averaged weights (training.batchnorm). A checkpoint keeps the average as
+    ``weight_average.safetensors``, so a resumed run continues it exactly."""
+
+    FILE = "weight_average.safetensors"
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"weight averaging: decay must lie in (0, 1), got {decay}")
+        self.decay = decay
+        self.params = {n: p for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()}
+        self.average = {n: p.detach().float().clone() for n, p in self.params.items()}
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        weight = 1.0 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, avg in self.average.items():
+            avg.lerp_(self.params[name].detach().float(), weight)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        """Write the averaged values into the model's parameters (the end of a run)."""
+        for name, avg in self.average.items():
+            self.params[name].copy_(avg)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model with the averaged weights inside the block (a validation pass), its own ones after."""
+        own = {n: p.detach().clone() for n, p in self.params.items()}
+        self.copy_to_model()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, p in self.params.items():
+                    p.copy_(own[name])
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        tensors = {n: t.contiguous() for n, t in self.average.items()}
+        save_file(tensors, str(Path(folder) / self.FILE), metadata={"updates": str(self.updates)})
+
+    def load(self, folder: Path) -> None:
+        from safetensors import safe_open
+
+        f = Path(folder) / self.FILE
+        if not f.is_file():
+            raise TrainError(f"{folder}: no {self.FILE}; the run was saved without weight averaging: use another --out")
+        with safe_open(str(f), "pt") as st:
+            missing = sorted(set(self.average) - set(st.keys()))
+            if missing:
+                raise TrainError(f"{f}: lacks the average of {len(missing)} parameters (first: {missing[0]})")
+            for name in self.average:
+                self.average[name].copy_(st.get_tensor(name))
+            self.updates = int(st.metadata()["updates"])
+
+
 def _check_checkpoint(ckpt: Path, models) -> None:
     """Every trainable tensor of every prepared model must be in the checkpoint (it is loaded non-strictly, since
     frozen parameters are left out): a clear error instead of a run resumed half from scratch."""
@@ -142,7 +207,7 @@ def verify_checkpoint(ckpt: Path) -> dict:
     return st
 
 
-def save_checkpoint(acc, out: Path, step: int, history: list[dict]) -> Path:
+def save_checkpoint(acc, out: Path, step: int, history: list[dict], average: WeightAverage | None = None) -> Path:
     """Write ``checkpoints/step_XXXXXX`` through a ``.partial`` folder. A failed save (a full disk) removes the
     partial folder and raises a one-line :class:`TrainError` naming it and the free space; the previous complete
     checkpoint stays, so ``--resume`` continues from it."""
@@ -152,6 +217,8 @@ def save_checkpoint(acc, out: Path, step: int, history: list[dict]) -> Path:
         acc.save_state(str(partial))
         acc.wait_for_everyone()
         if acc.is_main_process:
+            if average is not None:
+                average.save(partial)
             state = {"step": step, "history": history, "sha256": checkpoint_digests(partial)}
             write_json(partial / "trainer_state.json", state)
             if ckpt.exists():
@@ -247,9 +314,9 @@ def main_info(acc, message: str) -> None:
         logger.info(message)
 
 
-def resume_state(acc, out: Path, name: str) -> tuple[int, list[dict]]:
-    """Load the latest checkpoint of ``out`` into the prepared objects (checked first: digests, then the tensors'
-    names and shapes); returns its (step, history), or (0, []) when there is none."""
+def resume_state(acc, out: Path, name: str, average: WeightAverage | None = None) -> tuple[int, list[dict]]:
+    """Load the latest checkpoint of ``out`` into the prepared objects and ``average`` (checked first: digests,
+    then the tensors' names and shapes); returns its (step, history), or (0, []) when there is none."""
     ckpt = latest_checkpoint(out)
     if ckpt is None:
         main_info(acc, f"[{name}] no checkpoint in {out}/checkpoints: starting from scratch")
@@ -263,14 +330,16 @@ def resume_state(acc, out: Path, name: str) -> tuple[int, list[dict]]:
             f"{ckpt}: unreadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:160]}); delete "
             "this folder to resume from the one before it"
         ) from None
+    if average is not None:
+        average.load(ckpt)
     main_info(acc, f"[{name}] resumed from {ckpt} at step {st['step']}")
     return st["step"], st["history"]
 
 
-def keep_checkpoint(acc, out: Path, step: int, history: list[dict], keep: int, name: str) -> None:
+def keep_checkpoint(acc, out: Path, step: int, history: list[dict], keep: int, name: str, average=None) -> None:
     """Save the step's checkpoint, the trainer state and the loss plot; keep the newest ``keep`` checkpoints."""
     acc.wait_for_everyone()
-    save_checkpoint(acc, out, step, history)
+    save_checkpoint(acc, out, step, history, average)
     if acc.is_main_process:
         write_json(out / "trainer_state.json", {"step": step, "history": history})
         plot_losses(history, out / "loss.png", f"{name} losses")
@@ -292,15 +361,18 @@ def train_loop(
     progress: bool = True,
     params: list | None = None,
     validate: Callable[[int, list[dict]], dict] | None = None,
+    average: WeightAverage | None = None,
 ) -> tuple[int, list[dict]]:
     """Run (or resume) a stage to ``settings.steps``; returns (step, history). ``params``: what to clip — a list
     of parameters (clipped together), or a list of such lists (each clipped to ``grad_clip`` on its own, so a
     part with large gradients does not shrink the others' steps). ``validate(step, history)``: run on the main
-    process every ``settings.validate_every`` steps; its values join the history and TensorBoard."""
+    process every ``settings.validate_every`` steps; its values join the history and TensorBoard. ``average``: a
+    :class:`WeightAverage` of the model, updated after every optimiser step, checkpointed, and the weights
+    validation sees; the caller decides what to do with it at the end."""
     from tqdm.auto import tqdm
 
     out = Path(out)
-    step, history = resume_state(acc, out, name) if resume else (0, [])
+    step, history = resume_state(acc, out, name, average) if resume else (0, [])
     if not resume and acc.is_main_process and (out / "checkpoints").exists():
         raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     acc.init_trackers("logs")
@@ -327,6 +399,8 @@ def train_loop(
                 opt.step()
                 sched.step()
                 opt.zero_grad()
+                if average is not None and acc.sync_gradients:
+                    average.update()
             for key, v in parts.items():
                 parts_sum[key] = parts_sum.get(key, 0.0) + v / settings.accumulation
         step += 1
@@ -338,7 +412,8 @@ def train_loop(
             bar.set_postfix(loss=f"{parts_sum['loss']:.3f}")
         every = settings.validate_every
         if validate is not None and every and (step % every == 0 or step == settings.steps):
-            values = validate(step, history) if acc.is_main_process else {}
+            with average.applied() if average is not None else contextlib.nullcontext():
+                values = validate(step, history) if acc.is_main_process else {}
             acc.wait_for_everyone()
             if values:  # joins the step's record when the step was logged
                 if history and history[-1]["step"] == step:
@@ -347,7 +422,7 @@ def train_loop(
                     history.append({"step": step, **values})
                 acc.log(values, step=step)
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            keep_checkpoint(acc, out, step, history, settings.keep_checkpoints, name)
+            keep_checkpoint(acc, out, step, history, settings.keep_checkpoints, name, average)
     bar.close()
     acc.wait_for_everyone()
     return step, history

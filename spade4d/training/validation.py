@@ -98,14 +98,21 @@ def export_checkpoint(run, checkpoint=None, out=None) -> Path:
     ``infer`` loads (default ``<run>/model_step_XXXXXX``). The model is rebuilt as the run built it (its config,
     seed, data and initialisation, recorded in ``train_config.json``), so that parameters a checkpoint leaves out
     (frozen ones) are what they were; the checkpoint's weights are then loaded and checked, and the model is saved
-    with the full vocabulary. BatchNorm statistics are the checkpoint's (``spade4d recalibrate-bn`` recomputes them)."""
+    with the full vocabulary; a run with weight averaging exports the checkpoint's averaged weights, as its end
+    does. BatchNorm statistics are the checkpoint's (``spade4d recalibrate-bn`` recomputes them)."""
     from accelerate.utils import set_seed
     from safetensors.torch import load_file
 
     from spade4d.data.psg4d import open_point_clouds
     from spade4d.io import read_json
     from spade4d.training.finetune_4d import Train4DConfig, build_model, restrict_training
-    from spade4d.training.loop import TrainError, _check_checkpoint, latest_checkpoint, verify_checkpoint
+    from spade4d.training.loop import (
+        TrainError,
+        WeightAverage,
+        _check_checkpoint,
+        latest_checkpoint,
+        verify_checkpoint,
+    )
 
     run = Path(run)
     config = read_json(run / "train_config.json")
@@ -125,6 +132,10 @@ def export_checkpoint(run, checkpoint=None, out=None) -> Path:
     if unexpected:
         raise TrainError(f"{ckpt / 'model.safetensors'}: {len(unexpected)} tensors this run's model lacks "
                          f"(first: {unexpected[0]})")  # fmt: skip
+    if cfg.weight_average:  # the run saves the averaged weights, so its checkpoints export those
+        average = WeightAverage(model, cfg.weight_average)
+        average.load(ckpt)
+        average.copy_to_model()
     model.set_vocabulary(vocab["classes"], vocab["predicates"])
     model.config.frames = config["model"].get("frames")
     return model.save_pretrained(Path(out) if out else run / f"model_step_{step:06d}")
