@@ -219,14 +219,18 @@ def test_bad_rgbd_folders_are_named(tmp_path):
     # ScanNet writes -inf for every entry of a frame whose tracking was lost: that frame is left empty, with a
     # warning; a folder where every frame lost it has nothing to place
     np.savetxt(folder / "pose" / "0.txt", np.full((4, 4), -np.inf), fmt="%f")
-    with pytest.raises(DatasetError, match="every pose is -inf"):
+    with pytest.raises(DatasetError, match="every pose is infinite"):
         read_frames(folder)
     Image.fromarray(np.full((16, 20), 1500, np.uint16)).save(folder / "depth" / "1.png")
     Image.fromarray(np.zeros((16, 20, 3), np.uint8)).save(folder / "color" / "1.png")
     np.savetxt(folder / "pose" / "1.txt", np.eye(4), fmt="%f")
-    with pytest.warns(UserWarning, match="1 frames have a -inf pose .* e.g. 0"):
+    with pytest.warns(UserWarning, match="1 frames have an infinite pose .* e.g. 0"):
         seq = read_frames(folder)
     assert seq.num_frames == 2 and seq.counts[0] == 0 and seq.counts[1] > 0
+    # one infinite entry marks the frame lost too (nerfstudio's ScanNet reader skips such a pose)
+    (folder / "pose" / "0.txt").write_text("1 0 0 0\n0 1 0 0\n0 0 1 inf\n0 0 0 1\n")
+    with pytest.warns(UserWarning, match="1 frames have an infinite pose"):
+        assert read_frames(folder).counts[0] == 0
     (folder / "pose" / "0.txt").write_text("1 0 0 0\n0 1 0 0\n0 0 1 nan\n0 0 0 1\n")  # one bad entry: an error
     with pytest.raises(DatasetError, match="0.txt: a pose must be a finite 4x4"):
         read_frames(folder)

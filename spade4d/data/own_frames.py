@@ -199,13 +199,15 @@ def read_depth(path: Path, scale: float) -> np.ndarray:
 
 
 def read_pose(path: Path) -> np.ndarray | None:
-    """A 4x4 camera-to-world matrix; None for ScanNet's mark of a frame whose tracking was lost (every entry
-    -inf)."""
+    """A 4x4 camera-to-world matrix; None for a frame whose tracking was lost. ScanNet's ``.sens`` files hold
+    ``-inf`` there, which its exporter (``SensReader/python/SensorData.py``, ``save_mat_to_file``: ``np.savetxt``,
+    ``fmt='%f'``) writes as ``-inf`` text; as nerfstudio's ScanNet reader does, any infinite entry marks the frame
+    lost (docs/own-data.md). NaN, or another shape, is an error."""
     try:
         pose = np.loadtxt(path, dtype=np.float64)
     except ValueError as e:
         raise DatasetError(f"{path}: unreadable pose ({str(e).splitlines()[0][:120]})") from None
-    if pose.shape == (4, 4) and np.isneginf(pose).all():
+    if pose.shape == (4, 4) and np.isinf(pose).any() and not np.isnan(pose).any():
         return None
     if pose.shape != (4, 4) or not np.isfinite(pose).all():
         raise DatasetError(f"{path}: a pose must be a finite 4x4 camera-to-world matrix, found {pose.shape}")
@@ -265,9 +267,9 @@ def read_rgbd_frames(
         xyz.append(to_z_up_metres(lifted.xyz, R, 1.0))
         rgb.append(lifted.rgb)
     if len(lost) == len(depth_files):
-        raise DatasetError(f"{folder}: every pose is -inf (tracking lost on every frame)")
+        raise DatasetError(f"{folder}: every pose is infinite (tracking lost on every frame)")
     if lost:
-        warnings.warn(f"{folder}: {len(lost)} frames have a -inf pose (tracking lost) and are left empty, e.g. "
+        warnings.warn(f"{folder}: {len(lost)} frames have an infinite pose (tracking lost) and are left empty, e.g. "
                       f"{lost[0]}", stacklevel=2)  # fmt: skip
     seq = PointSequence.from_frames(xyz, rgb, video_id=video_id or folder.name)
     seq.source = str(folder)
