@@ -3,13 +3,15 @@ differences (docs/open-vocabulary.md, "The benchmark script").
 
     python scripts/bench_accuracy.py --data outputs/bench/synthetic --out outputs/bench [--preset quick] \
         [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick] \
-        [--models scratch,transfer,transfer-avg,transfer-smollm2,transfer-tiny,transfer-single,video-scratch,video-transfer]
+        [--models scratch,transfer,transfer-avg,transfer-deep,transfer-smollm2,transfer-tiny,transfer-single,\
+                  video-scratch,video-transfer]
 
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
 that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
 ``transfer-smollm2``, ``transfer-tiny`` and ``transfer-single`` train a new SceneLLM (SmolLM2 + LoRA; the tiny LLM
 in two turns; in one) on the transferred model's frozen 4D weights, after it (``--steps`` for that stage).
-``transfer-avg`` trains the transferred model again with weight averaging (``Train4DConfig.weight_average``).
+``transfer-avg`` and ``transfer-deep`` train the transferred model again with weight averaging
+(``Train4DConfig.weight_average``) or deep supervision of every decoder layer (``LossWeights.deep``).
 ``--models video-scratch,video-transfer`` trains the video models instead (docs/video.md: from scratch on colours,
 and from the core with its features lifted), on the dataset's PVSG copy, scored with ``evaluate-video``. Each model
 is run on the test split with the relation head and, for the transferred one, the SceneLLM chain, each with and
@@ -53,6 +55,9 @@ ROWS = {  # name: (model, chain, 2D proposals)
     "transfer, weight average / head": ("transfer-avg", False, False),
     "transfer, weight average / head + 2D proposals": ("transfer-avg", False, True),
     "transfer, weight average / chain": ("transfer-avg", True, False),
+    "transfer, deep supervision / head": ("transfer-deep", False, False),
+    "transfer, deep supervision / head + 2D proposals": ("transfer-deep", False, True),
+    "transfer, deep supervision / chain": ("transfer-deep", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
@@ -74,14 +79,17 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "single-turn chain - head (transfer)": ("transfer / single-turn chain, tiny LLM after", "transfer / head"),
     "weight average - last weights (head)": ("transfer, weight average / head", "transfer / head"),
     "weight average - last weights (chain)": ("transfer, weight average / chain", "transfer / chain"),
+    "deep supervision - last layer only (head)": ("transfer, deep supervision / head", "transfer / head"),
+    "deep supervision - last layer only (chain)": ("transfer, deep supervision / chain", "transfer / chain"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
     "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
 }
-MODELS = ("scratch", "transfer", "transfer-avg", "transfer-smollm2", "transfer-tiny", "transfer-single",
-          "video-scratch", "video-transfer")  # fmt: skip
+MODELS = ("scratch", "transfer", "transfer-avg", "transfer-deep", "transfer-smollm2", "transfer-tiny",
+          "transfer-single", "video-scratch", "video-transfer")  # fmt: skip
 VARIANTS = {  # another kind trained with some Train4DConfig fields changed, all else equal (seed, data, core)
     "transfer-avg": ("transfer", {"weight_average": 0.995}),
+    "transfer-deep": ("transfer", {"weights": {"deep": 1.0}}),  # dict fields are merged into the kind's
 }
 AFTER = {  # a new SceneLLM (language model, chain) on another kind's frozen 4D weights, trained in a later round
     "transfer-smollm2": ("transfer", "smollm2", "two"),
@@ -137,7 +145,7 @@ def train_model(job) -> str:
         transfer, video = base.endswith("transfer"), base.startswith("video")
         make = config_video if video else config_4d
         cfg = make(settings(args, seed, args.llm if transfer else "none"), transfer, num_threads=args.threads)
-        cfg = replace(cfg, **changes)
+        cfg = replace(cfg, **{k: {**getattr(cfg, k), **v} if isinstance(v, dict) else v for k, v in changes.items()})
         core = out / f"seed{seed}" / "pretrain_2d" / "model" if transfer else None
         where = {"fmt": "pvsg-video"} if video else {"rgb_root": data / "psg4d_gta"}
         finetune_4d(data / ("pvsg" if video else "psg4d_pc"), run, cfg, resume=True, init_from_2d=core,

@@ -306,3 +306,37 @@ def test_cross_attention_falls_back_to_the_module_where_the_shortcut_does_not_ap
     mask[:, :, 0] = False
     ref, _ = mha(x, k, k, attn_mask=mask.repeat_interleave(2, 0))
     torch.testing.assert_close(cross_attention(mha, x, k, k, None, mask), ref)
+
+
+def test_deep_supervision_trains_the_earlier_decoder_layers_and_leaves_inference_alone(vocab, train_set):
+    from spade4d.models.losses import LossWeights
+    from spade4d.training.clips import run_windows
+
+    model = tiny_model(vocab, decoder_layers=3)
+    seq, graph = train_set[0]
+    # one window (3 frames): across windows the last layer's states reach the next window through the memory
+    frames = load_frames(seq, [0, 1, 2])
+    targets = clip_targets(graph, frames, model.config.classes, model.config.predicates)
+    center = sequence_center(seq)
+
+    def terms(deep):
+        return clip_loss(model, frames, targets, center, LossWeights(deep=deep), 256, torch.Generator().manual_seed(0))
+
+    plain, deep = terms(0.0), terms(2.0)
+    assert "loss_deep" not in plain and set(deep) - set(plain) == {"loss_deep"}
+    for k in plain:  # the last layer's terms are the same with or without deep supervision
+        torch.testing.assert_close(torch.as_tensor(deep[k]), torch.as_tensor(plain[k]), msg=k)
+    torch.testing.assert_close(terms(1.0)["loss_deep"] * 2, deep["loss_deep"])  # linear in its weight
+    model.zero_grad()
+    deep["loss_deep"].backward()
+    grads = [sum(float(p.grad.abs().sum()) for p in layer.parameters() if p.grad is not None)
+             for layer in model.decoder.layers]  # fmt: skip
+    assert grads[0] > 0 and grads[1] > 0  # the two earlier layers are supervised
+    assert grads[2] == 0  # the last layer's output is not in the deep term
+    # a one-layer decoder has nothing to supervise; inference computes no intermediate predictions
+    one = tiny_model(vocab)
+    assert float(clip_loss(one, frames, targets, center, LossWeights(deep=1.0), 256)["loss_deep"]) == 0.0
+    model.eval()
+    with torch.no_grad():
+        (_, _, out), *_ = run_windows(model, frames, center)
+    assert out.layers is None and model.layer_predictions(out) == []

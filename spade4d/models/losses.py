@@ -26,6 +26,9 @@ class LossWeights:
     semantic: float = 1.0  # dense per-point class loss (auxiliary: fast to learn, and it names tubes)
     llm: float = 1.0  # SceneLLM: language-model loss on the serialised scene graph
     llm_mask: float = 5.0  # SceneLLM: mask losses (BCE + Dice) of the <obj> queries
+    # deep supervision (Mask2Former): the class and mask losses of every decoder layer but the last, matched per
+    # layer, times this factor (1: each layer weighs as the last one); 0: the last layer only
+    deep: float = 0.0
     # Hungarian matching costs, separate from the loss weights: a stage that switches a loss off (weight 0)
     # still matches queries by class and mask (Mask2Former's costs: class 2, mask BCE 5, Dice 5)
     match_cls: float = 2.0

@@ -127,6 +127,8 @@ class WindowOutput:
     mask_embed: torch.Tensor  # (T, Q, D)
     memory: torch.Tensor  # (Q, D) summary carried to the next window
     point_xyz: torch.Tensor | None = None  # (N, 3) positions relative to the sequence centre
+    # in training, the decoder's (states, mask-pooled features) after each layer but the last (deep supervision)
+    layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def point_feats(self) -> torch.Tensor:
@@ -205,11 +207,21 @@ class Model4D(PretrainedMixin, OpenVocabulary, nn.Module):
         extra = None if self.lift is None else self.lift(fr.images, fr.uv, fr.frame, len(fr.xyz))
         vox, points = self.encoder.encode_points(fr.xyz, fr.rgb, fr.frame, cfg.voxel_size, center, extra)
         keys, pad = _per_frame_keys(vox.coords[:, 0], vox.feats, T)
-        states, mask_pooled = self.decoder(keys, pad, fr.times, memory)
+        states, mask_pooled, *layers = self.decoder(keys, pad, fr.times, memory, intermediate=self.training)
         mask_embed = self.decoder.mask_embed(states)  # (T, Q, D)
         pooled = states.mean(0)  # (Q, D)
         class_logits = self.head.object_logits(pooled, mask_pooled, self.class_embed)
-        return WindowOutput(states, class_logits, points, fr.frame, mask_embed, pooled, fr.xyz - center)
+        out = WindowOutput(states, class_logits, points, fr.frame, mask_embed, pooled, fr.xyz - center)
+        out.layers = layers[0] if layers else None
+        return out
+
+    def layer_predictions(self, out: WindowOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(class logits (Q, C + 1), mask embeddings (T, Q, D)) of every decoder layer but the last, through the
+        same heads as the last layer's (Mask2Former's deep supervision); [] outside training."""
+        return [
+            (self.head.object_logits(states.mean(0), pooled, self.class_embed), self.decoder.mask_embed(states))
+            for states, pooled in out.layers or []
+        ]
 
     def windows(self, num_frames: int, window: int | None = None) -> list[list[int]]:
         """The frame indices of each window over ``num_frames`` frames (``window`` frames each, the config's by

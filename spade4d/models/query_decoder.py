@@ -157,20 +157,29 @@ class QueryDecoder4D(nn.Module):
         nn.init.zeros_(self.carry.weight)
         nn.init.zeros_(self.carry.bias)
 
-    def forward(self, keys, key_pad, times, memory):
+    def forward(self, keys, key_pad, times, memory, intermediate: bool = False):
         """keys (T, M, D) voxel features per frame, key_pad (T, M), times (T,), memory (Q, D) -> the (T, Q, D)
-        states and the (Q, D) mask-pooled voxel features of each query over the window."""
+        states and the (Q, D) mask-pooled voxel features of each query over the window; with ``intermediate``
+        also a list of (states, pooled) after every layer but the last (deep supervision in training)."""
         T = keys.shape[0]
         keys = torch.cat([self.null_key.expand(T, 1, -1), keys], 1)  # (T, 1 + M, D): the null key at 0
         key_pad = torch.cat([torch.zeros(T, 1, dtype=torch.bool, device=keys.device), key_pad], 1)
         x = (self.query + self.carry(memory))[None].expand(T, -1, -1)  # (T, Q, D)
         qpos = self.query_pos[None].expand(T, -1, -1)
         attn_mask = None
-        for layer in self.layers:
+        layers = []
+        for i, layer in enumerate(self.layers):
             x = layer(x, qpos, keys, key_pad, attn_mask, times, memory)
             logits = self.mask_embed.voxel_logits(x, keys)  # (T, Q, 1 + M)
             attn_mask = next_attention_mask(logits, key_pad)
-        # mask pooling: each query's voxel features averaged under its (soft) mask, over the window's frames
-        w = logits[:, :, 1:].sigmoid() * (~key_pad[:, None, 1:])  # (T, Q, M)
-        pooled = torch.einsum("tqm,tmd->qd", w, keys[:, 1:]) / w.sum((0, 2))[:, None].clamp_min(1e-3)
-        return x, pooled
+            if intermediate and i < len(self.layers) - 1:
+                layers.append((x, _mask_pooled(logits, keys, key_pad)))
+        pooled = _mask_pooled(logits, keys, key_pad)
+        return (x, pooled, layers) if intermediate else (x, pooled)
+
+
+def _mask_pooled(logits: torch.Tensor, keys: torch.Tensor, key_pad: torch.Tensor) -> torch.Tensor:
+    """Each query's voxel features averaged under its (soft) mask over the window's frames: logits (T, Q, 1 + M)
+    and keys (T, 1 + M, D) with the null key at 0, key_pad (T, 1 + M) -> (Q, D)."""
+    w = logits[:, :, 1:].sigmoid() * (~key_pad[:, None, 1:])  # (T, Q, M)
+    return torch.einsum("tqm,tmd->qd", w, keys[:, 1:]) / w.sum((0, 2))[:, None].clamp_min(1e-3)

@@ -166,6 +166,7 @@ def clip_loss(
     cw[C] = weights.no_object
     loss_cls = sum(F.cross_entropy(o.class_logits, cls_target, weight=cw) for _, _, o in outs) / len(outs)
     loss_bce, loss_dice = _mask_losses(logits_t, tgt_t, qi_t, gi_t, dev)
+    loss_deep = _deep_supervision(model, outs, sampled, tgt_t, targets, weights) if weights.deep > 0 else None
     loss_rel = _relation_loss(model, outs, targets, qi, gi, weights.relation_pos_weight)
     loss_lm = loss_llm_mask = torch.zeros((), device=dev)
     if model.llm is not None and (weights.llm > 0 or weights.llm_mask > 0):
@@ -181,9 +182,40 @@ def clip_loss(
         "loss_dice": weights.dice * loss_dice,
         "loss_rel": weights.relation * loss_rel,
     }
+    if loss_deep is not None:
+        terms["loss_deep"] = weights.deep * loss_deep
     if model.llm is not None:
         terms.update(loss_lm=weights.llm * loss_lm, loss_llm_mask=weights.llm_mask * loss_llm_mask)
     return {**terms, "matched": float(len(qi))}
+
+
+def _deep_supervision(model: Model4D, outs, sampled, tgt_t, targets: ClipTargets, weights: LossWeights):
+    """Mask2Former's deep supervision: every decoder layer but the last predicts classes and masks through the
+    last layer's heads, is matched to the ground truth on its own, and takes the same class, BCE and Dice losses
+    (with their weights); the sum over those layers."""
+    dev = model.device
+    per_window = [model.layer_predictions(out) for _, _, out in outs]
+    C = len(model.config.classes)
+    cw = torch.ones(C + 1, device=dev)
+    cw[C] = weights.no_object
+    total = torch.zeros((), device=dev)
+    for layer in range(min((len(p) for p in per_window), default=0)):
+        embeds = {id(out): per_window[w][layer][1] for w, (_, _, out) in enumerate(outs)}
+        logits_t = [embeds[id(out)][t] @ pf.T for out, t, pf in sampled]
+        class_logits = [p[layer][0] for p in per_window]
+        class_prob = torch.stack([c.softmax(-1) for c in class_logits]).mean(0)
+        with torch.no_grad():
+            mcost = sum(mask_match_cost(lg, tg, weights) for lg, tg in zip(logits_t, tgt_t) if lg.shape[1])
+            if not torch.is_tensor(mcost):
+                mcost = torch.zeros((model.config.num_queries, len(targets.labels)), device=dev)
+            qi, gi = hungarian_match(class_prob, targets.labels, mcost / max(len(logits_t), 1), weights)
+        qi_t, gi_t = torch.from_numpy(qi).to(dev), torch.from_numpy(gi).to(dev)
+        cls_target = torch.full((model.config.num_queries,), C, dtype=torch.long, device=dev)
+        cls_target[qi_t] = targets.labels[gi_t]
+        loss_cls = sum(F.cross_entropy(c, cls_target, weight=cw) for c in class_logits) / len(class_logits)
+        bce, dice = _mask_losses(logits_t, tgt_t, qi_t, gi_t, dev)
+        total = total + weights.cls * loss_cls + weights.bce * bce + weights.dice * dice
+    return total
 
 
 def _mask_losses(logits_t, tgt_t, qi_t, gi_t, dev) -> tuple[torch.Tensor, torch.Tensor]:
