@@ -367,6 +367,23 @@ def validation_pass(core, cfg: Train4DConfig, fmt, root, annotation, vocabulary,
     return lambda step, history: validator(step, history, cfg, weights)
 
 
+def save_final_model(acc, core, cfg: Train4DConfig, ds, rgb_source, average, vocabulary, out: Path, history, progress):
+    """The end of a run: the averaged weights (with weight averaging), BatchNorm statistics recomputed over the
+    training split, the full vocabulary; saved as ``<out>/model`` with ``loss.png`` (main process)."""
+    final = out / "model"
+    if average is not None:
+        average.copy_to_model()  # then BatchNorm statistics are computed for the averaged weights
+    if acc.is_main_process:
+        if cfg.bn_windows > 0:
+            from spade4d.training.batchnorm import recalibrate_batchnorm
+
+            recalibrate_batchnorm(core, ds, max_windows=cfg.bn_windows, rgb_source=rgb_source, progress=progress)
+        core.set_vocabulary(*vocabulary)  # the saved model scores every name
+        core.save_pretrained(final)
+        plot_losses(history, out / "loss.png", "4D fine-tuning losses")
+    return final
+
+
 def finetune_4d(
     root: str | os.PathLike,
     out: str | os.PathLike,
@@ -433,17 +450,7 @@ def finetune_4d(
         params = [[p for n, p in core.named_parameters() if n.startswith("llm.") == llm] for llm in (False, True)]
     step, history = train_loop(acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress,
                                params=params, validate=validate, average=average)  # fmt: skip
-    final = out / "model"
-    if average is not None:
-        average.copy_to_model()  # then BatchNorm statistics are computed for the averaged weights
-    if acc.is_main_process:
-        if cfg.bn_windows > 0:
-            from spade4d.training.batchnorm import recalibrate_batchnorm
-
-            recalibrate_batchnorm(core, ds, max_windows=cfg.bn_windows, rgb_source=rgb_source, progress=progress)
-        core.set_vocabulary(classes, predicates)  # the saved model scores every name
-        core.save_pretrained(final)
-        plot_losses(history, out / "loss.png", "4D fine-tuning losses")
+    final = save_final_model(acc, core, cfg, ds, rgb_source, average, (classes, predicates), out, history, progress)
     if core.lift is not None:
         core.lift.cache_frames(0)  # the returned model infers with memory flat in video length
     acc.wait_for_everyone()
