@@ -43,6 +43,18 @@ def params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def assert_resumes_exactly(root, out, cfg, straight):
+    """The run of ``cfg`` killed after its step-2 checkpoint (what is left on disk), then resumed, ends with the
+    uninterrupted run's ``straight`` weights; returns the resumed run."""
+    finetune_4d(root, out, cfg, progress=False)
+    shutil.rmtree(out / "checkpoints" / "step_000004")
+    resumed = finetune_4d(root, out, cfg, resume=True, progress=False)
+    a, b = params(straight.model), params(resumed.model)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    return resumed
+
+
 def test_resume_continues_exactly(synthetic_root, tmp_path):
     root = synthetic_root / "psg4d_pc"
     straight = finetune_4d(root, tmp_path / "a", tiny_cfg(4), progress=False)
@@ -137,12 +149,7 @@ def test_checkpoints_leave_frozen_parameters_out_and_resume_exactly(synthetic_ro
     assert trainable and frozen
     assert trainable <= saved and not (frozen & saved)
     # killed after step 2, resumed: the frozen parameters come from the run's set-up, the rest from the checkpoint
-    finetune_4d(root, tmp_path / "b", cfg, progress=False)
-    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_000004")
-    resumed = finetune_4d(root, tmp_path / "b", cfg, resume=True, progress=False)
-    a, b = params(straight.model), params(resumed.model)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert_resumes_exactly(root, tmp_path / "b", cfg, straight)
     # a checkpoint without tensors this configuration trains is refused, naming the file
     with pytest.raises(TrainError, match=r"step_000004.*model\.safetensors.*lacks"):
         finetune_4d(root, tmp_path / "b", tiny_cfg(6), resume=True, progress=False)
@@ -296,12 +303,7 @@ def test_weight_averaged_run_saves_the_average_and_resumes_exactly(synthetic_roo
     plain = finetune_4d(root, tmp_path / "p", tiny_cfg(4, validate_every=0), progress=False).model.state_dict()
     assert any(not torch.equal(plain[n], v) for n, v in average.items())
     # killed after its step-2 checkpoint, then resumed: the average continues from the checkpoint's
-    finetune_4d(root, tmp_path / "b", cfg, progress=False)
-    shutil.rmtree(tmp_path / "b" / "checkpoints" / "step_000004")
-    resumed = finetune_4d(root, tmp_path / "b", cfg, resume=True, progress=False)
-    a, b = params(straight.model), params(resumed.model)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
+    assert_resumes_exactly(root, tmp_path / "b", cfg, straight)
     # a checkpoint exports the averaged weights, as the end of the run saves them
     from spade4d.training.validation import export_checkpoint
 
