@@ -185,6 +185,8 @@ class Model4D(PretrainedMixin, OpenVocabulary, nn.Module):
         self.rel_temporal = nn.Conv1d(cfg.dim, cfg.dim, 3, padding=1)
         self._init_vocabulary(class_embed, predicate_embed)
         self.llm = llm
+        # set by training.clips.clip_loss: in training, keep the decoder's earlier layers (deep supervision)
+        self.keep_layers = False
         if cfg.llm is not None and llm is None:
             from spade4d.models.scene_llm import SceneLLM, SceneLLMConfig
 
@@ -207,7 +209,8 @@ class Model4D(PretrainedMixin, OpenVocabulary, nn.Module):
         extra = None if self.lift is None else self.lift(fr.images, fr.uv, fr.frame, len(fr.xyz))
         vox, points = self.encoder.encode_points(fr.xyz, fr.rgb, fr.frame, cfg.voxel_size, center, extra)
         keys, pad = _per_frame_keys(vox.coords[:, 0], vox.feats, T)
-        states, mask_pooled, *layers = self.decoder(keys, pad, fr.times, memory, intermediate=self.training)
+        keep = self.training and self.keep_layers
+        states, mask_pooled, *layers = self.decoder(keys, pad, fr.times, memory, intermediate=keep)
         mask_embed = self.decoder.mask_embed(states)  # (T, Q, D)
         pooled = states.mean(0)  # (Q, D)
         class_logits = self.head.object_logits(pooled, mask_pooled, self.class_embed)
@@ -217,7 +220,8 @@ class Model4D(PretrainedMixin, OpenVocabulary, nn.Module):
 
     def layer_predictions(self, out: WindowOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(class logits (Q, C + 1), mask embeddings (T, Q, D)) of every decoder layer but the last, through the
-        same heads as the last layer's (Mask2Former's deep supervision); [] outside training."""
+        same heads as the last layer's (Mask2Former's deep supervision); [] unless the window kept them
+        (``keep_layers``, in training)."""
         return [
             (self.head.object_logits(states.mean(0), pooled, self.class_embed), self.decoder.mask_embed(states))
             for states, pooled in out.layers or []

@@ -130,8 +130,8 @@ def clip_loss(
     matched tubes (a float, not a loss). The training loop sums the ``loss_*`` terms."""
     dev = model.device  # the data go where the model is (CPU or a GPU)
     frames, targets, center = frames.to(dev), targets.to(dev), center.to(dev)
+    model.keep_layers = weights.deep > 0  # the decoder's earlier layers, for deep supervision
     outs = run_windows(model, frames, center)
-    Q = model.config.num_queries
     C = len(model.config.classes)
     G = len(targets.labels)
     # sampled points of every frame, their mask logits (Q, S) and targets (G, S)
@@ -152,19 +152,8 @@ def clip_loss(
             sem_logits.append(model.point_class_logits(pf[has]))
             sem_tgt.append(targets.labels[lab[has]])
             tgt_t.append((lab[None, :] == torch.arange(G, device=dev)[:, None]).float())
-    class_prob = torch.stack([o.class_logits.softmax(-1) for _, _, o in outs]).mean(0)
-    with torch.no_grad():
-        mcost = sum(mask_match_cost(lg, tg, weights) for lg, tg in zip(logits_t, tgt_t) if lg.shape[1])
-        if not torch.is_tensor(mcost):
-            mcost = torch.zeros((Q, G), device=dev)
-        qi, gi = hungarian_match(class_prob, targets.labels, mcost / max(len(logits_t), 1), weights)
+    qi, gi, loss_cls = _match_and_classify([o.class_logits for _, _, o in outs], logits_t, tgt_t, targets, weights)
     qi_t, gi_t = torch.from_numpy(qi).to(dev), torch.from_numpy(gi).to(dev)
-    # classification, every window
-    cls_target = torch.full((Q,), C, dtype=torch.long, device=dev)
-    cls_target[qi_t] = targets.labels[gi_t]
-    cw = torch.ones(C + 1, device=dev)
-    cw[C] = weights.no_object
-    loss_cls = sum(F.cross_entropy(o.class_logits, cls_target, weight=cw) for _, _, o in outs) / len(outs)
     loss_bce, loss_dice = _mask_losses(logits_t, tgt_t, qi_t, gi_t, dev)
     loss_deep = _deep_supervision(model, outs, sampled, tgt_t, targets, weights) if weights.deep > 0 else None
     loss_rel = _relation_loss(model, outs, targets, qi, gi, weights.relation_pos_weight)
@@ -194,28 +183,34 @@ def _deep_supervision(model: Model4D, outs, sampled, tgt_t, targets: ClipTargets
     last layer's heads, is matched to the ground truth on its own, and takes the same class, BCE and Dice losses
     (with their weights); the sum over those layers."""
     dev = model.device
-    per_window = [model.layer_predictions(out) for _, _, out in outs]
-    C = len(model.config.classes)
-    cw = torch.ones(C + 1, device=dev)
-    cw[C] = weights.no_object
+    per_window = {id(out): model.layer_predictions(out) for _, _, out in outs}
     total = torch.zeros((), device=dev)
-    for layer in range(min((len(p) for p in per_window), default=0)):
-        embeds = {id(out): per_window[w][layer][1] for w, (_, _, out) in enumerate(outs)}
-        logits_t = [embeds[id(out)][t] @ pf.T for out, t, pf in sampled]
-        class_logits = [p[layer][0] for p in per_window]
-        class_prob = torch.stack([c.softmax(-1) for c in class_logits]).mean(0)
-        with torch.no_grad():
-            mcost = sum(mask_match_cost(lg, tg, weights) for lg, tg in zip(logits_t, tgt_t) if lg.shape[1])
-            if not torch.is_tensor(mcost):
-                mcost = torch.zeros((model.config.num_queries, len(targets.labels)), device=dev)
-            qi, gi = hungarian_match(class_prob, targets.labels, mcost / max(len(logits_t), 1), weights)
-        qi_t, gi_t = torch.from_numpy(qi).to(dev), torch.from_numpy(gi).to(dev)
-        cls_target = torch.full((model.config.num_queries,), C, dtype=torch.long, device=dev)
-        cls_target[qi_t] = targets.labels[gi_t]
-        loss_cls = sum(F.cross_entropy(c, cls_target, weight=cw) for c in class_logits) / len(class_logits)
-        bce, dice = _mask_losses(logits_t, tgt_t, qi_t, gi_t, dev)
+    for layer in range(min((len(p) for p in per_window.values()), default=0)):
+        logits_t = [per_window[id(out)][layer][1][t] @ pf.T for out, t, pf in sampled]
+        class_logits = [p[layer][0] for p in per_window.values()]
+        qi, gi, loss_cls = _match_and_classify(class_logits, logits_t, tgt_t, targets, weights)
+        bce, dice = _mask_losses(logits_t, tgt_t, torch.from_numpy(qi).to(dev), torch.from_numpy(gi).to(dev), dev)
         total = total + weights.cls * loss_cls + weights.bce * bce + weights.dice * dice
     return total
+
+
+def _match_and_classify(class_logits: list[torch.Tensor], logits_t, tgt_t, targets: ClipTargets, weights):
+    """Hungarian matching of the queries to the ground truth (class probabilities averaged over the windows'
+    ``class_logits`` (Q, C + 1) each, the mask cost of every frame's sampled points) and the class loss of every
+    window against the matched labels (the rest: no object). Returns (query index, GT index, class loss)."""
+    dev = class_logits[0].device
+    (Q, C1), G = class_logits[0].shape, len(targets.labels)
+    class_prob = torch.stack([c.softmax(-1) for c in class_logits]).mean(0)
+    with torch.no_grad():
+        mcost = sum(mask_match_cost(lg, tg, weights) for lg, tg in zip(logits_t, tgt_t) if lg.shape[1])
+        if not torch.is_tensor(mcost):
+            mcost = torch.zeros((Q, G), device=dev)
+        qi, gi = hungarian_match(class_prob, targets.labels, mcost / max(len(logits_t), 1), weights)
+    cls_target = torch.full((Q,), C1 - 1, dtype=torch.long, device=dev)
+    cls_target[torch.from_numpy(qi).to(dev)] = targets.labels[torch.from_numpy(gi).to(dev)]
+    cw = torch.ones(C1, device=dev)
+    cw[C1 - 1] = weights.no_object
+    return qi, gi, sum(F.cross_entropy(c, cls_target, weight=cw) for c in class_logits) / len(class_logits)
 
 
 def _mask_losses(logits_t, tgt_t, qi_t, gi_t, dev) -> tuple[torch.Tensor, torch.Tensor]:
