@@ -3,15 +3,17 @@ differences (docs/open-vocabulary.md, "The benchmark script").
 
     python scripts/bench_accuracy.py --data outputs/bench/synthetic --out outputs/bench [--preset quick] \
         [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick] \
-        [--models scratch,transfer,transfer-avg,transfer-deep,transfer-smollm2,transfer-tiny,transfer-single,\
+        [--models scratch,transfer,transfer-avg,transfer-last,transfer-smollm2,transfer-tiny,transfer-single,\
                   video-scratch,video-transfer]
 
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
 that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
 ``transfer-smollm2``, ``transfer-tiny`` and ``transfer-single`` train a new SceneLLM (SmolLM2 + LoRA; the tiny LLM
 in two turns; in one) on the transferred model's frozen 4D weights, after it (``--steps`` for that stage).
-``transfer-avg`` and ``transfer-deep`` train the transferred model again with weight averaging
-(``Train4DConfig.weight_average``) or deep supervision of every decoder layer (``LossWeights.deep``).
+``transfer-avg`` and ``transfer-last`` train the transferred model again with weight averaging
+(``Train4DConfig.weight_average``) or without the presets' deep supervision of every decoder layer
+(``LossWeights.deep`` 0: the last layer only). A model folder trained with other settings than the sweep would
+use (an older preset, another ``--steps``) is refused rather than scored.
 ``--models video-scratch,video-transfer`` trains the video models instead (docs/video.md: from scratch on colours,
 and from the core with its features lifted), on the dataset's PVSG copy, scored with ``evaluate-video``. Each model
 is run on the test split with the relation head and, for the transferred one, the SceneLLM chain, each with and
@@ -55,9 +57,10 @@ ROWS = {  # name: (model, chain, 2D proposals)
     "transfer, weight average / head": ("transfer-avg", False, False),
     "transfer, weight average / head + 2D proposals": ("transfer-avg", False, True),
     "transfer, weight average / chain": ("transfer-avg", True, False),
-    "transfer, deep supervision / head": ("transfer-deep", False, False),
-    "transfer, deep supervision / head + 2D proposals": ("transfer-deep", False, True),
-    "transfer, deep supervision / chain": ("transfer-deep", True, False),
+    # the transferred model trained again without deep supervision (the presets' default since v0.17)
+    "transfer, last layer only / head": ("transfer-last", False, False),
+    "transfer, last layer only / head + 2D proposals": ("transfer-last", False, True),
+    "transfer, last layer only / chain": ("transfer-last", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
@@ -79,17 +82,17 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "single-turn chain - head (transfer)": ("transfer / single-turn chain, tiny LLM after", "transfer / head"),
     "weight average - last weights (head)": ("transfer, weight average / head", "transfer / head"),
     "weight average - last weights (chain)": ("transfer, weight average / chain", "transfer / chain"),
-    "deep supervision - last layer only (head)": ("transfer, deep supervision / head", "transfer / head"),
-    "deep supervision - last layer only (chain)": ("transfer, deep supervision / chain", "transfer / chain"),
+    "deep supervision - last layer only (head)": ("transfer / head", "transfer, last layer only / head"),
+    "deep supervision - last layer only (chain)": ("transfer / chain", "transfer, last layer only / chain"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
     "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
 }
-MODELS = ("scratch", "transfer", "transfer-avg", "transfer-deep", "transfer-smollm2", "transfer-tiny",
+MODELS = ("scratch", "transfer", "transfer-avg", "transfer-last", "transfer-smollm2", "transfer-tiny",
           "transfer-single", "video-scratch", "video-transfer")  # fmt: skip
 VARIANTS = {  # another kind trained with some Train4DConfig fields changed, all else equal (seed, data, core)
     "transfer-avg": ("transfer", {"weight_average": 0.995}),
-    "transfer-deep": ("transfer", {"weights": {"deep": 1.0}}),  # dict fields are merged into the kind's
+    "transfer-last": ("transfer", {"weights": {"deep": 0.0}}),  # dict fields are merged into the kind's
 }
 AFTER = {  # a new SceneLLM (language model, chain) on another kind's frozen 4D weights, trained in a later round
     "transfer-smollm2": ("transfer", "smollm2", "two"),
@@ -132,7 +135,6 @@ def train_core(job) -> str:
 def train_model(job) -> str:
     """One 4D model, as the demo trains it: ``scratch`` or ``transfer`` (from the seed's 2D core, with the
     SceneLLM)."""
-    from spade4d.demo import config_4d, config_video
     from spade4d.training.finetune_4d import finetune_4d
 
     data, out, seed, kind, args = job
@@ -141,16 +143,44 @@ def train_model(job) -> str:
     if kind in AFTER and not (run / "model" / "config.json").is_file():
         return train_llm_after(data, out / f"seed{seed}" / AFTER[kind][0] / "model", run, seed, args, *AFTER[kind][1:])
     if not (run / "model" / "config.json").is_file():
-        base, changes = VARIANTS.get(kind, (kind, {}))
-        transfer, video = base.endswith("transfer"), base.startswith("video")
-        make = config_video if video else config_4d
-        cfg = make(settings(args, seed, args.llm if transfer else "none"), transfer, num_threads=args.threads)
-        cfg = replace(cfg, **{k: {**getattr(cfg, k), **v} if isinstance(v, dict) else v for k, v in changes.items()})
+        cfg, transfer = model_config(seed, kind, args)
+        video = kind.startswith("video")
         core = out / f"seed{seed}" / "pretrain_2d" / "model" if transfer else None
         where = {"fmt": "pvsg-video"} if video else {"rgb_root": data / "psg4d_gta"}
         finetune_4d(data / ("pvsg" if video else "psg4d_pc"), run, cfg, resume=True, init_from_2d=core,
                     progress=args.jobs == 1, **where)  # fmt: skip
     return str(run / "model")
+
+
+def model_config(seed: int, kind: str, args):
+    """The training settings of one 4D model of the sweep (a :class:`Train4DConfig`) and whether it starts from the
+    seed's 2D core."""
+    from spade4d.demo import config_4d, config_video
+
+    base, changes = VARIANTS.get(kind, (kind, {}))
+    transfer = base.endswith("transfer")
+    make = config_video if base.startswith("video") else config_4d
+    cfg = make(settings(args, seed, args.llm if transfer else "none"), transfer, num_threads=args.threads)
+    cfg = replace(cfg, **{k: {**getattr(cfg, k), **v} if isinstance(v, dict) else v for k, v in changes.items()})
+    return cfg, transfer
+
+
+def other_settings(run: Path, cfg) -> str | None:
+    """Why the run already in ``run`` is not what ``cfg`` would train (the fields that differ, the thread count
+    aside), or None when it matches or nothing was started there."""
+    from dataclasses import asdict
+
+    from spade4d.io import read_json
+
+    saved = run / "train_config.json"
+    if not saved.is_file():
+        return None
+    old, new = read_json(saved).get("train", {}), json.loads(json.dumps(asdict(cfg)))
+    differ = [k for k in new if k != "num_threads" and old.get(k) != new[k]]
+    if not differ:
+        return None
+    shown = "; ".join(f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in differ[:3])
+    return f"{saved}: trained with other settings ({shown}); move it away or use another --out"
 
 
 def train_llm_after(data: Path, model_dir: Path, run: Path, seed: int, args, llm: str, chain: str) -> str:
@@ -334,13 +364,16 @@ def main(argv=None) -> None:
     if not (data / "dataset.json").is_file():
         p.error(f"{data}: no dataset.json (make one with spade4d make-synthetic)")
     seeds = [int(s) for s in args.seeds.split(",")]
-    t0 = time.time()
-    run_all(train_core, [(data, out, s, args) for s in seeds], args.jobs)
-    print(f"2D cores ready ({time.time() - t0:.0f} s)", flush=True)
     models = args.models.split(",")
     if bad := [m for m in models if m not in MODELS]:
         p.error(f"unknown model(s) {bad}: choose from {', '.join(MODELS)}")
     kinds = [(s, k) for s in seeds for k in models]
+    for s, k in kinds:
+        if k not in AFTER and (why := other_settings(out / f"seed{s}" / k, model_config(s, k, args)[0])):
+            p.error(why)
+    t0 = time.time()
+    run_all(train_core, [(data, out, s, args) for s in seeds], args.jobs)
+    print(f"2D cores ready ({time.time() - t0:.0f} s)", flush=True)
     for later in (False, True):
         run_all(train_model, [(data, out, s, k, args) for s, k in kinds if (k in AFTER) == later], args.jobs)
     print(f"4D models ready ({time.time() - t0:.0f} s)", flush=True)

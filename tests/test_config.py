@@ -63,7 +63,7 @@ def test_the_2d_and_synthetic_presets_take_files_and_overrides(tmp_path):
 def test_overrides_merge_into_nested_fields_and_dump_round_trips(tmp_path):
     cfg = preset("quick", None, ["steps=50", "model.dim=32", "weights.dice=2.5", "frame_strides=[1, 3]", "lr=1e-4"])
     assert cfg.steps == 50 and cfg.lr == 1e-4 and cfg.frame_strides == (1, 3)
-    assert cfg.model == {"voxel_size": 0.1, "num_queries": 16, "dim": 32} and cfg.weights == {"dice": 2.5}
+    assert cfg.model == {"voxel_size": 0.1, "num_queries": 16, "dim": 32} and cfg.weights == {"deep": 1.0, "dice": 2.5}
     (tmp_path / "c.yaml").write_text(dump_config(cfg))
     assert load_config(Train4DConfig, Train4DConfig(), tmp_path / "c.yaml", (), nested_schema()) == cfg
     assert preset("quick", tmp_path / "c.yaml", ["steps=7"], lr=0.5) == Train4DConfig(

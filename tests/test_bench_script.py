@@ -1,0 +1,54 @@
+"""scripts/bench_accuracy.py: the settings of each kind of model, and a sweep that refuses to mix a folder trained
+with other settings into its tables."""
+
+import importlib.util
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from spade4d.io import write_json
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ARGS = SimpleNamespace(preset="quick", steps=None, steps_2d=None, llm="tiny", threads=1, jobs=2)
+
+
+def test_kinds_differ_only_in_what_they_name(bench):
+    transfer, from_core = bench.model_config(0, "transfer", ARGS)
+    last, last_core = bench.model_config(0, "transfer-last", ARGS)
+    scratch, scratch_core = bench.model_config(0, "scratch", ARGS)
+    video, _ = bench.model_config(0, "video-transfer", ARGS)
+    assert from_core and last_core and not scratch_core
+    assert transfer.weights["deep"] == 1.0 and scratch.weights["deep"] == 1.0  # the presets' default
+    assert last.weights["deep"] == 0.0 and replace(last, weights=transfer.weights) == transfer
+    assert video.weights["deep"] == 0.0  # measured on point clouds only
+    assert transfer.llm is not None and scratch.llm is None
+
+
+def test_a_folder_trained_otherwise_is_refused(bench, tmp_path, capsys):
+    cfg, _ = bench.model_config(1, "transfer", ARGS)
+    run = tmp_path / "seed1" / "transfer"
+    assert bench.other_settings(run, cfg) is None  # nothing started there
+    write_json(run / "train_config.json", {"train": json.loads(json.dumps(asdict(cfg)))})
+    assert bench.other_settings(run, cfg) is None
+    assert bench.other_settings(run, replace(cfg, num_threads=2)) is None  # threads are not a setting of the model
+    old = replace(cfg, weights={})  # trained before deep supervision became the default
+    write_json(run / "train_config.json", {"train": json.loads(json.dumps(asdict(old)))})
+    why = bench.other_settings(run, cfg)
+    assert str(run / "train_config.json") in why and "weights" in why and "\n" not in why
+    write_json(tmp_path / "data" / "dataset.json", {})
+    with pytest.raises(SystemExit):  # before any training starts
+        bench.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path), "--seeds", "1", "--models", "transfer"])
+    assert "trained with other settings" in capsys.readouterr().err
