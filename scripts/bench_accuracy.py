@@ -370,7 +370,7 @@ def main(argv=None) -> None:
     kinds = [(s, k) for s in seeds for k in models]
     for s, k in kinds:
         if k not in AFTER and (why := other_settings(out / f"seed{s}" / k, model_config(s, k, args)[0])):
-            p.error(why)
+            raise SystemExit(why)  # one line, before anything is trained
     t0 = time.time()
     run_all(train_core, [(data, out, s, args) for s in seeds], args.jobs)
     print(f"2D cores ready ({time.time() - t0:.0f} s)", flush=True)
