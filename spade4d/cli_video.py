@@ -39,11 +39,11 @@ def infer_video(args: argparse.Namespace, pipe) -> int:
 
 
 def cmd_finetune_video(args: argparse.Namespace) -> int:
-    from spade4d.training.finetune_4d import finetune_4d, preset, video_settings
+    from spade4d.training.finetune_4d import finetune_4d, video_preset
 
     flags = ("steps", "lr", "warmup", "seed", "clips_per_step", "checkpoint_every", "mixed_precision", "transfer_parts")
-    cfg = preset(args.preset, args.config, args.overrides, **{k: getattr(args, k) for k in flags})
-    cfg = video_settings(cfg, args.stride, from_2d=bool(args.init_from_2d))
+    named = {k: getattr(args, k) for k in flags}
+    cfg = video_preset(args.preset, args.config, args.overrides, args.stride, bool(args.init_from_2d), **named)
     res = finetune_4d(
         args.root,
         args.out,

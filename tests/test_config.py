@@ -115,3 +115,14 @@ def test_a_runs_saved_config_repeats_the_run(synthetic_root, tmp_path, capsys):
     err = capsys.readouterr().err
     assert main([*argv, "--out", str(tmp_path / "c"), "stepz=2"]) == 2
     assert "unknown key 'stepz'" in capsys.readouterr().err and "Traceback" not in err
+
+
+def test_video_defaults_come_before_the_users_settings():
+    from spade4d.training.finetune_4d import video_preset, video_settings
+
+    cfg = video_preset("quick", None, [], 4, True)
+    assert cfg == video_settings(PRESETS["quick"], 4, from_2d=True)
+    assert cfg.weights["deep"] == 0.0 and PRESETS["quick"].weights["deep"] == 1.0 and cfg.lift is True
+    asked = video_preset("quick", None, ["weights.deep=1", "augment.color=0.2"], 8, False, steps=5)
+    assert asked.weights["deep"] == 1.0 and asked.steps == 5 and asked.model["video"] == {"stride": 8}
+    assert asked.augment["color"] == 0.2 and asked.augment["rotate"] == 0.0  # merged into the video defaults

@@ -325,6 +325,16 @@ def video_settings(cfg: Train4DConfig, stride: int = 4, from_2d: bool = False) -
     )
 
 
+def video_preset(name: str, config=None, overrides=(), stride: int = 4, from_2d: bool = False, **flags):
+    """:func:`preset` for the video model: :func:`video_settings` are the preset's defaults, and the YAML
+    ``config``, the ``key=value`` ``overrides`` and the ``flags`` come after them, so a user's ``weights.deep=1``
+    or ``augment`` wins."""
+    from spade4d.config import preset_config
+
+    videos = {k: video_settings(v, stride, from_2d) for k, v in PRESETS.items()}
+    return preset_config(Train4DConfig, videos, name, config, overrides, nested_schema(), **flags)
+
+
 def training_rgb_source(ds, model: Model4D, root: Path, rgb_root):
     """The RGB frames a run lifts 2D features from and where they are: a video split's own frames
     (:func:`video_source`), the GTA-layout frames beside the points (``<root>/../psg4d_gta`` unless ``rgb_root``),
