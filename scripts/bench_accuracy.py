@@ -13,7 +13,8 @@ in two turns; in one) on the transferred model's frozen 4D weights, after it (``
 ``transfer-avg`` and ``transfer-last`` train the transferred model again with weight averaging
 (``Train4DConfig.weight_average``) or without the presets' deep supervision of every decoder layer
 (``LossWeights.deep`` 0: the last layer only). A model folder trained with other settings than the sweep would
-use (an older preset, another ``--steps``) is refused rather than scored.
+use (an older preset, another ``--steps``; for a SceneLLM trained after, the 4D model it builds on too) is refused
+rather than scored.
 ``--models video-scratch,video-transfer`` trains the video models instead (docs/video.md: from scratch on colours,
 and from the core with its features lifted), on the dataset's PVSG copy, scored with ``evaluate-video``. Each model
 is run on the test split with the relation head and, for the transferred one, the SceneLLM chain, each with and
@@ -141,7 +142,7 @@ def train_model(job) -> str:
     set_threads(args.threads)
     run = out / f"seed{seed}" / kind
     if kind in AFTER and not (run / "model" / "config.json").is_file():
-        return train_llm_after(data, out / f"seed{seed}" / AFTER[kind][0] / "model", run, seed, args, *AFTER[kind][1:])
+        return train_llm_after(data, out / f"seed{seed}" / AFTER[kind][0] / "model", run, seed, args)
     if not (run / "model" / "config.json").is_file():
         cfg, transfer = model_config(seed, kind, args)
         video = kind.startswith("video")
@@ -157,6 +158,9 @@ def model_config(seed: int, kind: str, args):
     seed's 2D core."""
     from spade4d.demo import config_4d, config_video
 
+    if kind in AFTER:  # a new SceneLLM alone, on the frozen weights of the kind it names
+        _, llm, chain = AFTER[kind]
+        return config_4d(settings(args, seed, llm, chain), False, num_threads=args.threads, train_only=("llm.",)), False
     base, changes = VARIANTS.get(kind, (kind, {}))
     transfer = base.endswith("transfer")
     make = config_video if base.startswith("video") else config_4d
@@ -183,15 +187,14 @@ def other_settings(run: Path, cfg) -> str | None:
     return f"{saved}: trained with other settings ({shown}); move it away or use another --out"
 
 
-def train_llm_after(data: Path, model_dir: Path, run: Path, seed: int, args, llm: str, chain: str) -> str:
-    """A new SceneLLM (``llm``: tiny or smollm2, answering in ``chain``) trained on a finished 4D model whose own
-    weights stay frozen (``train_only`` llm.), for ``--steps``: every such row shares the 4D model, and each
-    starts its LLM afresh (the 4D model's own SceneLLM is dropped first)."""
-    from spade4d.demo import config_4d
+def train_llm_after(data: Path, model_dir: Path, run: Path, seed: int, args) -> str:
+    """A new SceneLLM (the language model and chain that AFTER names for the kind ``run.name``) trained on a
+    finished 4D model whose own weights stay frozen (``train_only`` llm.), for ``--steps``: every such row shares
+    the 4D model, and each starts its LLM afresh (the 4D model's own SceneLLM is dropped first)."""
     from spade4d.training.finetune_4d import finetune_4d
 
     base = four_d_only(model_dir, run / "base_4d")
-    cfg = config_4d(settings(args, seed, llm, chain), False, num_threads=args.threads, train_only=("llm.",))
+    cfg = model_config(seed, run.name, args)[0]
     finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from=base, rgb_root=data / "psg4d_gta",
                 progress=args.jobs == 1)  # fmt: skip
     return str(run / "model")
@@ -368,8 +371,8 @@ def main(argv=None) -> None:
     if bad := [m for m in models if m not in MODELS]:
         p.error(f"unknown model(s) {bad}: choose from {', '.join(MODELS)}")
     kinds = [(s, k) for s in seeds for k in models]
-    for s, k in kinds:
-        if k not in AFTER and (why := other_settings(out / f"seed{s}" / k, model_config(s, k, args)[0])):
+    for s, k in sorted(set(kinds) | {(s, AFTER[k][0]) for s, k in kinds if k in AFTER}):  # and what AFTER builds on
+        if why := other_settings(out / f"seed{s}" / k, model_config(s, k, args)[0]):
             raise SystemExit(why)  # one line, before anything is trained
     t0 = time.time()
     run_all(train_core, [(data, out, s, args) for s in seeds], args.jobs)

@@ -52,3 +52,19 @@ def test_a_folder_trained_otherwise_is_refused(bench, tmp_path):
     with pytest.raises(SystemExit) as stop:  # before any training starts
         bench.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path), "--seeds", "1", "--models", "transfer"])
     assert stop.value.code == why and not (tmp_path / "seed1" / "pretrain_2d").exists()
+
+
+def test_a_sceneLLM_after_checks_the_model_it_builds_on(bench, tmp_path):
+    after, _ = bench.model_config(0, "transfer-tiny", ARGS)
+    assert after.train_only == ("llm.",) and after.llm["llm"] == "tiny" and after.llm["chain"] == "two"
+    assert bench.model_config(0, "transfer-single", ARGS)[0].llm["chain"] == "single"
+    base, _ = bench.model_config(0, "transfer", ARGS)
+    old = replace(base, weights={})  # the frozen 4D model was trained before deep supervision
+    write_json(tmp_path / "seed0" / "transfer" / "train_config.json", {"train": json.loads(json.dumps(asdict(old)))})
+    write_json(tmp_path / "data" / "dataset.json", {})
+    with pytest.raises(SystemExit) as stop:
+        bench.main(
+            ["--data", str(tmp_path / "data"), "--out", str(tmp_path), "--seeds", "0", "--models", "transfer-tiny"]
+        )
+    assert "seed0/transfer/train_config.json" in stop.value.code and "weights" in stop.value.code
+    assert not (tmp_path / "seed0" / "transfer-tiny").exists()
