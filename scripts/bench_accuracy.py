@@ -142,7 +142,8 @@ def train_model(job) -> str:
     set_threads(args.threads)
     run = out / f"seed{seed}" / kind
     if kind in AFTER and not (run / "model" / "config.json").is_file():
-        return train_llm_after(data, out / f"seed{seed}" / AFTER[kind][0] / "model", run, seed, args)
+        base = out / f"seed{seed}" / AFTER[kind][0] / "model"
+        return train_llm_after(data, base, run, model_config(seed, kind, args)[0], args)
     if not (run / "model" / "config.json").is_file():
         cfg, transfer = model_config(seed, kind, args)
         video = kind.startswith("video")
@@ -187,14 +188,13 @@ def other_settings(run: Path, cfg) -> str | None:
     return f"{saved}: trained with other settings ({shown}); move it away or use another --out"
 
 
-def train_llm_after(data: Path, model_dir: Path, run: Path, seed: int, args) -> str:
-    """A new SceneLLM (the language model and chain that AFTER names for the kind ``run.name``) trained on a
-    finished 4D model whose own weights stay frozen (``train_only`` llm.), for ``--steps``: every such row shares
-    the 4D model, and each starts its LLM afresh (the 4D model's own SceneLLM is dropped first)."""
+def train_llm_after(data: Path, model_dir: Path, run: Path, cfg, args) -> str:
+    """A new SceneLLM (``cfg``: the kind's :func:`model_config`, whose language model and chain AFTER names)
+    trained on a finished 4D model whose own weights stay frozen (``train_only`` llm.), for ``--steps``: every such
+    row shares the 4D model, and each starts its LLM afresh (the 4D model's own SceneLLM is dropped first)."""
     from spade4d.training.finetune_4d import finetune_4d
 
     base = four_d_only(model_dir, run / "base_4d")
-    cfg = model_config(seed, run.name, args)[0]
     finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from=base, rgb_root=data / "psg4d_gta",
                 progress=args.jobs == 1)  # fmt: skip
     return str(run / "model")
