@@ -9,7 +9,8 @@ differences (docs/open-vocabulary.md, "The benchmark script").
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
 that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
 ``transfer-smollm2``, ``transfer-tiny`` and ``transfer-single`` train a new SceneLLM (SmolLM2 + LoRA; the tiny LLM
-in two turns; in one) on the transferred model's frozen 4D weights, after it (``--steps`` for that stage).
+in two turns; in one) on the transferred model's frozen 4D weights, after it (``--steps-after`` for that stage,
+by default ``--steps``).
 ``transfer-avg`` and ``transfer-last`` train the transferred model again with weight averaging
 (``Train4DConfig.weight_average``) or without the presets' deep supervision of every decoder layer
 (``LossWeights.deep`` 0: the last layer only). A model folder trained with other settings than the sweep would
@@ -114,10 +115,11 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def settings(args, seed: int, llm: str = "none", chain: str = "two"):
+def settings(args, seed: int, llm: str = "none", chain: str = "two", steps: int | None = None):
     from spade4d.demo import DemoSettings
 
-    return DemoSettings(preset=args.preset, seed=seed, steps=args.steps, steps_2d=args.steps_2d, llm=llm, chain=chain)
+    steps = steps or args.steps
+    return DemoSettings(preset=args.preset, seed=seed, steps=steps, steps_2d=args.steps_2d, llm=llm, chain=chain)
 
 
 def train_core(job) -> str:
@@ -161,7 +163,9 @@ def model_config(seed: int, kind: str, args):
 
     if kind in AFTER:  # a new SceneLLM alone, on the frozen weights of the kind it names
         _, llm, chain = AFTER[kind]
-        return config_4d(settings(args, seed, llm, chain), False, num_threads=args.threads, train_only=("llm.",)), False
+        cfg = config_4d(settings(args, seed, llm, chain, args.steps_after), False, num_threads=args.threads,
+                        train_only=("llm.",))  # fmt: skip
+        return cfg, False
     base, changes = VARIANTS.get(kind, (kind, {}))
     transfer = base.endswith("transfer")
     make = config_video if base.startswith("video") else config_4d
@@ -190,8 +194,8 @@ def other_settings(run: Path, cfg) -> str | None:
 
 def train_llm_after(data: Path, model_dir: Path, run: Path, cfg, args) -> str:
     """A new SceneLLM (``cfg``: the kind's :func:`model_config`, whose language model and chain AFTER names)
-    trained on a finished 4D model whose own weights stay frozen (``train_only`` llm.), for ``--steps``: every such
-    row shares the 4D model, and each starts its LLM afresh (the 4D model's own SceneLLM is dropped first)."""
+    trained on a finished 4D model whose own weights stay frozen (``train_only`` llm.), for ``--steps-after``: every
+    such row shares the 4D model, and each starts its LLM afresh (the 4D model's own SceneLLM is dropped first)."""
     from spade4d.training.finetune_4d import finetune_4d
 
     base = four_d_only(model_dir, run / "base_4d")
@@ -354,6 +358,8 @@ def main(argv=None) -> None:
     p.add_argument("--preset", default="quick", help="the 4D training preset (and 2D: quick or small)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, default=None, help="4D steps (default: the preset's)")
+    p.add_argument("--steps-after", type=int, default=None,
+                   help="steps of a SceneLLM trained after a frozen 4D model (default: --steps)")  # fmt: skip
     p.add_argument("--steps-2d", type=int, default=None, help="steps of each 2D stage (default: the preset's)")
     p.add_argument("--models", default="scratch,transfer", help="of " + ", ".join(MODELS) + " (default: the 4D two)")
     p.add_argument("--llm", default="tiny", help="the SceneLLM of the transferred model: tiny | smollm2 | none")

@@ -22,7 +22,7 @@ def bench():
     return module
 
 
-ARGS = SimpleNamespace(preset="quick", steps=None, steps_2d=None, llm="tiny", threads=1, jobs=2)
+ARGS = SimpleNamespace(preset="quick", steps=None, steps_after=None, steps_2d=None, llm="tiny", threads=1, jobs=2)
 
 
 def test_kinds_differ_only_in_what_they_name(bench):
@@ -59,6 +59,10 @@ def test_a_sceneLLM_after_checks_the_model_it_builds_on(bench, tmp_path):
     assert after.train_only == ("llm.",) and after.llm["llm"] == "tiny" and after.llm["chain"] == "two"
     assert bench.model_config(0, "transfer-single", ARGS)[0].llm["chain"] == "single"
     base, _ = bench.model_config(0, "transfer", ARGS)
+    assert after.steps == base.steps  # by default the stage after trains as long as the 4D model did
+    short = SimpleNamespace(**{**vars(ARGS), "steps_after": 150})
+    assert bench.model_config(0, "transfer-tiny", short)[0].steps == 150
+    assert bench.model_config(0, "transfer", short)[0] == base  # the frozen model's settings are untouched
     old = replace(base, weights={})  # the frozen 4D model was trained before deep supervision
     write_json(tmp_path / "seed0" / "transfer" / "train_config.json", {"train": json.loads(json.dumps(asdict(old)))})
     write_json(tmp_path / "data" / "dataset.json", {})
