@@ -44,36 +44,43 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROWS = {  # name: (model, chain, 2D proposals)
+ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes) or "rename" (and renaming 4D tubes))
     "scratch / head": ("scratch", False, False),
-    "scratch / head + 2D proposals": ("scratch", False, True),
+    "scratch / head + 2D proposals": ("scratch", False, "add"),
     "transfer / head": ("transfer", False, False),
-    "transfer / head + 2D proposals": ("transfer", False, True),
+    "transfer / head + 2D proposals": ("transfer", False, "add"),
     "transfer / chain": ("transfer", True, False),
-    "transfer / chain + 2D proposals": ("transfer", True, True),
+    "transfer / chain + 2D proposals": ("transfer", True, "add"),
+    # the same, the proposals also renaming 4D tubes to unseen classes (ProposalOptions.rename_iou)
+    "scratch / head + 2D proposals and renaming": ("scratch", False, "rename"),
+    "transfer / head + 2D proposals and renaming": ("transfer", False, "rename"),
+    "transfer / chain + 2D proposals and renaming": ("transfer", True, "rename"),
     # the transferred model's 4D weights, frozen, with a new SceneLLM trained after them (AFTER)
     "transfer / chain, SmolLM2": ("transfer-smollm2", True, False),
     "transfer / chain, tiny LLM after": ("transfer-tiny", True, False),
     "transfer / single-turn chain, tiny LLM after": ("transfer-single", True, False),
     # the transferred model trained again with its weights averaged over the last steps (VARIANTS)
     "transfer, weight average / head": ("transfer-avg", False, False),
-    "transfer, weight average / head + 2D proposals": ("transfer-avg", False, True),
+    "transfer, weight average / head + 2D proposals": ("transfer-avg", False, "add"),
     "transfer, weight average / chain": ("transfer-avg", True, False),
     # the transferred model trained again without deep supervision (the presets' default since v0.17)
     "transfer, last layer only / head": ("transfer-last", False, False),
-    "transfer, last layer only / head + 2D proposals": ("transfer-last", False, True),
+    "transfer, last layer only / head + 2D proposals": ("transfer-last", False, "add"),
     "transfer, last layer only / chain": ("transfer-last", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
     "video transfer / chain": ("video-transfer", True, False),
-    "video transfer / head + 2D proposals": ("video-transfer", False, True),
+    "video transfer / head + 2D proposals": ("video-transfer", False, "add"),
 }
 DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "transfer - scratch (head)": ("transfer / head", "scratch / head"),
     "chain - head (transfer)": ("transfer / chain", "transfer / head"),
     "2D proposals, head (transfer)": ("transfer / head + 2D proposals", "transfer / head"),
     "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
+    "renaming, head (scratch)": ("scratch / head + 2D proposals and renaming", "scratch / head + 2D proposals"),
+    "renaming, head (transfer)": ("transfer / head + 2D proposals and renaming", "transfer / head + 2D proposals"),
+    "renaming, chain (transfer)": ("transfer / chain + 2D proposals and renaming", "transfer / chain + 2D proposals"),
     "SmolLM2 - tiny LLM (chain)": ("transfer / chain, SmolLM2", "transfer / chain"),
     "SmolLM2 chain - head (transfer)": ("transfer / chain, SmolLM2", "transfer / head"),
     "SmolLM2 - tiny LLM (both after)": ("transfer / chain, SmolLM2", "transfer / chain, tiny LLM after"),
@@ -240,9 +247,13 @@ def score_rows(job) -> dict[str, dict]:
         model = Model4D.from_pretrained(out / f"seed{seed}" / kind / "model").to(dev)
         cams = CameraFrames(data / "psg4d_gta")
         props = proposal_source(model, out / f"seed{seed}" / "pretrain_2d" / "model", cams, dev)
+        if props.seen is None:  # a model saved before it recorded its training classes: the same split's
+            props.seen = frozenset(open_4d_dataset("synthetic", data, "train").names_used()[0])
+        renaming = props.options
         test = open_4d_dataset("synthetic", data, "test")
         for r in todo:
             _, chain, with_2d = rows[r]
+            props.options = renaming if with_2d == "rename" else replace(renaming, rename_iou=None)
             pipe = Pipeline4D(model, InferenceOptions(use_llm=chain), cams, props if with_2d else None)
             pred = folder / f"{slug(r)}.predictions.json"
             t0 = time.time()

@@ -127,6 +127,8 @@ def test_open_vocabulary_training_leaves_unseen_names_out_of_the_loss(synthetic_
     full = meta["thing_classes"] + meta["stuff_classes"]
     back = Model4D.from_pretrained(res.model_dir)  # the saved model scores every name, the unseen ones too
     assert back.config.classes == full and back.config.predicates == meta["predicates"]
+    assert set(back.config.trained_classes) == used_c  # what the 2D core's proposals may rename (proposals.py)
+    assert back.config.trained_classes == [c for c in full if c in used_c]
     i = full.index("bicycle")
     torch.testing.assert_close(back.class_embed[i], encode_texts(["bicycle"])[0])
     finetune_4d(root, tmp_path / "all", tiny_cfg(2, train_vocabulary="all"), progress=False)

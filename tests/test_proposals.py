@@ -11,6 +11,7 @@ from spade4d.inference.proposals import (
     frame_proposals,
     merge_tubes,
     name_tubes,
+    rename_unseen,
     tube_relations,
     visible_points,
 )
@@ -149,6 +150,33 @@ def test_merge_drops_repeats_and_fragments_of_4d_tubes():
     assert [t for t, _ in kept] == [new]
     masks = kept[0][1]
     assert masks[0].shape == (100,) and masks[0].sum() == 50 and masks[1].sum() == 48
+
+
+def test_a_4d_tube_takes_an_unseen_name_from_the_proposal_that_overlaps_it():
+    counts = [100, 100]
+    classes = ["person", "box", "suitcase", "cart"]
+    seen = frozenset({"person", "box"})  # the 4D training split showed these two
+    box = ObjectTube(1, "box", {t: np.arange(100) < 40 for t in range(2)}, 0.7)  # points 0..39
+    person = ObjectTube(2, "person", {t: np.arange(100) >= 60 for t in range(2)}, 0.9)  # points 60..99
+    suitcase = tube_of({0: range(10, 50), 1: range(10, 50)}, counts, label=2, score=0.6)  # IoU 30/50 with the box
+    cart = tube_of({0: range(0, 5), 1: range(0, 5)}, counts, label=3, score=0.8)  # a fragment: IoU 5/40
+    again = tube_of({0: range(0, 40), 1: range(0, 40)}, counts, label=3, score=0.5)  # the box, once renamed
+    person_again = tube_of({0: range(60, 100), 1: range(60, 100)}, counts, label=0)  # a seen name: not renaming
+    tubes = [cart, suitcase, again, person_again]
+    opts = ProposalOptions()
+    objects, renamed, left = rename_unseen([box, person], tubes, counts, classes, seen, opts)
+    assert [o.label for o in objects] == ["suitcase", "person"] and renamed == {1}
+    assert objects[0].masks is box.masks and objects[0].score == 0.7 and objects[1] is person
+    assert box.label == "box"  # the input is left as it was
+    assert left == [cart, again, person_again]  # the suitcase tube is used up; one renaming per 4D tube
+    assert merge_tubes(objects, left, counts, opts) == []  # the rest repeats or lies inside the 4D tubes
+    for off in (dict(seen=None, opts=opts), dict(seen=seen, opts=ProposalOptions(rename_iou=None))):
+        objects, renamed, left = rename_unseen([box, person], tubes, counts, classes, off["seen"], off["opts"])
+        assert [o.label for o in objects] == ["box", "person"] and not renamed and left == tubes
+    strict = ProposalOptions(rename_iou=0.7)
+    assert rename_unseen([box, person], [cart, suitcase], counts, classes, seen, strict)[1] == set()  # IoU 0.6
+    with pytest.raises(ValueError, match="rename_iou"):
+        ProposalOptions(rename_iou=0.0)
 
 
 def test_relations_of_new_tubes_come_from_their_2d_queries():

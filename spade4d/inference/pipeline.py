@@ -168,4 +168,5 @@ def proposal_source(model, core_2d: str | os.PathLike, cameras, device):
 
     if cameras is None:
         raise ValueError("the 2D core's proposals need the RGB frames and cameras: pass rgb_root / --rgb-root")
-    return Proposals2D.from_pretrained(core_2d, cameras, model.config.classes, model.config.predicates, device)
+    cfg = model.config
+    return Proposals2D.from_pretrained(core_2d, cameras, cfg.classes, cfg.predicates, device, seen=cfg.trained_classes)

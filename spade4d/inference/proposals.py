@@ -15,6 +15,12 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
 4. **Merging.** A tube repeats a 4D tube (or a better proposal tube) and is dropped when their tube IoU reaches
    ``duplicate_iou`` or when a share ``inside`` of its points lies in that tube (a fragment of an object the
    4D model already has), so no object is predicted twice.
+   **Renaming.** Before that, a 4D tube may take a proposal tube's name: when the 2D core names a tube with a
+   class the 4D model never saw in training (``seen``: the names its training split showed) and that tube
+   overlaps a 4D tube named with a seen class by a tube IoU of at least ``rename_iou`` (its best such overlap),
+   the 4D tube keeps its masks and score and takes the unseen name; the proposal tube is then used up. The 4D
+   model can name such an object only by a class it was trained on (a suitcase as ``box``), while the 2D core
+   learned the name from images. One renaming per 4D tube, best proposal first.
 5. **Relations** of the new tubes come from the 2D core's relation graph transformer and head, per frame: a 4D
    tube takes part through the 2D query whose lifted points match its mask on that frame (IoU >= ``match_iou``).
    Scores and spans follow the 4D model's rules (:mod:`spade4d.inference.infer_4d`); ``relation_weight``
@@ -42,6 +48,7 @@ __all__ = [
     "associate",
     "name_tubes",
     "merge_tubes",
+    "rename_unseen",
     "tube_relations",
     "Proposals2D",
 ]
@@ -59,6 +66,9 @@ class ProposalOptions:
     duplicate_iou: float = 0.5  # tube IoU at which a proposal repeats a 4D tube or a better proposal
     inside: float = 0.5  # share of a proposal's points inside one such tube that makes it a fragment of it
     match_iou: float = 0.3  # point IoU at which a 4D tube takes a 2D query's relations on a frame
+    # tube IoU at which a 4D tube named with a seen class takes an unseen name from a proposal tube (None: never);
+    # set on the bench split's validation scenes: it renames no box as a cart fragment (IoU <= 0.07 there)
+    rename_iou: float | None = 0.25
     # factor on the new tubes' relation scores where they meet the 4D model's: the largest of 1, 0.5, 0.25, 0.1 at
     # which they leave the quick demo model's val R@20 as without them (docs/open-vocabulary.md)
     relation_weight: float = 0.5
@@ -68,6 +78,8 @@ class ProposalOptions:
             v = getattr(self, name)
             if not (np.isfinite(v) and 0.0 <= v <= 1.0):
                 raise ValueError(f"{name} must lie in [0, 1], not {v!r}")
+        if self.rename_iou is not None and not (np.isfinite(self.rename_iou) and 0.0 < self.rename_iou <= 1.0):
+            raise ValueError(f"rename_iou must lie in (0, 1] or be None, not {self.rename_iou!r}")
         if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must lie in [0, 1], not {self.min_score!r}")
         if self.voxel <= 0 or self.min_points < 1 or self.min_frames < 1 or self.max_gap < 0:
@@ -256,6 +268,27 @@ def merge_tubes(objects: list[ObjectTube], tubes: list[NamedTube], counts: list[
     return kept
 
 
+def rename_unseen(objects: list[ObjectTube], tubes: list[NamedTube], counts: list[int], classes: list[str],
+                  seen: frozenset[str] | None, opts: ProposalOptions):  # fmt: skip
+    """The renaming step of the module docstring: ``(objects, renamed ids, tubes left)``; renamed objects are
+    copies, ``objects`` is left as it is. Without ``seen`` or ``rename_iou`` nothing is renamed."""
+    if not seen or opts.rename_iou is None:
+        return objects, set(), tubes
+    out, renamed, left = list(objects), set(), []
+    for tube in tubes:
+        name = classes[tube.label]
+        if name not in seen and out:
+            masks = tube.masks(counts)
+            iou, k = max((_tube_overlap(masks, o.masks)[0], k) for k, o in enumerate(out))
+            o = out[k]
+            if iou >= opts.rename_iou and o.label in seen and o.id not in renamed:
+                out[k] = ObjectTube(o.id, name, o.masks, o.score)
+                renamed.add(o.id)
+                continue
+        left.append(tube)
+    return out, renamed, left
+
+
 def _borrowed_queries(obj: ObjectTube, lifted: list[dict[int, np.ndarray]], opts: ProposalOptions):
     """Frame -> the 2D query whose lifted points best match a 4D tube's mask there (IoU >= ``match_iou``)."""
     out = {}
@@ -280,9 +313,11 @@ class CoreFrames:
 class Proposals2D:
     """The 2D core and the RGB frames + cameras of a dataset, adding unseen objects to 4D predictions."""
 
-    def __init__(self, core, cameras, options: ProposalOptions | None = None, batch: int = 8):
+    def __init__(self, core, cameras, options: ProposalOptions | None = None, batch: int = 8, seen=None):
         self.core, self.cameras, self.batch = core.eval(), cameras, batch
         self.options = options or ProposalOptions()
+        # the class names the 4D model was trained on (Model4DConfig.trained_classes); None: no renaming
+        self.seen = None if seen is None else frozenset(seen)
 
     @property
     def options(self) -> ProposalOptions:
@@ -295,13 +330,15 @@ class Proposals2D:
         self._options = options
 
     @classmethod
-    def from_pretrained(cls, core_dir: str | os.PathLike, cameras, classes, predicates, device="cpu", **options):
-        """The 2D core of ``core_dir`` (``pretrain-2d``'s model folder) naming ``classes`` / ``predicates``."""
+    def from_pretrained(cls, core_dir: str | os.PathLike, cameras, classes, predicates, device="cpu", seen=None,
+                        **options):  # fmt: skip
+        """The 2D core of ``core_dir`` (``pretrain-2d``'s model folder) naming ``classes`` / ``predicates``;
+        ``seen``: the classes the 4D model was trained on (for renaming)."""
         from spade4d.models.spade2d import Spade2D
 
         core = Spade2D.from_pretrained(core_dir)
         core.set_vocabulary(list(classes), list(predicates))
-        return cls(core.to(device), cameras, ProposalOptions(**options))
+        return cls(core.to(device), cameras, ProposalOptions(**options), seen=seen)
 
     @torch.no_grad()
     def _run_core(self, images: list[np.ndarray]):
@@ -341,16 +378,18 @@ class Proposals2D:
         opts = self.options
         counts = [int(c) for c in seq.counts]
         frames = self.core_frames(seq, video_id)
-        kept = merge_tubes(graph.objects, name_tubes(associate(frames.proposals, opts), opts), counts, opts)
-        if not kept:
-            return graph
         classes = self.core.config.classes
-        next_id = max((o.id for o in graph.objects), default=0) + 1
+        tubes = name_tubes(associate(frames.proposals, opts), opts)
+        old, renamed, tubes = rename_unseen(graph.objects, tubes, counts, classes, self.seen, opts)
+        kept = merge_tubes(old, tubes, counts, opts)
+        if not kept and not renamed:
+            return graph
+        next_id = max((o.id for o in old), default=0) + 1
         new = [ObjectTube(next_id + i, classes[t.label], m, t.score) for i, (t, m) in enumerate(kept)]
-        queries = {o.id: _borrowed_queries(o, frames.lifted, opts) for o in graph.objects}
+        queries = {o.id: _borrowed_queries(o, frames.lifted, opts) for o in old}
         queries.update({o.id: {f: p.query for f, p in t.proposals.items()} for o, (t, _) in zip(new, kept)})
-        objects = graph.objects + new
-        new_ids, predicates = {o.id for o in new}, self.core.config.predicates
+        objects = old + new
+        new_ids, predicates = {o.id for o in new} | renamed, self.core.config.predicates
         rel = tube_relations(objects, new_ids, queries, frames.relations, predicates, relation_threshold, min_span)
         for r in rel:
             r.score *= opts.relation_weight

@@ -395,6 +395,8 @@ def save_final_model(acc, core, cfg: Train4DConfig, ds, rgb_source, average, voc
 
             recalibrate_batchnorm(core, ds, max_windows=cfg.bn_windows, rgb_source=rgb_source, progress=progress)
         core.set_vocabulary(*vocabulary)  # the saved model scores every name
+        shown = ds.names_used()[0]
+        core.config.trained_classes = [c for c in vocabulary[0] if c in shown]
         core.save_pretrained(final)
         plot_losses(history, out / "loss.png", "4D fine-tuning losses")
     return final
