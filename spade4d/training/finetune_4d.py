@@ -250,9 +250,12 @@ def build_model(cfg: Train4DConfig, classes, predicates, init_from=None, init_fr
 
 def restrict_training(model: Model4D, cfg: Train4DConfig, ds, split: str, log=logger.info) -> None:
     """Open-vocabulary training (``train_vocabulary="seen"``: the names the split never shows are left out of the
-    losses) and ``train_only`` (parameters outside its prefixes frozen)."""
+    losses; the classes it shows are recorded as ``trained_classes``) and ``train_only`` (parameters outside its
+    prefixes frozen)."""
     if cfg.train_vocabulary not in ("seen", "all"):
         raise TrainError(f"train_vocabulary must be 'seen' or 'all', got {cfg.train_vocabulary!r}")
+    shown = ds.names_used()[0]  # recorded in every saved model: the classes it learned to name
+    model.config.trained_classes = [c for c in model.config.classes if c in shown]
     if cfg.train_vocabulary == "seen":
         classes, predicates = model.config.classes, model.config.predicates
         seen_c, seen_p = seen_vocabulary(ds, classes, predicates)
@@ -395,8 +398,6 @@ def save_final_model(acc, core, cfg: Train4DConfig, ds, rgb_source, average, voc
 
             recalibrate_batchnorm(core, ds, max_windows=cfg.bn_windows, rgb_source=rgb_source, progress=progress)
         core.set_vocabulary(*vocabulary)  # the saved model scores every name
-        shown = ds.names_used()[0]
-        core.config.trained_classes = [c for c in vocabulary[0] if c in shown]
         core.save_pretrained(final)
         plot_losses(history, out / "loss.png", "4D fine-tuning losses")
     return final
