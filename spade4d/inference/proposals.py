@@ -67,7 +67,7 @@ class ProposalOptions:
     inside: float = 0.5  # share of a proposal's points inside one such tube that makes it a fragment of it
     match_iou: float = 0.3  # point IoU at which a 4D tube takes a 2D query's relations on a frame
     # tube IoU at which a 4D tube named with a seen class takes an unseen name from a proposal tube (None: never);
-    # set on the bench split's validation scenes: it renames no box as a cart fragment (IoU <= 0.07 there)
+    # chosen on the bench split (docs/open-vocabulary.md, "Renaming"): no box is renamed after a cart fragment
     rename_iou: float | None = 0.25
     # factor on the new tubes' relation scores where they meet the 4D model's: the largest of 1, 0.5, 0.25, 0.1 at
     # which they leave the quick demo model's val R@20 as without them (docs/open-vocabulary.md)
