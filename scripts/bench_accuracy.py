@@ -54,7 +54,6 @@ ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes) or "rena
     # the same, the proposals also renaming 4D tubes to unseen classes (ProposalOptions.rename_iou)
     "scratch / head + 2D proposals and renaming": ("scratch", False, "rename"),
     "transfer / head + 2D proposals and renaming": ("transfer", False, "rename"),
-    "transfer / chain + 2D proposals and renaming": ("transfer", True, "rename"),
     # the transferred model's 4D weights, frozen, with a new SceneLLM trained after them (AFTER)
     "transfer / chain, SmolLM2": ("transfer-smollm2", True, False),
     "transfer / chain, tiny LLM after": ("transfer-tiny", True, False),
@@ -80,7 +79,6 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
     "renaming, head (scratch)": ("scratch / head + 2D proposals and renaming", "scratch / head + 2D proposals"),
     "renaming, head (transfer)": ("transfer / head + 2D proposals and renaming", "transfer / head + 2D proposals"),
-    "renaming, chain (transfer)": ("transfer / chain + 2D proposals and renaming", "transfer / chain + 2D proposals"),
     "SmolLM2 - tiny LLM (chain)": ("transfer / chain, SmolLM2", "transfer / chain"),
     "SmolLM2 chain - head (transfer)": ("transfer / chain, SmolLM2", "transfer / head"),
     "SmolLM2 - tiny LLM (both after)": ("transfer / chain, SmolLM2", "transfer / chain, tiny LLM after"),
