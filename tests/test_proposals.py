@@ -163,14 +163,14 @@ def test_a_4d_tube_takes_an_unseen_name_from_the_proposal_that_overlaps_it():
     again = tube_of({0: range(0, 40), 1: range(0, 40)}, counts, label=3, score=0.5)  # the box, once renamed
     person_again = tube_of({0: range(60, 100), 1: range(60, 100)}, counts, label=0)  # a seen name: not renaming
     tubes = [cart, suitcase, again, person_again]
-    opts = ProposalOptions()
+    opts = ProposalOptions(rename_iou=0.25)
     objects, renamed, left = rename_unseen([box, person], tubes, counts, classes, seen, opts)
     assert [o.label for o in objects] == ["suitcase", "person"] and renamed == {1}
     assert objects[0].masks is box.masks and objects[0].score == 0.7 and objects[1] is person
     assert box.label == "box"  # the input is left as it was
     assert left == [cart, again, person_again]  # the suitcase tube is used up; one renaming per 4D tube
     assert merge_tubes(objects, left, counts, opts) == []  # the rest repeats or lies inside the 4D tubes
-    for off in (dict(seen=None, opts=opts), dict(seen=seen, opts=ProposalOptions(rename_iou=None))):
+    for off in (dict(seen=None, opts=opts), dict(seen=seen, opts=ProposalOptions())):  # off by default
         objects, renamed, left = rename_unseen([box, person], tubes, counts, classes, off["seen"], off["opts"])
         assert [o.label for o in objects] == ["box", "person"] and not renamed and left == tubes
     strict = ProposalOptions(rename_iou=0.7)

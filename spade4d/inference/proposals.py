@@ -18,7 +18,8 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
    **Renaming.** Before that, a 4D tube may take a proposal tube's name: when the 2D core names a tube with a
    class the 4D model never saw in training (``seen``: the names its training split showed) and that tube
    overlaps a 4D tube named with a seen class by a tube IoU of at least ``rename_iou`` (its best such overlap),
-   the 4D tube keeps its masks and score and takes the unseen name; the proposal tube is then used up. The 4D
+   the 4D tube keeps its masks and score and takes the unseen name; the proposal tube is then used up (off
+   unless ``rename_iou`` is set: measured, it did not help). The 4D
    model can name such an object only by a class it was trained on (a suitcase as ``box``), while the 2D core
    learned the name from images. One renaming per 4D tube, best proposal first.
 5. **Relations** of the new tubes come from the 2D core's relation graph transformer and head, per frame: a 4D
@@ -66,9 +67,9 @@ class ProposalOptions:
     duplicate_iou: float = 0.5  # tube IoU at which a proposal repeats a 4D tube or a better proposal
     inside: float = 0.5  # share of a proposal's points inside one such tube that makes it a fragment of it
     match_iou: float = 0.3  # point IoU at which a 4D tube takes a 2D query's relations on a frame
-    # tube IoU at which a 4D tube named with a seen class takes an unseen name from a proposal tube (None: never);
-    # chosen on the bench split (docs/open-vocabulary.md, "Renaming"): no box is renamed after a cart fragment
-    rename_iou: float | None = 0.25
+    # tube IoU at which a 4D tube named with a seen class takes an unseen name from a proposal tube (None: never).
+    # Off by default: at 0.25 it did not raise OOV recall on the bench split (docs/open-vocabulary.md, "Renaming")
+    rename_iou: float | None = None
     # factor on the new tubes' relation scores where they meet the 4D model's: the largest of 1, 0.5, 0.25, 0.1 at
     # which they leave the quick demo model's val R@20 as without them (docs/open-vocabulary.md)
     relation_weight: float = 0.5
