@@ -18,10 +18,10 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
    **Renaming.** Before that, a 4D tube may take a proposal tube's name: when the 2D core names a tube with a
    class the 4D model never saw in training (``seen``: the names its training split showed) and that tube
    overlaps a 4D tube named with a seen class by a tube IoU of at least ``rename_iou`` (its best such overlap),
-   the 4D tube keeps its masks and score and takes the unseen name; the proposal tube is then used up (off
-   unless ``rename_iou`` is set: measured, it did not help). The 4D
+   the 4D tube keeps its masks and score and takes the unseen name; the proposal tube is then used up. The 4D
    model can name such an object only by a class it was trained on (a suitcase as ``box``), while the 2D core
-   learned the name from images. One renaming per 4D tube, best proposal first.
+   learned the name from images. One renaming per 4D tube, best proposal first. Off unless ``rename_iou`` is
+   set: measured on the bench split, it did not help.
 5. **Relations** of the new tubes come from the 2D core's relation graph transformer and head, per frame: a 4D
    tube takes part through the 2D query whose lifted points match its mask on that frame (IoU >= ``match_iou``).
    Scores and spans follow the 4D model's rules (:mod:`spade4d.inference.infer_4d`); ``relation_weight``

@@ -77,7 +77,7 @@ class Model4DConfig:
     # a video model (spade4d.data.video: the 4D model on the image plane): {"stride": pixels per cell}; None: points
     video: dict | None = None
     # the classes its 4D training split showed (the rest it scores but never learned to name); the 2D core's
-    # proposals may rename its tubes to the others (spade4d.inference.proposals). None: a model saved before it was recorded
+    # proposals may rename its tubes to the others (spade4d.inference.proposals). None: saved before it was kept
     trained_classes: list[str] | None = None
     # inference
     object_threshold: float = 0.3

@@ -254,11 +254,10 @@ def restrict_training(model: Model4D, cfg: Train4DConfig, ds, split: str, log=lo
     prefixes frozen)."""
     if cfg.train_vocabulary not in ("seen", "all"):
         raise TrainError(f"train_vocabulary must be 'seen' or 'all', got {cfg.train_vocabulary!r}")
-    shown = ds.names_used()[0]  # recorded in every saved model: the classes it learned to name
-    model.config.trained_classes = [c for c in model.config.classes if c in shown]
+    classes, predicates = model.config.classes, model.config.predicates
+    seen_c, seen_p = seen_vocabulary(ds, classes, predicates)
+    model.config.trained_classes = seen_c  # recorded in every saved model: the classes it learned to name
     if cfg.train_vocabulary == "seen":
-        classes, predicates = model.config.classes, model.config.predicates
-        seen_c, seen_p = seen_vocabulary(ds, classes, predicates)
         unseen = sorted(set(classes) - set(seen_c)) + sorted(set(predicates) - set(seen_p))
         if unseen:
             log(f"open-vocabulary training: {len(unseen)} names never occur in {split} ({', '.join(unseen)}); "
