@@ -112,6 +112,16 @@ def test_association_follows_a_moving_object_past_a_gap():
         assert len({int(p.prob.argmax()) for p in tube}) == 1  # never switches objects
 
 
+def test_association_survives_a_mask_that_grows_for_one_frame():
+    # a still box whose frame-2 mask also takes in a second box 1 m away: the mask centre jumps 0.5 m and back, so
+    # moving on at that velocity misses frame 3; standing still does not, and the tube stays whole
+    frames = [[proposal(t, box_points([0, 0, 0]), 1)] for t in range(5)]
+    grown = np.concatenate([box_points([0, 0, 0]), box_points([1.0, 0, 0])])
+    frames[2] = [proposal(2, grown, 1)]
+    tubes = associate(frames, ProposalOptions())
+    assert [[p.t for p in tube] for tube in tubes] == [[0, 1, 2, 3, 4]]
+
+
 def test_association_does_not_bridge_long_gaps_or_jumps():
     frames = [[proposal(0, box_points([0, 0, 0]), 1)], [], [], [], [proposal(4, box_points([0, 0, 0]), 1)]]
     assert len(associate(frames, ProposalOptions(max_gap=2))) == 2

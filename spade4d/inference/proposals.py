@@ -7,9 +7,10 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
    that project into the mask and are visible there (not more than ``depth_tolerance`` behind the nearest point
    of their pixel): a class-agnostic proposal.
 2. **Association.** Proposals of successive frames are linked into tubes (Hungarian assignment) by their
-   affinity: how closely their voxel cells lie to the tube's cells moved by the tube's last velocity (the mean
-   share of each side's cells with a cell of the other within one cell), times the cosine similarity of their
-   class probabilities. Links need an affinity >= ``link``; a tube may miss ``max_gap`` frames.
+   affinity: how closely their voxel cells lie to the tube's last cells (the mean share of each side's cells with
+   a cell of the other within one cell), those cells either left in place or moved by the tube's last velocity,
+   whichever lies closer, times the cosine similarity of their class probabilities. Links need an affinity
+   >= ``link``; a tube may miss ``max_gap`` frames.
 3. **Naming.** A tube's name is the most probable one under the 2D core's open-vocabulary head (text embeddings
    of any names), averaged over its frames; its score is that name's mean probability.
 4. **Merging.** A tube repeats a 4D tube (or a better proposal tube) and is dropped when their tube IoU reaches
@@ -150,16 +151,24 @@ def _near_share(a: np.ndarray, b_near: np.ndarray) -> float:
     return float(np.isin(a, b_near, assume_unique=True).mean())
 
 
+def _closeness(last: Proposal, p: Proposal, shift: np.ndarray) -> float:
+    """The mean share of each side's cells with a cell of the other within one cell, ``last`` moved by ``shift``
+    (in cells)."""
+    moved, moved_near = _shift(last.cells, shift), _shift(last.near, shift)  # a shift moves the neighbourhoods too
+    return 0.5 * (_near_share(p.cells, moved_near) + _near_share(moved, p.near))
+
+
 def affinity(tube: list[Proposal], p: Proposal, voxel: float) -> float:
-    """How well proposal ``p`` continues ``tube``: cell closeness to the tube's last proposal moved by the
-    tube's last velocity (per frame), times the cosine similarity of the class probabilities."""
+    """How well proposal ``p`` continues ``tube``: cell closeness to the tube's last proposal, under the better of
+    two motions (standing still, or moving on at the tube's last velocity per frame), times the cosine similarity
+    of the class probabilities. Both motions are tried because the velocity is the change of mask centres, which
+    also jumps when a mask grows or shrinks on one frame (an animal turning, an occluder passing)."""
     last = tube[-1]
-    shift = np.zeros(3)
+    close = _closeness(last, p, np.zeros(3))
     if len(tube) > 1:
         prev = tube[-2]
         shift = (last.center - prev.center) / (last.t - prev.t) * (p.t - last.t) / voxel
-    moved, moved_near = _shift(last.cells, shift), _shift(last.near, shift)  # a shift moves the neighbourhoods too
-    close = 0.5 * (_near_share(p.cells, moved_near) + _near_share(moved, p.near))
+        close = max(close, _closeness(last, p, shift))
     a, b = last.prob[:-1], p.prob[:-1]
     return close * float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
