@@ -168,7 +168,8 @@ def affinity(tube: list[Proposal], p: Proposal, voxel: float) -> float:
     if len(tube) > 1:
         prev = tube[-2]
         shift = (last.center - prev.center) / (last.t - prev.t) * (p.t - last.t) / voxel
-        close = max(close, _closeness(last, p, shift))
+        if np.round(shift).any():  # a shift of less than half a cell in every axis moves nothing
+            close = max(close, _closeness(last, p, shift))
     a, b = last.prob[:-1], p.prob[:-1]
     return close * float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
