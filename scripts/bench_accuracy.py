@@ -3,8 +3,8 @@ differences (docs/open-vocabulary.md, "The benchmark script").
 
     python scripts/bench_accuracy.py --data outputs/bench/synthetic --out outputs/bench [--preset quick] \
         [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick] \
-        [--models scratch,transfer,transfer-avg,transfer-last,transfer-smollm2,transfer-tiny,transfer-single,\
-                  video-scratch,video-transfer]
+        [--models scratch,transfer,transfer-avg,transfer-last,scratch-dense,transfer-dense,transfer-smollm2,\
+                  transfer-tiny,transfer-single,video-scratch,video-transfer]
 
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
 that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
@@ -13,7 +13,9 @@ in two turns; in one) on the transferred model's frozen 4D weights, after it (``
 by default ``--steps``).
 ``transfer-avg`` and ``transfer-last`` train the transferred model again with weight averaging
 (``Train4DConfig.weight_average``) or without the presets' deep supervision of every decoder layer
-(``LossWeights.deep`` 0: the last layer only). A model folder trained with other settings than the sweep would
+(``LossWeights.deep`` 0: the last layer only); ``scratch-dense`` and ``transfer-dense`` train both 4D models
+again with their mask losses on 8192 sampled points per frame instead of the preset's
+(``Train4DConfig.points_per_frame``). A model folder trained with other settings than the sweep would
 use (an older preset, another ``--steps``; for a SceneLLM trained after, the 4D model it builds on too) is refused
 rather than scored.
 ``--models video-scratch,video-transfer`` trains the video models instead (docs/video.md: from scratch on colours,
@@ -66,6 +68,12 @@ ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes) or "rena
     "transfer, last layer only / head": ("transfer-last", False, False),
     "transfer, last layer only / head + 2D proposals": ("transfer-last", False, "add"),
     "transfer, last layer only / chain": ("transfer-last", True, False),
+    # both 4D models trained again with their mask losses on more sampled points per frame (VARIANTS)
+    "scratch, 8192 points / head": ("scratch-dense", False, False),
+    "scratch, 8192 points / head + 2D proposals": ("scratch-dense", False, "add"),
+    "transfer, 8192 points / head": ("transfer-dense", False, False),
+    "transfer, 8192 points / head + 2D proposals": ("transfer-dense", False, "add"),
+    "transfer, 8192 points / chain": ("transfer-dense", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
@@ -91,15 +99,29 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "weight average - last weights (chain)": ("transfer, weight average / chain", "transfer / chain"),
     "deep supervision - last layer only (head)": ("transfer / head", "transfer, last layer only / head"),
     "deep supervision - last layer only (chain)": ("transfer / chain", "transfer, last layer only / chain"),
+    "8192 - 1536 points (scratch, head)": ("scratch, 8192 points / head", "scratch / head"),
+    "8192 - 1536 points (scratch, head + 2D)": (
+        "scratch, 8192 points / head + 2D proposals",
+        "scratch / head + 2D proposals",
+    ),
+    "8192 - 1536 points (transfer, head)": ("transfer, 8192 points / head", "transfer / head"),
+    "8192 - 1536 points (transfer, head + 2D)": (
+        "transfer, 8192 points / head + 2D proposals",
+        "transfer / head + 2D proposals",
+    ),
+    "8192 - 1536 points (transfer, chain)": ("transfer, 8192 points / chain", "transfer / chain"),
+    "transfer - scratch (8192 points, head)": ("transfer, 8192 points / head", "scratch, 8192 points / head"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
     "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
 }
-MODELS = ("scratch", "transfer", "transfer-avg", "transfer-last", "transfer-smollm2", "transfer-tiny",
-          "transfer-single", "video-scratch", "video-transfer")  # fmt: skip
+MODELS = ("scratch", "transfer", "transfer-avg", "transfer-last", "scratch-dense", "transfer-dense",
+          "transfer-smollm2", "transfer-tiny", "transfer-single", "video-scratch", "video-transfer")  # fmt: skip
 VARIANTS = {  # another kind trained with some Train4DConfig fields changed, all else equal (seed, data, core)
     "transfer-avg": ("transfer", {"weight_average": 0.995}),
-    "transfer-last": ("transfer", {"weights": {"deep": 0.0}}),  # dict fields are merged into the kind's
+    "transfer-last": ("transfer", {"weights": {"deep": 0.0}}),
+    "scratch-dense": ("scratch", {"points_per_frame": 8192}),  # the mask losses on about half of each frame
+    "transfer-dense": ("transfer", {"points_per_frame": 8192}),  # dict fields are merged into the kind's
 }
 AFTER = {  # a new SceneLLM (language model, chain) on another kind's frozen 4D weights, trained in a later round
     "transfer-smollm2": ("transfer", "smollm2", "two"),
