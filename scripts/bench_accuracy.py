@@ -46,7 +46,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes) or "rename" (and renaming 4D tubes))
+ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes), "rename" (and renaming 4D tubes) or "name"
+    # (and mixing the core's class probabilities into the 4D tubes' names))
     "scratch / head": ("scratch", False, False),
     "scratch / head + 2D proposals": ("scratch", False, "add"),
     "transfer / head": ("transfer", False, False),
@@ -56,6 +57,9 @@ ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes) or "rena
     # the same, the proposals also renaming 4D tubes to unseen classes (ProposalOptions.rename_iou)
     "scratch / head + 2D proposals and renaming": ("scratch", False, "rename"),
     "transfer / head + 2D proposals and renaming": ("transfer", False, "rename"),
+    # the same, the 4D tubes' names mixed with the core's class probabilities (ProposalOptions.name_weight 0.5)
+    "scratch / head + 2D proposals and naming": ("scratch", False, "name"),
+    "transfer / head + 2D proposals and naming": ("transfer", False, "name"),
     # the transferred model's 4D weights, frozen, with a new SceneLLM trained after them (AFTER)
     "transfer / chain, SmolLM2": ("transfer-smollm2", True, False),
     "transfer / chain, tiny LLM after": ("transfer-tiny", True, False),
@@ -87,6 +91,8 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
     "renaming, head (scratch)": ("scratch / head + 2D proposals and renaming", "scratch / head + 2D proposals"),
     "renaming, head (transfer)": ("transfer / head + 2D proposals and renaming", "transfer / head + 2D proposals"),
+    "naming, head (scratch)": ("scratch / head + 2D proposals and naming", "scratch / head + 2D proposals"),
+    "naming, head (transfer)": ("transfer / head + 2D proposals and naming", "transfer / head + 2D proposals"),
     "SmolLM2 - tiny LLM (chain)": ("transfer / chain, SmolLM2", "transfer / chain"),
     "SmolLM2 chain - head (transfer)": ("transfer / chain, SmolLM2", "transfer / head"),
     "SmolLM2 - tiny LLM (both after)": ("transfer / chain, SmolLM2", "transfer / chain, tiny LLM after"),
@@ -274,6 +280,8 @@ def score_rows(job) -> dict[str, dict]:
         for r in todo:
             _, chain, with_2d = rows[r]
             props.options = renaming if with_2d == "rename" else replace(renaming, rename_iou=None)
+            if with_2d == "name":
+                props.options = replace(props.options, name_weight=0.5)
             pipe = Pipeline4D(model, InferenceOptions(use_llm=chain), cams, props if with_2d else None)
             pred = folder / f"{slug(r)}.predictions.json"
             t0 = time.time()

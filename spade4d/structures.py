@@ -422,6 +422,8 @@ class ObjectTube:
     label: str
     masks: dict[int, np.ndarray] = field(default_factory=dict)
     score: float = 1.0
+    # the predicting model's name distribution over its classes (inference only: never written to a file)
+    class_probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def frames(self) -> list[int]:
         """Frames on which the mask is non-empty."""

@@ -130,6 +130,9 @@ def test_inference_output_is_a_valid_graph_over_windows(vocab, synthetic_root, t
     assert pred.num_frames == seq.num_frames and pred.num_points == [int(c) for c in seq.counts]
     for o in pred.objects:  # tubes: one object per query over all windows, masks disjoint per frame
         assert o.label in vocab[0] and 0 <= o.score <= 1
+        # the name distribution it was named by (the 2D core's proposals mix theirs in)
+        assert o.class_probs.shape == (len(vocab[0]),) and vocab[0][int(o.class_probs.argmax())] == o.label
+        assert 0 < o.class_probs.sum() <= 1 + 1e-5  # the query's share of no-object left out
     for t in range(seq.num_frames):
         total = sum(o.mask(t, int(seq.counts[t])).astype(int) for o in pred.objects)
         assert np.all(np.asarray(total) <= 1)

@@ -9,6 +9,7 @@ from spade4d.inference.proposals import (
     ProposalOptions,
     associate,
     frame_proposals,
+    fuse_names,
     merge_tubes,
     name_tubes,
     rename_unseen,
@@ -187,6 +188,28 @@ def test_a_4d_tube_takes_an_unseen_name_from_the_proposal_that_overlaps_it():
     assert rename_unseen([box, person], [cart, suitcase], counts, classes, seen, strict)[1] == set()  # IoU 0.6
     with pytest.raises(ValueError, match="rename_iou"):
         ProposalOptions(rename_iou=0.0)
+
+
+def test_a_4d_tube_name_mixes_in_the_cores_class_probabilities():
+    classes = ["car", "bench", "dog"]
+    masks = {t: np.ones(4, bool) for t in range(3)}
+    car = ObjectTube(1, "car", masks, 0.6, np.array([0.6, 0.3, 0.1]))  # the 4D model's names, a bench second
+    dog = ObjectTube(2, "dog", masks, 0.8, np.array([0.1, 0.1, 0.8]))
+    bare = ObjectTube(3, "car", masks, 0.5)  # no name distribution (a chain's object)
+    probs = [np.array([[0.1, 0.8, 0.0, 0.1], [0.3, 0.3, 0.3, 0.1]]) for _ in range(3)]  # (Q, C + 1)
+    probs[1] = None  # no core output on frame 1
+    queries = {1: {0: 0, 1: 0, 2: 0}, 2: {0: 1}, 3: {0: 0}}  # the car matches query 0, the dog query 1
+    objects, changed = fuse_names([car, dog, bare], queries, probs, classes, 0.5)
+    assert [o.label for o in objects] == ["bench", "dog", "car"] and changed == {1}
+    # (0.6, 0.3, 0.1) / 2 + (0.1, 0.8, 0) / 0.9 / 2
+    assert objects[0].class_probs == pytest.approx([0.3 + 0.1 / 1.8, 0.15 + 0.8 / 1.8, 0.05])
+    assert objects[0].masks is car.masks and objects[0].score == 0.6 and objects[0].id == 1
+    assert objects[1] is dog and objects[2] is bare and car.label == "car"  # inputs untouched
+    assert fuse_names([car], queries, probs, classes, 0.2)[0][0] is car  # 4D-led: the car stays
+    assert fuse_names([car], queries, probs, classes, 0.0) == ([car], set())  # off
+    assert fuse_names([car], {1: {1: 0}}, probs, classes, 0.5) == ([car], set())  # its only frame has no output
+    with pytest.raises(ValueError, match="name_weight"):
+        ProposalOptions(name_weight=1.5)
 
 
 def test_relations_of_new_tubes_come_from_their_2d_queries():

@@ -122,7 +122,7 @@ def predict_sequence(
             continue
         masks = {t: assign[t] == q for t in range(T) if (assign[t] == q).any()}
         if masks:
-            objects[q] = ObjectTube(q + 1, cfg.classes[labels[q]], masks, float(scores[q]))
+            objects[q] = ObjectTube(q + 1, cfg.classes[labels[q]], masks, float(scores[q]), named[q])
     cands = []
     for r, (s, o) in enumerate(pairs.tolist()):
         if s not in objects or o not in objects:

@@ -16,6 +16,11 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
 4. **Merging.** A tube repeats a 4D tube (or a better proposal tube) and is dropped when their tube IoU reaches
    ``duplicate_iou`` or when a share ``inside`` of its points lies in that tube (a fragment of an object the
    4D model already has), so no object is predicted twice.
+   **Naming the 4D tubes.** Before that, with ``name_weight`` > 0, a 4D tube's name distribution (its model's,
+   :attr:`~spade4d.structures.ObjectTube.class_probs`) is mixed with the 2D core's class probabilities of the
+   2D queries it matches (step 5), averaged over those frames: ``(1 - w) p_4D + w p_2D``, each normalised over
+   the classes, and the tube takes the most probable name (mask and score unchanged). The 4D model learned its
+   names from a few 4D sequences, the core from many images.
    **Renaming.** Before that, a 4D tube may take a proposal tube's name: when the 2D core names a tube with a
    class the 4D model never saw in training (``seen``: the names its training split showed) and that tube
    overlaps a 4D tube named with a seen class by a tube IoU of at least ``rename_iou`` (its best such overlap),
@@ -51,6 +56,7 @@ __all__ = [
     "name_tubes",
     "merge_tubes",
     "rename_unseen",
+    "fuse_names",
     "tube_relations",
     "Proposals2D",
 ]
@@ -74,9 +80,12 @@ class ProposalOptions:
     # factor on the new tubes' relation scores where they meet the 4D model's: the largest of 1, 0.5, 0.25, 0.1 at
     # which they leave the quick demo model's val R@20 as without them (docs/open-vocabulary.md)
     relation_weight: float = 0.5
+    # weight of the 2D core's class probabilities in the names of the 4D tubes it matches (0: the 4D names kept)
+    name_weight: float = 0.0
 
     def __post_init__(self):
-        for name in ("depth_tolerance", "link", "duplicate_iou", "inside", "match_iou", "relation_weight"):
+        for name in ("depth_tolerance", "link", "duplicate_iou", "inside", "match_iou", "relation_weight",
+                     "name_weight"):  # fmt: skip
             v = getattr(self, name)
             if not (np.isfinite(v) and 0.0 <= v <= 1.0):
                 raise ValueError(f"{name} must lie in [0, 1], not {v!r}")
@@ -300,6 +309,31 @@ def rename_unseen(objects: list[ObjectTube], tubes: list[NamedTube], counts: lis
     return out, renamed, left
 
 
+def fuse_names(objects: list[ObjectTube], queries: dict[int, dict[int, int]], probs: list[np.ndarray | None],
+               classes: list[str], weight: float):  # fmt: skip
+    """The naming of 4D tubes in the module docstring: ``(objects, ids whose name changed)``; changed objects
+    are copies. ``queries``: object id -> {frame: its 2D query}; ``probs``: per frame, the core's (Q, C + 1) class
+    probabilities over ``classes``. A tube without ``class_probs`` (over the same classes) or matched queries is
+    left as it is."""
+    if weight <= 0:
+        return objects, set()
+    out, changed = [], set()
+    for o in objects:
+        frames = [(t, q) for t, q in queries.get(o.id, {}).items() if probs[t] is not None]
+        if o.class_probs is None or len(o.class_probs) != len(classes) or not frames:
+            out.append(o)
+            continue
+        core = np.mean([probs[t][q, :-1] for t, q in frames], 0)
+        mixed = (1 - weight) * o.class_probs / max(float(o.class_probs.sum()), 1e-12)
+        mixed = mixed + weight * core / max(float(core.sum()), 1e-12)
+        name = classes[int(mixed.argmax())]
+        if name != o.label:
+            o = ObjectTube(o.id, name, o.masks, o.score, mixed)
+            changed.add(o.id)
+        out.append(o)
+    return out, changed
+
+
 def _borrowed_queries(obj: ObjectTube, lifted: list[dict[int, np.ndarray]], opts: ProposalOptions):
     """Frame -> the 2D query whose lifted points best match a 4D tube's mask there (IoU >= ``match_iou``)."""
     out = {}
@@ -319,6 +353,7 @@ class CoreFrames:
     proposals: list[list[Proposal]]
     lifted: list[dict[int, np.ndarray]]
     relations: list[np.ndarray | None]  # (Q, Q, P) float16 predicate probabilities per frame
+    probs: list[np.ndarray | None] = field(default_factory=list)  # (Q, C + 1) class probabilities per frame
 
 
 class Proposals2D:
@@ -372,7 +407,7 @@ class Proposals2D:
 
     def core_frames(self, seq: PointSequence, video_id: str) -> CoreFrames:
         T = seq.num_frames
-        res = CoreFrames([[] for _ in range(T)], [{} for _ in range(T)], [None] * T)
+        res = CoreFrames([[] for _ in range(T)], [{} for _ in range(T)], [None] * T, [None] * T)
         for start in range(0, T, self.batch):
             times = list(range(start, min(T, start + self.batch)))
             views = [self.cameras.get(video_id, t) for t in times]
@@ -380,7 +415,7 @@ class Proposals2D:
                 xyz = seq.frame(t)["xyz"]
                 vis = visible_points(xyz, K, pose, rgb.shape[0], rgb.shape[1], self.options.depth_tolerance)
                 res.proposals[t], res.lifted[t] = frame_proposals(t, prob, masks, xyz, vis, self.options)
-                res.relations[t] = rel
+                res.relations[t], res.probs[t] = rel, prob
         return res
 
     def __call__(self, graph: SceneGraph4D, seq: PointSequence, video_id: str, relation_threshold: float,
@@ -391,13 +426,14 @@ class Proposals2D:
         frames = self.core_frames(seq, video_id)
         classes = self.core.config.classes
         tubes = name_tubes(associate(frames.proposals, opts), opts)
-        old, renamed, tubes = rename_unseen(graph.objects, tubes, counts, classes, self.seen, opts)
+        queries = {o.id: _borrowed_queries(o, frames.lifted, opts) for o in graph.objects}
+        old, named = fuse_names(graph.objects, queries, frames.probs, classes, opts.name_weight)
+        old, renamed, tubes = rename_unseen(old, tubes, counts, classes, self.seen, opts)
         kept = merge_tubes(old, tubes, counts, opts)
         if not kept and not renamed:
-            return graph
+            return graph if not named else replace(graph, objects=old)
         next_id = max((o.id for o in old), default=0) + 1
         new = [ObjectTube(next_id + i, classes[t.label], m, t.score) for i, (t, m) in enumerate(kept)]
-        queries = {o.id: _borrowed_queries(o, frames.lifted, opts) for o in old}
         queries.update({o.id: {f: p.query for f, p in t.proposals.items()} for o, (t, _) in zip(new, kept)})
         objects = old + new
         new_ids, predicates = {o.id for o in new} | renamed, self.core.config.predicates
