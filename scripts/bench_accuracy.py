@@ -46,8 +46,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes), "rename" (and renaming 4D tubes) or "name"
-    # (and mixing the core's class probabilities into the 4D tubes' names))
+ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "scratch / head": ("scratch", False, False),
     "scratch / head + 2D proposals": ("scratch", False, "add"),
     "transfer / head": ("transfer", False, False),
@@ -60,6 +59,9 @@ ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes), "rename
     # the same, the 4D tubes' names mixed with the core's class probabilities (ProposalOptions.name_weight 0.5)
     "scratch / head + 2D proposals and naming": ("scratch", False, "name"),
     "transfer / head + 2D proposals and naming": ("transfer", False, "name"),
+    # the same, unseen-named proposal tubes fragments only of tubes with their name (strict_unseen_fragments)
+    "scratch / head + 2D proposals, strict fragments": ("scratch", False, "strict"),
+    "transfer / head + 2D proposals, strict fragments": ("transfer", False, "strict"),
     # the transferred model's 4D weights, frozen, with a new SceneLLM trained after them (AFTER)
     "transfer / chain, SmolLM2": ("transfer-smollm2", True, False),
     "transfer / chain, tiny LLM after": ("transfer-tiny", True, False),
@@ -84,6 +86,12 @@ ROWS = {  # name: (model, chain, 2D proposals: False, "add" (new tubes), "rename
     "video transfer / chain": ("video-transfer", True, False),
     "video transfer / head + 2D proposals": ("video-transfer", False, "add"),
 }
+PROPOSALS = {  # ProposalOptions changed from the defaults, per kind of row
+    "add": {},  # new tubes for what the 4D model lacks
+    "rename": {"rename_iou": 0.25},  # and 4D tubes renamed to unseen classes, at the value tried
+    "name": {"name_weight": 0.5},  # and the core's class probabilities mixed into the 4D tubes' names
+    "strict": {"strict_unseen_fragments": True},  # and unseen-named tubes kept inside 4D tubes of other names
+}
 DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "transfer - scratch (head)": ("transfer / head", "scratch / head"),
     "chain - head (transfer)": ("transfer / chain", "transfer / head"),
@@ -93,6 +101,14 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "renaming, head (transfer)": ("transfer / head + 2D proposals and renaming", "transfer / head + 2D proposals"),
     "naming, head (scratch)": ("scratch / head + 2D proposals and naming", "scratch / head + 2D proposals"),
     "naming, head (transfer)": ("transfer / head + 2D proposals and naming", "transfer / head + 2D proposals"),
+    "strict fragments, head (scratch)": (
+        "scratch / head + 2D proposals, strict fragments",
+        "scratch / head + 2D proposals",
+    ),
+    "strict fragments, head (transfer)": (
+        "transfer / head + 2D proposals, strict fragments",
+        "transfer / head + 2D proposals",
+    ),
     "SmolLM2 - tiny LLM (chain)": ("transfer / chain, SmolLM2", "transfer / chain"),
     "SmolLM2 chain - head (transfer)": ("transfer / chain, SmolLM2", "transfer / head"),
     "SmolLM2 - tiny LLM (both after)": ("transfer / chain, SmolLM2", "transfer / chain, tiny LLM after"),
@@ -275,13 +291,11 @@ def score_rows(job) -> dict[str, dict]:
         props = proposal_source(model, out / f"seed{seed}" / "pretrain_2d" / "model", cams, dev)
         if props.seen is None:  # a model saved before it recorded its training classes: the same split's
             props.seen = frozenset(open_4d_dataset("synthetic", data, "train").names_used()[0])
-        renaming = replace(props.options, rename_iou=0.25)  # off by default; measured here at the value tried
+        defaults = props.options
         test = open_4d_dataset("synthetic", data, "test")
         for r in todo:
             _, chain, with_2d = rows[r]
-            props.options = renaming if with_2d == "rename" else replace(renaming, rename_iou=None)
-            if with_2d == "name":
-                props.options = replace(props.options, name_weight=0.5)
+            props.options = replace(defaults, **PROPOSALS.get(with_2d, {}))
             pipe = Pipeline4D(model, InferenceOptions(use_llm=chain), cams, props if with_2d else None)
             pred = folder / f"{slug(r)}.predictions.json"
             t0 = time.time()

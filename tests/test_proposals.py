@@ -163,6 +163,22 @@ def test_merge_drops_repeats_and_fragments_of_4d_tubes():
     assert masks[0].shape == (100,) and masks[0].sum() == 50 and masks[1].sum() == 48
 
 
+def test_an_unseen_object_inside_a_4d_tube_of_another_name_is_kept_when_asked():
+    counts = [100, 100]
+    classes = ["person", "table", "cart"]
+    table = ObjectTube(1, "table", {t: np.arange(100) < 60 for t in range(2)})  # points 0..59
+    cart = tube_of({0: range(30, 50), 1: range(30, 50)}, counts, label=2, score=0.8)  # all inside, IoU 1/3
+    person = tube_of({0: range(0, 20), 1: range(0, 20)}, counts, label=0, score=0.7)  # a seen name inside
+    cart_part = tube_of({0: range(35, 45), 1: range(35, 45)}, counts, label=2, score=0.6)  # inside the cart
+    tubes, seen = [cart, person, cart_part], frozenset({"person", "table"})
+    assert merge_tubes([table], tubes, counts, ProposalOptions(), classes, seen) == []  # default: fragments
+    strict = ProposalOptions(strict_unseen_fragments=True)
+    assert [t for t, _ in merge_tubes([table], tubes, counts, strict, classes, seen)] == [cart]
+    assert merge_tubes([table], tubes, counts, strict) == []  # without names and seen classes: as before
+    again = ObjectTube(1, "cart", table.masks)  # the 4D tube has the cart's name: a fragment after all
+    assert merge_tubes([again], tubes, counts, strict, classes, seen) == []
+
+
 def test_a_4d_tube_takes_an_unseen_name_from_the_proposal_that_overlaps_it():
     counts = [100, 100]
     classes = ["person", "box", "suitcase", "cart"]

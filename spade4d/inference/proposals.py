@@ -15,7 +15,9 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
    of any names), averaged over its frames; its score is that name's mean probability.
 4. **Merging.** A tube repeats a 4D tube (or a better proposal tube) and is dropped when their tube IoU reaches
    ``duplicate_iou`` or when a share ``inside`` of its points lies in that tube (a fragment of an object the
-   4D model already has), so no object is predicted twice.
+   4D model already has), so no object is predicted twice. With ``strict_unseen_fragments``, a tube named with a
+   class the 4D model never saw (``seen`` below) is a fragment only of a tube with the same name: a cart that
+   lies half inside a 4D tube named ``table`` is kept.
    **Naming the 4D tubes.** Before that, with ``name_weight`` > 0, a 4D tube's name distribution (its model's,
    :attr:`~spade4d.structures.ObjectTube.class_probs`) is mixed with the 2D core's class probabilities of the
    2D queries it matches (step 5), averaged over those frames: ``(1 - w) p_4D + w p_2D``, each normalised over
@@ -80,6 +82,8 @@ class ProposalOptions:
     # factor on the new tubes' relation scores where they meet the 4D model's: the largest of 1, 0.5, 0.25, 0.1 at
     # which they leave the quick demo model's val R@20 as without them (docs/open-vocabulary.md)
     relation_weight: float = 0.5
+    # a tube named with an unseen class is a fragment only of a tube with its name (needs the seen classes)
+    strict_unseen_fragments: bool = False
     # weight of the 2D core's class probabilities in the names of the 4D tubes it matches (0: the 4D names kept)
     name_weight: float = 0.0
 
@@ -274,17 +278,26 @@ def _tube_overlap(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> tuple[f
     return (inter / union if union else 0.0), (inter / size_a if size_a else 0.0)
 
 
-def merge_tubes(objects: list[ObjectTube], tubes: list[NamedTube], counts: list[int], opts: ProposalOptions):
+def merge_tubes(objects: list[ObjectTube], tubes: list[NamedTube], counts: list[int], opts: ProposalOptions,
+                classes: list[str] | None = None, seen: frozenset[str] | None = None):  # fmt: skip
     """The proposal tubes that repeat neither a 4D tube nor a better proposal tube (tube IoU below
-    ``duplicate_iou`` and less than a share ``inside`` of their points in it), best first, with their masks."""
-    taken = [o.masks for o in objects]
+    ``duplicate_iou`` and less than a share ``inside`` of their points in it), best first, with their masks.
+    With ``opts.strict_unseen_fragments``, ``classes`` (the proposals' names) and ``seen``, a tube named with an
+    unseen class counts as a fragment only of a tube with the same name."""
+    strict = opts.strict_unseen_fragments and classes is not None and bool(seen)
+    taken = [(o.masks, o.label) for o in objects]
     kept = []
     for tube in tubes:
         masks = tube.masks(counts)
-        overlaps = [_tube_overlap(masks, other) for other in taken]
-        if all(iou < opts.duplicate_iou and share < opts.inside for iou, share in overlaps):
+        name = classes[tube.label] if classes is not None else None
+        unseen = strict and name not in seen
+        for other, other_name in taken:
+            iou, share = _tube_overlap(masks, other)
+            if iou >= opts.duplicate_iou or (share >= opts.inside and (not unseen or name == other_name)):
+                break
+        else:
             kept.append((tube, masks))
-            taken.append(masks)
+            taken.append((masks, name))
     return kept
 
 
@@ -429,7 +442,7 @@ class Proposals2D:
         queries = {o.id: _borrowed_queries(o, frames.lifted, opts) for o in graph.objects}
         old, named = fuse_names(graph.objects, queries, frames.probs, classes, opts.name_weight)
         old, renamed, tubes = rename_unseen(old, tubes, counts, classes, self.seen, opts)
-        kept = merge_tubes(old, tubes, counts, opts)
+        kept = merge_tubes(old, tubes, counts, opts, classes, self.seen)
         if not kept and not renamed:
             return graph if not named else replace(graph, objects=old)
         next_id = max((o.id for o in old), default=0) + 1
