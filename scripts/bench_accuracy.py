@@ -53,13 +53,13 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "transfer / head + 2D proposals": ("transfer", False, "add"),
     "transfer / chain": ("transfer", True, False),
     "transfer / chain + 2D proposals": ("transfer", True, "add"),
-    # the same, the proposals also renaming 4D tubes to unseen classes (ProposalOptions.rename_iou)
+    # the same, the 4D tubes keeping their own names (ProposalOptions.name_weight 0; the default before v0.18)
+    "scratch / head + 2D proposals, 4D names kept": ("scratch", False, "keep"),
+    "transfer / head + 2D proposals, 4D names kept": ("transfer", False, "keep"),
+    # the 4D names kept, and proposals renaming 4D tubes to unseen classes (ProposalOptions.rename_iou)
     "scratch / head + 2D proposals and renaming": ("scratch", False, "rename"),
     "transfer / head + 2D proposals and renaming": ("transfer", False, "rename"),
-    # the same, the 4D tubes' names mixed with the core's class probabilities (ProposalOptions.name_weight 0.5)
-    "scratch / head + 2D proposals and naming": ("scratch", False, "name"),
-    "transfer / head + 2D proposals and naming": ("transfer", False, "name"),
-    # the same, unseen-named proposal tubes fragments only of tubes with their name (strict_unseen_fragments)
+    # the 4D names kept, unseen-named proposal tubes fragments only of tubes with their name
     "scratch / head + 2D proposals, strict fragments": ("scratch", False, "strict"),
     "transfer / head + 2D proposals, strict fragments": ("transfer", False, "strict"),
     # the transferred model's 4D weights, frozen, with a new SceneLLM trained after them (AFTER)
@@ -76,9 +76,9 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "transfer, last layer only / chain": ("transfer-last", True, False),
     # both 4D models trained again with their mask losses on more sampled points per frame (VARIANTS)
     "scratch, 8192 points / head": ("scratch-dense", False, False),
-    "scratch, 8192 points / head + 2D proposals": ("scratch-dense", False, "add"),
+    "scratch, 8192 points / head + 2D proposals, 4D names kept": ("scratch-dense", False, "keep"),
     "transfer, 8192 points / head": ("transfer-dense", False, False),
-    "transfer, 8192 points / head + 2D proposals": ("transfer-dense", False, "add"),
+    "transfer, 8192 points / head + 2D proposals, 4D names kept": ("transfer-dense", False, "keep"),
     "transfer, 8192 points / chain": ("transfer-dense", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
@@ -87,27 +87,39 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "video transfer / head + 2D proposals": ("video-transfer", False, "add"),
 }
 PROPOSALS = {  # ProposalOptions changed from the defaults, per kind of row
-    "add": {},  # new tubes for what the 4D model lacks
-    "rename": {"rename_iou": 0.25},  # and 4D tubes renamed to unseen classes, at the value tried
-    "name": {"name_weight": 0.5},  # and the core's class probabilities mixed into the 4D tubes' names
-    "strict": {"strict_unseen_fragments": True},  # and unseen-named tubes kept inside 4D tubes of other names
+    "add": {},  # the defaults: new tubes for what the 4D model lacks, the core's names mixed into the 4D tubes'
+    "keep": {"name_weight": 0.0},  # new tubes only, the 4D tubes' names left as the 4D model gave them
+    "rename": {"name_weight": 0.0, "rename_iou": 0.25},  # and 4D tubes renamed to unseen classes, at the value tried
+    "strict": {"name_weight": 0.0, "strict_unseen_fragments": True},  # and unseen-named tubes kept inside others
 }
 DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "transfer - scratch (head)": ("transfer / head", "scratch / head"),
     "chain - head (transfer)": ("transfer / chain", "transfer / head"),
     "2D proposals, head (transfer)": ("transfer / head + 2D proposals", "transfer / head"),
     "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
-    "renaming, head (scratch)": ("scratch / head + 2D proposals and renaming", "scratch / head + 2D proposals"),
-    "renaming, head (transfer)": ("transfer / head + 2D proposals and renaming", "transfer / head + 2D proposals"),
-    "naming, head (scratch)": ("scratch / head + 2D proposals and naming", "scratch / head + 2D proposals"),
-    "naming, head (transfer)": ("transfer / head + 2D proposals and naming", "transfer / head + 2D proposals"),
+    "core's names in 4D tubes, head (scratch)": (
+        "scratch / head + 2D proposals",
+        "scratch / head + 2D proposals, 4D names kept",
+    ),
+    "core's names in 4D tubes, head (transfer)": (
+        "transfer / head + 2D proposals",
+        "transfer / head + 2D proposals, 4D names kept",
+    ),
+    "renaming, head (scratch)": (
+        "scratch / head + 2D proposals and renaming",
+        "scratch / head + 2D proposals, 4D names kept",
+    ),
+    "renaming, head (transfer)": (
+        "transfer / head + 2D proposals and renaming",
+        "transfer / head + 2D proposals, 4D names kept",
+    ),
     "strict fragments, head (scratch)": (
         "scratch / head + 2D proposals, strict fragments",
-        "scratch / head + 2D proposals",
+        "scratch / head + 2D proposals, 4D names kept",
     ),
     "strict fragments, head (transfer)": (
         "transfer / head + 2D proposals, strict fragments",
-        "transfer / head + 2D proposals",
+        "transfer / head + 2D proposals, 4D names kept",
     ),
     "SmolLM2 - tiny LLM (chain)": ("transfer / chain, SmolLM2", "transfer / chain"),
     "SmolLM2 chain - head (transfer)": ("transfer / chain, SmolLM2", "transfer / head"),
@@ -123,13 +135,13 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "deep supervision - last layer only (chain)": ("transfer / chain", "transfer, last layer only / chain"),
     "8192 - 1536 points (scratch, head)": ("scratch, 8192 points / head", "scratch / head"),
     "8192 - 1536 points (scratch, head + 2D)": (
-        "scratch, 8192 points / head + 2D proposals",
-        "scratch / head + 2D proposals",
+        "scratch, 8192 points / head + 2D proposals, 4D names kept",
+        "scratch / head + 2D proposals, 4D names kept",
     ),
     "8192 - 1536 points (transfer, head)": ("transfer, 8192 points / head", "transfer / head"),
     "8192 - 1536 points (transfer, head + 2D)": (
-        "transfer, 8192 points / head + 2D proposals",
-        "transfer / head + 2D proposals",
+        "transfer, 8192 points / head + 2D proposals, 4D names kept",
+        "transfer / head + 2D proposals, 4D names kept",
     ),
     "8192 - 1536 points (transfer, chain)": ("transfer, 8192 points / chain", "transfer / chain"),
     "transfer - scratch (8192 points, head)": ("transfer, 8192 points / head", "scratch, 8192 points / head"),
