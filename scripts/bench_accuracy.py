@@ -56,6 +56,7 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     # the same, the 4D tubes keeping their own names (ProposalOptions.name_weight 0; the default before v0.18)
     "scratch / head + 2D proposals, 4D names kept": ("scratch", False, "keep"),
     "transfer / head + 2D proposals, 4D names kept": ("transfer", False, "keep"),
+    "transfer / chain + 2D proposals, 4D names kept": ("transfer", True, "keep"),
     # the 4D names kept, and proposals renaming 4D tubes to unseen classes (ProposalOptions.rename_iou)
     "scratch / head + 2D proposals and renaming": ("scratch", False, "rename"),
     "transfer / head + 2D proposals and renaming": ("transfer", False, "rename"),
@@ -104,6 +105,10 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "core's names in 4D tubes, head (transfer)": (
         "transfer / head + 2D proposals",
         "transfer / head + 2D proposals, 4D names kept",
+    ),
+    "core's names in 4D tubes, chain (transfer)": (
+        "transfer / chain + 2D proposals",
+        "transfer / chain + 2D proposals, 4D names kept",
     ),
     "renaming, head (scratch)": (
         "scratch / head + 2D proposals and renaming",

@@ -341,6 +341,9 @@ def test_graph_completion_adds_the_4d_models_own_objects(clip):
     # the 4D model's objects come after the LLM's (ids K+1...); untrained masks are weak, so only some survive
     assert max(ids) > max((o.id for o in joint.objects), default=0)
     assert all(o.label in model.config.classes for o in full.objects)
+    for o in full.objects:  # each carries the name distribution its label was chosen by (the 2D core mixes in)
+        assert o.class_probs.shape == (len(model.config.classes),)
+        assert model.config.classes[int(o.class_probs.argmax())] == o.label
     # every point belongs to at most one object, and every relation joins two of them
     for t in range(seq.num_frames):
         cover = sum(o.masks[t].astype(int) for o in full.objects if t in o.masks)

@@ -490,9 +490,10 @@ def parse_answers(llm, turn: ObjectTurn, T: int, video_id: str, stats: ChainStat
 
 def closed_names(model, turn: ObjectTurn, said_predicates, class_prob, named, w_name: float):
     """Closed vocabulary: the LLM's objects' labels and scores (weighing in the 4D model's naming of the tube each
-    points at with weight ``w_name``) and each said predicate's nearest predicate of the vocabulary."""
+    points at with weight ``w_name``), each said predicate's nearest predicate of the vocabulary, and the name
+    distributions the labels were chosen by ((K, C), None without the 4D model's naming)."""
     cfg, C = model.config, len(model.config.classes)
-    labels, scores = list(turn.names), list(turn.scores)
+    labels, scores, dist = list(turn.names), list(turn.scores), None
     if turn.names and w_name > 0:
         head_p = named[turn.tubes] / named[turn.tubes].sum(1, keepdim=True).clamp_min(1e-9)  # (K, C)
         joint = head_p**w_name
@@ -501,6 +502,7 @@ def closed_names(model, turn: ObjectTurn, said_predicates, class_prob, named, w_
             joint = said ** (1 - w_name) * joint
         best = joint.argmax(1)
         labels = [cfg.classes[i] for i in best.tolist()]
+        dist = (joint / joint.sum(1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
         objectness = 1 - class_prob[turn.tubes][:, C]
         scores = [
             float(sc ** (1 - w_name) * (head_p[k, best[k]] * objectness[k]) ** w_name) for k, sc in enumerate(scores)
@@ -511,7 +513,7 @@ def closed_names(model, turn: ObjectTurn, said_predicates, class_prob, named, w_
     if said_predicates:
         idx = _nearest(said_predicates, model.predicate_embed, cfg.text_model)
         pred_map = {p: cfg.predicates[i] for p, i in zip(said_predicates, idx)}
-    return labels, scores, pred_map
+    return labels, scores, pred_map, dist
 
 
 def head_probabilities(model, wins, pairs: list[tuple[int, int]], tubes: list[int]) -> dict:
@@ -543,13 +545,15 @@ def merge_relations(cands, kept, pred_map, obj_scores, head_prob, cfg: ChainSett
     return merged
 
 
-def object_tubes(assign: list[np.ndarray], labels: list[str], scores: list[float]) -> list[ObjectTube]:
-    """Object k's tube: the points ``assign`` gives it, on the frames where it has any (none: no object)."""
+def object_tubes(assign: list[np.ndarray], labels: list[str], scores: list[float], probs=None) -> list[ObjectTube]:
+    """Object k's tube: the points ``assign`` gives it, on the frames where it has any (none: no object);
+    ``probs``: per object, the name distribution its label was chosen by, or None."""
     objects = []
-    for k, (label, score) in enumerate(zip(labels, scores)):
+    probs = probs if probs is not None else [None] * len(labels)
+    for k, (label, score, prob) in enumerate(zip(labels, scores, probs)):
         masks = {t: a == k for t, a in enumerate(assign) if (a == k).any()}
         if masks:
-            objects.append(ObjectTube(k + 1, label, masks, score))
+            objects.append(ObjectTube(k + 1, label, masks, score, prob))
     return objects
 
 
@@ -611,10 +615,13 @@ def chained_predict(
         first, cache = relation_turn(llm, turn, T, cfg, stats)
     cands = parse_answers(llm, turn, T, video_id, stats)
     said = sorted({k[1] for k in cands})
-    labels, obj_scores, pred_map = list(turn.names), list(turn.scores), {p: p for p in said}
+    labels, obj_scores, pred_map, dist = list(turn.names), list(turn.scores), {p: p for p in said}, None
     if closed:
-        labels, obj_scores, pred_map = closed_names(model, turn, said, class_prob, named, cfg.w_name)
+        labels, obj_scores, pred_map, dist = closed_names(model, turn, said, class_prob, named, cfg.w_name)
     labels, obj_scores = labels[: turn.K] + extra_labels, obj_scores[: turn.K] + extra_scores
+    # the name distributions behind the labels (the 2D core's proposals mix theirs in): None where not known
+    n = len(labels) - len(extra)
+    probs = (list(dist[:n]) if dist is not None else [None] * n) + [named[q].cpu().numpy() for q in extra]
     all_tubes, N = list(turn.tubes) + extra, turn.K + len(extra)
 
     fill = cfg.complete != "none" and closed and N >= 2
@@ -623,7 +630,7 @@ def chained_predict(
     if ((cfg.w_head > 0 or cfg.spans == "head") and cands and closed) or fill or dense:
         every = {(s, o) for s in range(N) for o in range(N) if s != o} if (fill or dense) else set()
         head_prob = head_probabilities(model, wins, sorted({(s, o) for s, _, o in cands} | every), all_tubes)
-    objects = object_tubes(assign, labels, obj_scores)
+    objects = object_tubes(assign, labels, obj_scores, probs)
     kept = {o.id - 1 for o in objects}
     merged = merge_relations(cands, kept, pred_map, obj_scores, head_prob, cfg, model.config)
     if dense:
