@@ -80,7 +80,6 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "scratch, 8192 points / head + 2D proposals, 4D names kept": ("scratch-dense", False, "keep"),
     "transfer, 8192 points / head": ("transfer-dense", False, False),
     "transfer, 8192 points / head + 2D proposals, 4D names kept": ("transfer-dense", False, "keep"),
-    "transfer, 8192 points / chain": ("transfer-dense", True, False),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
@@ -148,7 +147,6 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
         "transfer, 8192 points / head + 2D proposals, 4D names kept",
         "transfer / head + 2D proposals, 4D names kept",
     ),
-    "8192 - 1536 points (transfer, chain)": ("transfer, 8192 points / chain", "transfer / chain"),
     "transfer - scratch (8192 points, head)": ("transfer, 8192 points / head", "scratch, 8192 points / head"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
