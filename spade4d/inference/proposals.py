@@ -22,7 +22,7 @@ unseen classes, so on sequences with RGB frames and cameras it adds tubes of its
    :attr:`~spade4d.structures.ObjectTube.class_probs`) is mixed with the 2D core's class probabilities of the
    2D queries it matches (step 5), averaged over those frames: ``(1 - w) p_4D + w p_2D``, each normalised over
    the classes, and the tube takes the most probable name (mask and score unchanged). The 4D model learned its
-   names from a few 4D sequences, the core from many images. On by default (``name_weight`` 0.5).
+   names from its 4D training sequences, the core from many images. On by default (``name_weight`` 0.5).
    **Renaming.** Before that, a 4D tube may take a proposal tube's name: when the 2D core names a tube with a
    class the 4D model never saw in training (``seen``: the names its training split showed) and that tube
    overlaps a 4D tube named with a seen class by a tube IoU of at least ``rename_iou`` (its best such overlap),
@@ -85,7 +85,7 @@ class ProposalOptions:
     # a tube named with an unseen class is a fragment only of a tube with its name (needs the seen classes)
     strict_unseen_fragments: bool = False
     # weight of the 2D core's class probabilities in the names of the 4D tubes it matches (0: the 4D names kept).
-    # 0.5: R@50 +2.63 ± 0.52 (transferred) and +1.99 ± 1.56 (from scratch) on the bench split, 3 seeds paired
+    # 0.5: R@50 +2.63 ± 0.52 (transferred) and +2.00 ± 1.56 (from scratch) on the bench split, 3 seeds paired
     # (docs/open-vocabulary.md, step 4)
     name_weight: float = 0.5
 
