@@ -478,7 +478,8 @@ def report(results, seeds, args, data: Path, seconds: float) -> None:
             "train_preset": args.preset, "llm": args.llm, "seeds": seeds}  # fmt: skip
     write_json(base.with_suffix(".json"), {**info, **summary, "runs": results}, indent=1)
     text = tables(summary, seeds)
-    head = f"`{command}`\n\n{info['machine']}, {date}, {seconds / 60:.0f} min in all.\n\n"
+    took = f"{seconds / 60:.0f} min in all" if seconds >= 60 else "from runs finished earlier (their times in the JSON)"
+    head = f"`{command}`\n\n{info['machine']}, {date}, {took}.\n\n"
     tmp = base.with_suffix(".md.tmp")
     tmp.write_text(head + text)
     os.replace(tmp, base.with_suffix(".md"))
