@@ -53,7 +53,7 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "transfer / head + 2D proposals": ("transfer", False, "add"),
     "transfer / chain": ("transfer", True, False),
     "transfer / chain + 2D proposals": ("transfer", True, "add"),
-    # the same, the 4D tubes keeping their own names (ProposalOptions.name_weight 0; the default before v0.18)
+    # the same, the 4D tubes keeping their own names (ProposalOptions.name_weight 0; the default until 2026-12-01)
     "scratch / head + 2D proposals, 4D names kept": ("scratch", False, "keep"),
     "transfer / head + 2D proposals, 4D names kept": ("transfer", False, "keep"),
     "transfer / chain + 2D proposals, 4D names kept": ("transfer", True, "keep"),
@@ -156,9 +156,9 @@ MODELS = ("scratch", "transfer", "transfer-avg", "transfer-last", "scratch-dense
           "transfer-smollm2", "transfer-tiny", "transfer-single", "video-scratch", "video-transfer")  # fmt: skip
 VARIANTS = {  # another kind trained with some Train4DConfig fields changed, all else equal (seed, data, core)
     "transfer-avg": ("transfer", {"weight_average": 0.995}),
-    "transfer-last": ("transfer", {"weights": {"deep": 0.0}}),
+    "transfer-last": ("transfer", {"weights": {"deep": 0.0}}),  # dict fields are merged into the kind's
     "scratch-dense": ("scratch", {"points_per_frame": 8192}),  # the mask losses on about half of each frame
-    "transfer-dense": ("transfer", {"points_per_frame": 8192}),  # dict fields are merged into the kind's
+    "transfer-dense": ("transfer", {"points_per_frame": 8192}),
 }
 AFTER = {  # a new SceneLLM (language model, chain) on another kind's frozen 4D weights, trained in a later round
     "transfer-smollm2": ("transfer", "smollm2", "two"),
