@@ -4,7 +4,8 @@ differences (docs/open-vocabulary.md, "The benchmark script").
     python scripts/bench_accuracy.py --data outputs/bench/synthetic --out outputs/bench [--preset quick] \
         [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick] \
         [--models scratch,transfer,transfer-avg,transfer-last,scratch-dense,transfer-dense,transfer-smollm2,\
-                  transfer-tiny,transfer-single,video-scratch,video-transfer]
+                  transfer-slow,transfer-tiny,transfer-single,video-scratch,video-transfer] \
+        [--rows 'head;head + 2D proposals']
 
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
 that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
@@ -15,9 +16,11 @@ by default ``--steps``).
 (``Train4DConfig.weight_average``) or without the presets' deep supervision of every decoder layer
 (``LossWeights.deep`` 0: the last layer only); ``scratch-dense`` and ``transfer-dense`` train both 4D models
 again with their mask losses on 8192 sampled points per frame instead of the preset's
-(``Train4DConfig.points_per_frame``). A model folder trained with other settings than the sweep would
-use (an older preset, another ``--steps``; for a SceneLLM trained after, the 4D model it builds on too) is refused
-rather than scored.
+(``Train4DConfig.points_per_frame``); ``transfer-slow`` trains the transferred model again with the
+tensors the 2D core gave at a tenth of the learning rate (``Train4DConfig.transfer_lr``). A model folder trained
+with other settings than the sweep would use (an older preset, another ``--steps``; for a SceneLLM trained after,
+the 4D model it builds on too) is refused rather than scored. ``--rows`` scores only some rows of each model (by
+what follows the model's name in the table).
 ``--models video-scratch,video-transfer`` trains the video models instead (docs/video.md: from scratch on colours,
 and from the core with its features lifted), on the dataset's PVSG copy, scored with ``evaluate-video``. Each model
 is run on the test split with the relation head and, for the transferred one, the SceneLLM chain, each with and
@@ -81,6 +84,9 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "transfer, 8192 points / head": ("transfer-dense", False, False),
     "transfer, 8192 points / head + 2D proposals, 4D names kept": ("transfer-dense", False, "keep"),
     # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
+    # the transferred model trained again with its transferred tensors at a tenth of the learning rate (VARIANTS)
+    "transfer, transferred parts at lr / 10 / head": ("transfer-slow", False, False),
+    "transfer, transferred parts at lr / 10 / head + 2D proposals": ("transfer-slow", False, "add"),
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
     "video transfer / chain": ("video-transfer", True, False),
@@ -148,17 +154,25 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
         "transfer / head + 2D proposals, 4D names kept",
     ),
     "transfer - scratch (8192 points, head)": ("transfer, 8192 points / head", "scratch, 8192 points / head"),
+    "transferred parts at lr / 10 (head)": ("transfer, transferred parts at lr / 10 / head", "transfer / head"),
+    "transferred parts at lr / 10 (head + 2D)": (
+        "transfer, transferred parts at lr / 10 / head + 2D proposals",
+        "transfer / head + 2D proposals",
+    ),
+    "transfer at lr / 10 - scratch (head)": ("transfer, transferred parts at lr / 10 / head", "scratch / head"),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
     "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
 }
 MODELS = ("scratch", "transfer", "transfer-avg", "transfer-last", "scratch-dense", "transfer-dense",
-          "transfer-smollm2", "transfer-tiny", "transfer-single", "video-scratch", "video-transfer")  # fmt: skip
+          "transfer-slow", "transfer-smollm2", "transfer-tiny", "transfer-single", "video-scratch",
+          "video-transfer")  # fmt: skip
 VARIANTS = {  # another kind trained with some Train4DConfig fields changed, all else equal (seed, data, core)
     "transfer-avg": ("transfer", {"weight_average": 0.995}),
     "transfer-last": ("transfer", {"weights": {"deep": 0.0}}),  # dict fields are merged into the kind's
     "scratch-dense": ("scratch", {"points_per_frame": 8192}),  # the mask losses on about half of each frame
     "transfer-dense": ("transfer", {"points_per_frame": 8192}),
+    "transfer-slow": ("transfer", {"transfer_lr": 0.1}),  # the 2D core's tensors at a tenth of the learning rate
 }
 AFTER = {  # a new SceneLLM (language model, chain) on another kind's frozen 4D weights, trained in a later round
     "transfer-smollm2": ("transfer", "smollm2", "two"),
@@ -294,7 +308,7 @@ def score_rows(job) -> dict[str, dict]:
     data, out, seed, kind, args = job
     set_threads(args.threads)
     folder = out / f"seed{seed}" / "scores"
-    rows = {r: v for r, v in ROWS.items() if v[0] == kind and (args.llm != "none" or not v[1])}
+    rows = {r: v for r, v in ROWS.items() if v[0] == kind and (args.llm != "none" or not v[1]) and chosen(r, args)}
     todo = [r for r in rows if not (folder / f"{slug(r)}.json").is_file()]
     if todo and kind.startswith("video"):
         core = out / f"seed{seed}" / "pretrain_2d" / "model"
@@ -322,6 +336,11 @@ def score_rows(job) -> dict[str, dict]:
             res.update(oov_relations=m["oov"]["num_gt_relations"], infer_seconds=time.time() - t0)
             write_json(folder / f"{slug(r)}.json", res, indent=1)
     return {r: json.loads((folder / f"{slug(r)}.json").read_text()) for r in rows}
+
+
+def chosen(row: str, args) -> bool:
+    """Whether ``--rows`` asks for ``row`` (by what follows its model's name: ``head``, ``head + 2D proposals``)."""
+    return args.rows is None or row.split(" / ", 1)[1] in args.rows
 
 
 def score_video_rows(data: Path, model_dir: Path, core: Path, folder: Path, rows: dict) -> None:
@@ -433,6 +452,9 @@ def main(argv=None) -> None:
     p.add_argument("--llm", default="tiny", help="the SceneLLM of the transferred model: tiny | smollm2 | none")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: 1 when --jobs > 1)")
+    p.add_argument("--rows", default=None, type=lambda v: v.split(";"),
+                   help="score only these rows of each model, separated by ';', by what follows the model's name in "
+                        "the table ('head;head + 2D proposals;chain'; default: all)")  # fmt: skip
     p.add_argument("--report", default=None, help="report path without suffix (default: <out>/accuracy)")
     args = p.parse_args(argv)
     if args.jobs > 1 and args.threads is None:

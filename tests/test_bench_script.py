@@ -35,6 +35,17 @@ def test_kinds_differ_only_in_what_they_name(bench):
     assert last.weights["deep"] == 0.0 and replace(last, weights=transfer.weights) == transfer
     assert video.weights["deep"] == 0.0  # measured on point clouds only
     assert transfer.llm is not None and scratch.llm is None
+    slow, slow_core = bench.model_config(0, "transfer-slow", ARGS)
+    assert slow_core and slow.transfer_lr == 0.1 and replace(slow, transfer_lr=1.0) == transfer
+
+
+def test_rows_can_be_chosen_by_what_follows_the_model(bench):
+    every = SimpleNamespace(rows=None)
+    some = SimpleNamespace(rows=["head", "head + 2D proposals"])
+    assert bench.chosen("transfer / chain + 2D proposals", every)
+    assert bench.chosen("transfer / head", some) and bench.chosen("scratch / head + 2D proposals", some)
+    assert not bench.chosen("transfer / chain", some)
+    assert not bench.chosen("transfer / head + 2D proposals, 4D names kept", some)
 
 
 def test_a_folder_trained_otherwise_is_refused(bench, tmp_path):

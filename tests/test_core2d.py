@@ -283,6 +283,39 @@ def test_transfer_copies_exactly_the_named_tensors():
     assert report["vocabulary"]["class_embed"]["names_only_in_4d"] == ["bicycle"]
 
 
+def test_transferred_tensors_train_at_their_own_learning_rate():
+    from spade4d.training.finetune_4d import Train4DConfig, TrainError, param_groups
+
+    m2 = tiny_2d(seed=1)
+    torch.manual_seed(2)
+    cfg4 = Model4DConfig(
+        classes=CLASSES, predicates=PREDICATES, voxel_size=0.2, channels=(8, 16), **model4d_overrides(m2)
+    )
+    m4 = Model4D(cfg4)
+    report = transfer_2d_to_4d(m2, m4)
+    params = dict(m4.named_parameters())
+    assert len(param_groups(m4, Train4DConfig(lr=0.01), report)) == 1  # factor 1: one group, as before
+    assert len(param_groups(m4, Train4DConfig(lr=0.01, transfer_lr=0.1), None)) == 1  # nothing transferred
+    new, moved = param_groups(m4, Train4DConfig(lr=0.01, transfer_lr=0.1), report)
+    assert moved["lr"] == pytest.approx(0.001) and "lr" not in new
+    assert {id(p) for p in moved["params"]} == {id(params[n]) for n in report["moved"] if n in params}
+    assert len(new["params"]) + len(moved["params"]) == len(params)
+    # Adam's first step moves every parameter with a gradient by its group's rate: a tenth for the moved ones
+    opt = torch.optim.AdamW([new, moved], lr=0.01, weight_decay=0.0)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    for p in params.values():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    name_moved = next(n for n in report["moved"] if n in params)
+    name_new = next(n for n in params if n not in set(report["moved"]))
+    torch.testing.assert_close(
+        before[name_moved] - params[name_moved].detach(), torch.full_like(before[name_moved], 1e-3)
+    )
+    torch.testing.assert_close(before[name_new] - params[name_new].detach(), torch.full_like(before[name_new], 1e-2))
+    with pytest.raises(TrainError, match="transfer_lr"):
+        param_groups(m4, Train4DConfig(transfer_lr=-1.0), report)
+
+
 def test_point_uv_finds_the_pixel_a_point_was_lifted_from():
     K = np.array([[50.0, 0, 23.5], [0, 50.0, 15.5], [0, 0, 1]])
     pose = np.eye(4)

@@ -70,6 +70,9 @@ class Train4DConfig:
     # the frozen backbone's pass was 3/4 of a video training step); 0: none
     lift_cache_mb: int = 512
     transfer_parts: tuple[str, ...] = ("decoder", "rgt", "head")  # what --init-from-2d moves
+    # with --init-from-2d: the learning rate of the tensors the 2D core gave (transfer.json's "moved") is lr times
+    # this, the new ones train at lr (pretrained parts at a tenth of the rate, as Mask2Former trains its backbone)
+    transfer_lr: float = 1.0
     llm: dict | None = None  # a SceneLLMConfig (e.g. {"llm": "tiny"}): train the SceneLLM jointly
     train_only: tuple[str, ...] | None = None  # parameter-name prefixes to train (the rest frozen); None: all
     # "seen": class/predicate losses over the names that occur in the training split only; the saved model
@@ -218,6 +221,21 @@ def build_model_from_2d(cfg: Train4DConfig, classes, predicates, core_2d: str | 
     report = transfer_2d_to_4d(model2d, model, tuple(cfg.transfer_parts))
     log(format_transfer(report))
     return model, report
+
+
+def param_groups(model: Model4D, cfg: Train4DConfig, report: dict | None) -> list[dict]:
+    """The optimizer's parameter groups: the trainable tensors, those a 2D core gave (``report["moved"]``) at
+    ``cfg.lr * cfg.transfer_lr`` when that factor is not 1, in a second group."""
+    if cfg.transfer_lr < 0:
+        raise TrainError(f"transfer_lr must be 0 or more, got {cfg.transfer_lr}")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if report is None or cfg.transfer_lr == 1.0:
+        return [{"params": [p for _, p in params]}]
+    moved = set(report["moved"])
+    return [
+        {"params": [p for n, p in params if n not in moved]},
+        {"params": [p for n, p in params if n in moved], "lr": cfg.lr * cfg.transfer_lr},
+    ]
 
 
 def build_model_from_4d(cfg: Train4DConfig, model_dir: str | os.PathLike) -> Model4D:
@@ -438,9 +456,7 @@ def finetune_4d(
     run = {"root": str(root), "split": split, "format": fmt, "annotation": annotation and str(annotation),
            "init_from": init_from and str(init_from), "init_from_2d": init_from_2d and str(init_from_2d),
            "rgb_root": rgb_root and str(rgb_root)}  # fmt: skip
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    opt = torch.optim.AdamW(param_groups(model, cfg, report), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_warmup(cfg.steps, cfg.warmup))
     model, opt, sched = acc.prepare(model, opt, sched)
     core: Model4D = acc.unwrap_model(model)
