@@ -340,7 +340,7 @@ def score_rows(job) -> dict[str, dict]:
 
 def chosen(row: str, args) -> bool:
     """Whether ``--rows`` asks for ``row`` (by what follows its model's name: ``head``, ``head + 2D proposals``)."""
-    return args.rows is None or row.split(" / ", 1)[1] in args.rows
+    return args.rows is None or row.rsplit(" / ", 1)[1] in args.rows
 
 
 def score_video_rows(data: Path, model_dir: Path, core: Path, folder: Path, rows: dict) -> None:

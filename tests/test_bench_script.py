@@ -45,6 +45,7 @@ def test_rows_can_be_chosen_by_what_follows_the_model(bench):
     assert bench.chosen("transfer / chain + 2D proposals", every)
     assert bench.chosen("transfer / head", some) and bench.chosen("scratch / head + 2D proposals", some)
     assert not bench.chosen("transfer / chain", some)
+    assert bench.chosen("transfer, transferred parts at lr / 10 / head", some)  # a model name with a slash
     assert not bench.chosen("transfer / head + 2D proposals, 4D names kept", some)
 
 
