@@ -83,10 +83,10 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "scratch, 8192 points / head + 2D proposals, 4D names kept": ("scratch-dense", False, "keep"),
     "transfer, 8192 points / head": ("transfer-dense", False, False),
     "transfer, 8192 points / head + 2D proposals, 4D names kept": ("transfer-dense", False, "keep"),
-    # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     # the transferred model trained again with its transferred tensors at a tenth of the learning rate (VARIANTS)
     "transfer, transferred parts at lr / 10 / head": ("transfer-slow", False, False),
     "transfer, transferred parts at lr / 10 / head + 2D proposals": ("transfer-slow", False, "add"),
+    # RGB video (docs/video.md): the same scenes as the synthetic PVSG copy, scored by evaluate-video
     "video scratch / head": ("video-scratch", False, False),
     "video transfer / head": ("video-transfer", False, False),
     "video transfer / chain": ("video-transfer", True, False),
