@@ -28,7 +28,8 @@ without the 2D core's proposals for unseen objects (docs/open-vocabulary.md), an
 mR@20/50/100, and R@50 on the out-of-vocabulary relations (subject, object or predicate never in 4D training)
 and on the others. The table gives mean ± the half-width of the 95 % Student-t interval over the seeds, and the
 paired differences by seed (:mod:`spade4d.evaluation.stats`). ``<report>.json`` (every run, the intervals, the
-command, the machine and the date), ``<report>.md`` (the tables) and ``<report>.png`` (points with intervals).
+command, the machine, the date and the git commit it ran from), ``<report>.md`` (the tables) and ``<report>.png``
+(points with intervals).
 
 Everything finished is kept under ``--out``: a 2D core or 4D model is found by its folder, a training run resumes
 from its last checkpoint, and each scored row is ``<out>/seed<N>/scores/<row>.json``; an interrupted sweep
@@ -44,6 +45,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -438,6 +440,21 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
 
 
+def code_version(where: Path = Path(__file__).resolve().parents[1]) -> str:
+    """The git commit the sweep ran from (``+changes`` when the work tree differs from it), or ``unknown`` outside a
+    git checkout: runs from different code must not be paired (docs/experiments.md, reproducibility)."""
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a synthetic dataset folder (spade4d make-synthetic)")
@@ -495,13 +512,13 @@ def report(results, seeds, args, data: Path, seconds: float) -> None:
     base.parent.mkdir(parents=True, exist_ok=True)
     date = datetime.date.today().isoformat()
     command = "python scripts/bench_accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    info = {"command": command, "machine": machine(), "date": date, "seconds": round(seconds),
+    info = {"command": command, "machine": machine(), "date": date, "code": code_version(), "seconds": round(seconds),
             "dataset": {k: meta.get(k) for k in ("preset", "seed", "preset_values", "oov_classes", "oov_predicates")},
             "train_preset": args.preset, "llm": args.llm, "seeds": seeds}  # fmt: skip
     write_json(base.with_suffix(".json"), {**info, **summary, "runs": results}, indent=1)
     text = tables(summary, seeds)
     took = f"{seconds / 60:.0f} min in all" if seconds >= 60 else "from runs finished earlier (their times in the JSON)"
-    head = f"`{command}`\n\n{info['machine']}, {date}, {took}.\n\n"
+    head = f"`{command}`\n\n{info['machine']}, {date}, code {info['code']}, {took}.\n\n"
     tmp = base.with_suffix(".md.tmp")
     tmp.write_text(head + text)
     os.replace(tmp, base.with_suffix(".md"))

@@ -84,3 +84,19 @@ def test_a_sceneLLM_after_checks_the_model_it_builds_on(bench, tmp_path):
         )
     assert "seed0/transfer/train_config.json" in stop.value.code and "weights" in stop.value.code
     assert not (tmp_path / "seed0" / "transfer-tiny").exists()
+
+
+def test_the_report_names_the_commit_it_ran_from(bench, tmp_path):
+    import subprocess
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    assert bench.code_version(tmp_path) == "unknown"  # not a checkout
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.txt").write_text("1")
+    subprocess.run([*git, "add", "a.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "new.txt").write_text("untracked files are not the code that ran")
+    assert bench.code_version(tmp_path) == head and len(head) == 12
+    (tmp_path / "a.txt").write_text("2")
+    assert bench.code_version(tmp_path) == head + "+changes"
