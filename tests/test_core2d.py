@@ -2,6 +2,7 @@
 pretraining end to end and the 2D -> 4D transfer (tiny random-initialised configs)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -393,6 +394,12 @@ def test_pretrain_2d_end_to_end_then_transfer_with_lifting(synthetic_root, tmp_p
     assert (tmp_path / "p2d" / "attention.png").stat().st_size > 0
     m2 = Spade2D.from_pretrained(final)
     assert has_lora(m2.backbone.unet)
+    # killed after the diffusion stage: the resumed run builds the same core as the uninterrupted one
+    shutil.copytree(tmp_path / "p2d" / "diffusion", tmp_path / "again" / "diffusion")
+    again = Spade2D.from_pretrained(pretrain_2d(psg / "psg.json", psg, tmp_path / "again", cfg, progress=False))
+    a, b = m2.state_dict(), again.state_dict()
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
     # 4D fine-tuning from the 2D core with lifted features (2 steps), then the saved model reloads
     run = tmp_path / "ft"
     tcfg = preset("quick", steps=2, lift=True, clip_frames=3, points_per_frame=256, checkpoint_every=2)

@@ -10,7 +10,8 @@
 4. evaluation: 2D R@K / mR@K (docs/metrics.md) on the test split -> ``metrics_2d.json`` + per-predicate PNG.
 
 A stage whose ``model/`` folder exists is skipped, so re-running the command after an interruption continues
-(``resume`` also restarts a stage from its last checkpoint). The result, ``out/model``, is a ``Spade2D`` folder.
+(``resume`` also restarts a stage from its last checkpoint); each stage seeds its own random draws, so the
+continued run ends with the core an uninterrupted one gives. The result, ``out/model``, is a ``Spade2D`` folder.
 """
 
 from __future__ import annotations
@@ -276,6 +277,15 @@ def evaluate_2d_model(model: Spade2D, test: ImageSet, batch: int = 16, progress:
     return ev.evaluate()
 
 
+def _seed_stage(seed: int, stage: int) -> None:
+    """Seed the global generators at the start of ``stage``: what it builds at random (the LoRA adapter, the scene
+    graph head) must not depend on whether the stages before it were trained in this process or, after a kill,
+    loaded from their folders (a resumed run builds the core an uninterrupted one does)."""
+    from accelerate.utils import set_seed
+
+    set_seed(int(np.random.default_rng([seed, 100, stage]).integers(2**31)))
+
+
 def _stage_backbone(psg_json, coco_root, out: Path, cfg, backbone_dir, sd15, resume, progress) -> DiffusionBackbone:
     """Stage 1, the diffusion backbone: SD-1.5 from a local folder, a given backbone folder, or the tiny UNet
     trained here (skipped when ``out/diffusion/model`` exists)."""
@@ -321,6 +331,7 @@ def pretrain_2d(
     loc = [test[i] for i in range(min(len(test), 40))]
     summary["attention_localisation_base"] = attention_localisation(backbone, loc)
     # 2. calibration
+    _seed_stage(cfg.seed, 2)
     cdir = out / "calibration" / "model"
     if cfg.calibration_steps > 0 or cfg.calibration_weight > 0:
         if cdir.is_dir():
@@ -338,6 +349,7 @@ def pretrain_2d(
     summary["unet_parameters"] = sum(p.numel() for n, p in backbone.unet.named_parameters() if "lora_" not in n)
     summary["lora_trainable_parameters"] = sum(p.numel() for p in lora_parameters(backbone.unet))
     # 3. PSG
+    _seed_stage(cfg.seed, 3)
     pdir = out / "psg" / "model"
     if pdir.is_dir():
         model = Spade2D.from_pretrained(pdir)
