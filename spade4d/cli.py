@@ -101,7 +101,26 @@ def cmd_evaluate_2d(args: argparse.Namespace) -> int:
 
 def cmd_finetune_4d(args: argparse.Namespace) -> int:
     res = run_finetune_4d(args)
-    log.info(f"model saved to {res.model_dir}; loss curve {Path(args.out) / 'loss.png'}")
+    if res.model_dir is not None:
+        log.info(f"model saved to {res.model_dir}; loss curve {Path(args.out) / 'loss.png'}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from spade4d.training.reproduce import rerun
+
+    rep = rerun(args.run, args.steps, args.out, args.tolerance, progress=not args.quiet)
+    print(rep.table())
+    bad = rep.mismatches
+    if bad:
+        worst = max(bad, key=lambda r: r.difference)
+        print(f"spade4d reproduce: {Path(args.run) / 'trainer_state.json'}: {len(bad)} of {len(rep.rows)} logged "
+              f"values differ by step {rep.steps} (first at step {bad[0].step}: {bad[0].key} {bad[0].logged:.8g} "
+              f"logged, {bad[0].repeated:.8g} now; largest: {worst.key} at step {worst.step})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    how = "bit for bit" if rep.identical else f"within a relative {args.tolerance:g}"
+    log.info(f"{len(rep.rows)} logged values of the first {rep.steps} steps repeat {how}")
     return 0
 
 
@@ -138,6 +157,7 @@ def run_finetune_4d(args: argparse.Namespace):
         progress=not args.quiet,
         init_from_2d=args.init_from_2d,
         rgb_root=rgb_root(args.format, args.root, args.rgb_root),
+        stop_after=args.stop_after,
     )
 
 
@@ -490,6 +510,19 @@ def _add_export_model(sub) -> None:
     s.add_argument("--run", required=True, help="the finetune-4d --out folder")
     s.add_argument("--checkpoint", default=None, help="<run>/checkpoints/step_XXXXXX (default: the newest)")
     s.add_argument("--out", default=None, help="the model folder (default: <run>/model_step_XXXXXX)")
+
+
+def _add_reproduce(sub) -> None:
+    s = T.command(
+        sub,
+        cmd_reproduce,
+        "reproduce",
+        help="train a finetune-4d run's first steps again and compare the logged losses (docs/experiments.md)",
+    )
+    s.add_argument("--run", required=True, help="the finetune-4d --out folder (train_config.json, trainer_state.json)")
+    s.add_argument("--steps", type=T.positive_int, default=20, help="repeat this many steps (default 20)")
+    s.add_argument("--tolerance", type=float, default=0.0, help="allowed relative difference (default 0: exact)")
+    s.add_argument("--out", default=None, help="where the repeat trains (default: a temporary folder, removed)")
 
 
 def _add_evaluate_4d(sub) -> None:

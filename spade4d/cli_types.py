@@ -239,5 +239,8 @@ def training_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
     s.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     s.add_argument(
+        "--stop-after", type=positive_int, default=None, help="stop at this step of the schedule (--resume continues)"
+    )
+    s.add_argument(
         "--transfer-parts", type=transfer_parts, default=None, help="with --init-from-2d: of decoder,rgt,head"
     )

@@ -55,8 +55,10 @@ def cmd_finetune_video(args: argparse.Namespace) -> int:
         init_from_2d=args.init_from_2d,
         fmt="pvsg-video",
         annotation=args.ann,
+        stop_after=args.stop_after,
     )
-    log.info(f"video model saved to {res.model_dir}")
+    if res.model_dir is not None:
+        log.info(f"video model saved to {res.model_dir}")
     return 0
 
 

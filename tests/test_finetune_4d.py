@@ -313,3 +313,43 @@ def test_weight_averaged_run_saves_the_average_and_resumes_exactly(synthetic_roo
     state = load_file(str(next(exported.glob("*.safetensors"))))
     for name, value in average.items():
         torch.testing.assert_close(state[name], value, msg=name)
+
+
+def test_a_run_stopped_early_resumes_exactly_and_its_first_steps_repeat_bit_for_bit(synthetic_root, tmp_path, capsys):
+    from spade4d.cli import main
+    from spade4d.training.reproduce import rerun
+
+    root = synthetic_root / "psg4d_pc"
+    straight = finetune_4d(root, tmp_path / "a", tiny_cfg(4), progress=False)
+    stopped = finetune_4d(root, tmp_path / "b", tiny_cfg(4), progress=False, stop_after=3)
+    assert stopped.model_dir is None and stopped.step == 3 and not (tmp_path / "b" / "model").exists()
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
+    assert [h["step"] for h in stopped.history] == [1, 2, 3]
+    resumed = finetune_4d(root, tmp_path / "b", tiny_cfg(4), resume=True, progress=False)
+    assert resumed.model_dir == tmp_path / "b" / "model"
+    a, b = params(straight.model), params(resumed.model)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+    # the finished run's first two steps, trained again on the same schedule: every logged value is the same
+    rep = rerun(tmp_path / "a", steps=2, progress=False)
+    assert rep.steps == 2 and rep.identical and not rep.mismatches
+    assert {r.step for r in rep.rows} == {1, 2}
+    assert {"loss", "lr", "loss_dice"} <= {r.key for r in rep.rows} and "time" not in {r.key for r in rep.rows}
+    logged = json.loads((tmp_path / "a" / "trainer_state.json").read_text())["history"]
+    assert [r.logged for r in rep.rows if r.key == "loss"] == [h["loss"] for h in logged[:2]]
+
+    # a history that no longer matches the code: the command says where and exits 1
+    state = json.loads((tmp_path / "a" / "trainer_state.json").read_text())
+    state["history"][1]["loss_dice"] += 0.5
+    (tmp_path / "a" / "trainer_state.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["reproduce", "--run", str(tmp_path / "a"), "--steps", "2", "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 3  # the header and the two logged steps
+    assert err.count("\n") == 1 and "trainer_state.json" in err and "1 of" in err and "loss_dice" in err
+    assert "\x1b" not in err
+    assert main(["reproduce", "--run", str(tmp_path / "a"), "--steps", "2", "--tolerance", "1", "--quiet"]) == 0
+    # a folder that is no run: a one-line error
+    assert main(["reproduce", "--run", str(tmp_path), "--quiet"]) == 2
+    assert "train_config.json: not found" in capsys.readouterr().err

@@ -173,7 +173,7 @@ def nested_schema() -> dict[str, type]:
 
 @dataclass
 class TrainResult:
-    model_dir: Path
+    model_dir: Path | None  # None when the run stopped before its last step (``stop_after``)
     model: torch.nn.Module  # this rank's (unwrapped) model in memory
     step: int
     history: list[dict]
@@ -432,11 +432,14 @@ def finetune_4d(
     rgb_root: str | os.PathLike | None = None,
     fmt: str = "spade4d-pc",
     annotation: str | os.PathLike | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train on ``root`` (a point-cloud layout of docs/formats.md, ``fmt``) into ``out``. ``init_from_2d``: a 2D
     core folder (``pretrain-2d``) whose dimension-invariant tensors initialise the model (``transfer.json`` lists them);
     with ``cfg.lift`` its pixel features are also lifted onto the points from the RGB frames in ``rgb_root``
-    (GTA layout; default: ``<root>/../psg4d_gta`` when it exists)."""
+    (GTA layout; default: ``<root>/../psg4d_gta`` when it exists). ``stop_after``: stop at this step of the
+    schedule, checkpointed there and with no model saved (``model_dir`` None); ``resume`` continues it as if
+    uninterrupted, and :func:`spade4d.training.reproduce.rerun` uses it to repeat a run's first steps."""
     from accelerate.utils import set_seed
 
     root, out = Path(root), Path(out)
@@ -477,14 +480,19 @@ def finetune_4d(
 
     settings = LoopSettings(
         cfg.steps, cfg.clips_per_step, cfg.grad_clip, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints,
-        cfg.validate_every,
+        cfg.validate_every, stop_after or 0,
     )  # fmt: skip
     params = None
     if cfg.clip_llm_apart and core.llm is not None:  # the 4D model and the SceneLLM clipped apart
         params = [[p for n, p in core.named_parameters() if n.startswith("llm.") == llm] for llm in (False, True)]
     step, history = train_loop(acc, model, opt, sched, out, settings, step_fn, "finetune-4d", resume, progress,
                                params=params, validate=validate, average=average)  # fmt: skip
-    final = save_final_model(acc, core, cfg, ds, rgb_source, average, (classes, predicates), out, history, progress)
+    final = None
+    if step < cfg.steps:  # stopped early on purpose: the checkpoint is the result
+        main_info(acc, f"[finetune-4d] stopped at step {step} of {cfg.steps}; --resume continues from {out}")
+    else:
+        final = save_final_model(acc, core, cfg, ds, rgb_source, average, (classes, predicates), out, history,
+                                 progress)  # fmt: skip
     if core.lift is not None:
         core.lift.cache_frames(0)  # the returned model infers with memory flat in video length
     acc.wait_for_everyone()

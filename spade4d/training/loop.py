@@ -58,6 +58,8 @@ class LoopSettings:
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     validate_every: int = 0  # with a validate hook: a pass every this many steps and at the last one
+    # stop at this step of the schedule (checkpointed there; a resumed run continues to ``steps``); 0: run it all
+    stop_after: int = 0
 
 
 def cosine_warmup(steps: int, warmup: int):
@@ -363,12 +365,13 @@ def train_loop(
     validate: Callable[[int, list[dict]], dict] | None = None,
     average: WeightAverage | None = None,
 ) -> tuple[int, list[dict]]:
-    """Run (or resume) a stage to ``settings.steps``; returns (step, history). ``params``: what to clip — a list
-    of parameters (clipped together), or a list of such lists (each clipped to ``grad_clip`` on its own, so a
-    part with large gradients does not shrink the others' steps). ``validate(step, history)``: run on the main
-    process every ``settings.validate_every`` steps; its values join the history and TensorBoard. ``average``: a
-    :class:`WeightAverage` of the model, updated after every optimiser step, checkpointed, and the weights
-    validation sees; the caller decides what to do with it at the end."""
+    """Run (or resume) a stage to ``settings.steps`` (or ``settings.stop_after``); returns (step, history). ``params``:
+    what to clip — a list of parameters (clipped together), or a list of such lists (each clipped to ``grad_clip`` on
+    its own, so a part with large gradients does not shrink the others' steps). ``validate(step, history)``: run on the
+    main process every ``settings.validate_every`` steps; its values join the history and TensorBoard. ``average``: a
+    :class:`WeightAverage` of the model, updated after every optimiser step, checkpointed, and the weights validation
+    sees; the caller decides what to do with it at the end.
+    """
     from tqdm.auto import tqdm
 
     out = Path(out)
@@ -382,7 +385,8 @@ def train_loop(
     model.train()
     bar = tqdm(total=settings.steps, initial=step, disable=not (progress and acc.is_local_main_process), desc=name)
     t0 = time.time()
-    while step < settings.steps:
+    end = min(settings.steps, settings.stop_after or settings.steps)
+    while step < end:
         parts_sum: dict[str, float] = {}
         for k in range(settings.accumulation):
             with acc.accumulate(model), acc.autocast():
@@ -421,7 +425,7 @@ def train_loop(
                 else:
                     history.append({"step": step, **values})
                 acc.log(values, step=step)
-        if step % settings.checkpoint_every == 0 or step == settings.steps:
+        if step % settings.checkpoint_every == 0 or step == end:
             keep_checkpoint(acc, out, step, history, settings.keep_checkpoints, name, average)
     bar.close()
     acc.wait_for_everyone()
