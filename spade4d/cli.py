@@ -513,15 +513,11 @@ def _add_export_model(sub) -> None:
 
 
 def _add_reproduce(sub) -> None:
-    s = T.command(
-        sub,
-        cmd_reproduce,
-        "reproduce",
-        help="train a finetune-4d run's first steps again and compare the logged losses (docs/experiments.md)",
-    )
+    what = "repeat a finetune-4d run's first steps and compare its logged losses (docs/experiments.md)"
+    s = T.command(sub, cmd_reproduce, "reproduce", help=what)
     s.add_argument("--run", required=True, help="the finetune-4d --out folder (train_config.json, trainer_state.json)")
     s.add_argument("--steps", type=T.positive_int, default=20, help="repeat this many steps (default 20)")
-    s.add_argument("--tolerance", type=float, default=0.0, help="allowed relative difference (default 0: exact)")
+    s.add_argument("--tolerance", type=T.non_negative_float, default=0.0, help="allowed relative difference (0: exact)")
     s.add_argument("--out", default=None, help="where the repeat trains (default: a temporary folder, removed)")
 
 
