@@ -28,8 +28,8 @@ without the 2D core's proposals for unseen objects (docs/open-vocabulary.md), an
 mR@20/50/100, and R@50 on the out-of-vocabulary relations (subject, object or predicate never in 4D training)
 and on the others. The table gives mean ± the half-width of the 95 % Student-t interval over the seeds, and the
 paired differences by seed (:mod:`spade4d.evaluation.stats`). ``<report>.json`` (every run, the intervals, the
-command, the machine, the date and the git commit it ran from), ``<report>.md`` (the tables) and ``<report>.png``
-(points with intervals).
+command, the machine, the date, the git commit it ran from and those each run folder was trained with),
+``<report>.md`` (the tables) and ``<report>.png`` (points with intervals).
 
 Everything finished is kept under ``--out``: a 2D core or 4D model is found by its folder, a training run resumes
 from its last checkpoint, and each scored row is ``<out>/seed<N>/scores/<row>.json``; an interrupted sweep
@@ -45,11 +45,12 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from spade4d.version import code_version, recorded_codes
 
 ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "scratch / head": ("scratch", False, False),
@@ -440,21 +441,6 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
 
 
-def code_version(where: Path = Path(__file__).resolve().parents[1]) -> str:
-    """The git commit the sweep ran from (``+changes`` when the work tree differs from it), or ``unknown`` outside a
-    git checkout: runs from different code must not be paired (docs/experiments.md, reproducibility)."""
-    try:
-        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                              text=True, timeout=30)  # fmt: skip
-        if head.returncode:
-            return "unknown"
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return head.stdout.strip() + ("+changes" if dirty else "")
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a synthetic dataset folder (spade4d make-synthetic)")
@@ -502,6 +488,16 @@ def main(argv=None) -> None:
     report(results, seeds, args, data, time.time() - t0)
 
 
+def trained_with(out: Path, seeds: list[int], models: list[str]) -> dict[str, list[str]]:
+    """The commits each run folder of the sweep was trained with (``environment.json``, one entry per start): the
+    2D core's stages and each model, by ``seed<N>/<folder>``. Runs of different code are not repeats of each other
+    (docs/experiments.md, "Reproducibility")."""
+    kinds = list(dict.fromkeys([AFTER[k][0] for k in models if k in AFTER] + models))
+    folders = [f"pretrain_2d/{stage}" for stage in ("diffusion", "calibration", "psg")] + kinds
+    return {f"seed{s}/{f}": recorded_codes(out / f"seed{s}" / f) for s in seeds for f in folders
+            if (out / f"seed{s}" / f).is_dir()}  # fmt: skip
+
+
 def report(results, seeds, args, data: Path, seconds: float) -> None:
     from spade4d.evaluation.stats import summarise_runs
     from spade4d.io import write_json
@@ -512,13 +508,21 @@ def report(results, seeds, args, data: Path, seconds: float) -> None:
     base.parent.mkdir(parents=True, exist_ok=True)
     date = datetime.date.today().isoformat()
     command = "python scripts/bench_accuracy.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    trained = trained_with(Path(args.out), seeds, args.models.split(","))
     info = {"command": command, "machine": machine(), "date": date, "code": code_version(), "seconds": round(seconds),
+            "trained_with": trained,
             "dataset": {k: meta.get(k) for k in ("preset", "seed", "preset_values", "oov_classes", "oov_predicates")},
             "train_preset": args.preset, "llm": args.llm, "seeds": seeds}  # fmt: skip
     write_json(base.with_suffix(".json"), {**info, **summary, "runs": results}, indent=1)
     text = tables(summary, seeds)
     took = f"{seconds / 60:.0f} min in all" if seconds >= 60 else "from runs finished earlier (their times in the JSON)"
+    counts: dict[str, int] = {}
+    for codes in trained.values():
+        for c in codes:
+            counts[c] = counts.get(c, 0) + 1
+    built = ", ".join(f"{c} ({n})" for c, n in counts.items())
     head = f"`{command}`\n\n{info['machine']}, {date}, code {info['code']}, {took}.\n\n"
+    head += f"Run folders trained with code: {built} (`trained_with` in the JSON).\n\n" if built else ""
     tmp = base.with_suffix(".md.tmp")
     tmp.write_text(head + text)
     os.replace(tmp, base.with_suffix(".md"))

@@ -116,8 +116,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         worst = max(bad, key=lambda r: r.difference)
         print(f"spade4d reproduce: {Path(args.run) / 'trainer_state.json'}: {len(bad)} of {len(rep.rows)} logged "
               f"values differ by step {rep.steps} (first at step {bad[0].step}: {bad[0].key} {bad[0].logged:.8g} "
-              f"logged, {bad[0].repeated:.8g} now; largest: {worst.key} at step {worst.step})",
-              file=sys.stderr)  # fmt: skip
+              f"logged, {bad[0].repeated:.8g} now; largest: {worst.key} at step {worst.step})"
+              + (f"; the run was trained with other code or libraries: {', '.join(rep.changed)}" if rep.changed
+                 else ""), file=sys.stderr)  # fmt: skip
         return 1
     how = "bit for bit" if rep.identical else f"within a relative {args.tolerance:g}"
     log.info(f"{len(rep.rows)} logged values of the first {rep.steps} steps repeat {how}")

@@ -86,17 +86,42 @@ def test_a_sceneLLM_after_checks_the_model_it_builds_on(bench, tmp_path):
     assert not (tmp_path / "seed0" / "transfer-tiny").exists()
 
 
-def test_the_report_names_the_commit_it_ran_from(bench, tmp_path):
+def test_the_report_names_the_commit_it_ran_from_and_each_folders_commits(bench, tmp_path):
     import subprocess
 
+    from spade4d.version import code_version, record_environment
+
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
-    assert bench.code_version(tmp_path) == "unknown"  # not a checkout
+    assert code_version(tmp_path) == "unknown"  # not a checkout
     subprocess.run([*git, "init", "-q"], check=True)
     (tmp_path / "a.txt").write_text("1")
     subprocess.run([*git, "add", "a.txt"], check=True)
     subprocess.run([*git, "commit", "-qm", "a"], check=True)
     head = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True).stdout.strip()
     (tmp_path / "new.txt").write_text("untracked files are not the code that ran")
-    assert bench.code_version(tmp_path) == head and len(head) == 12
+    assert code_version(tmp_path) == head and len(head) == 12
     (tmp_path / "a.txt").write_text("2")
-    assert bench.code_version(tmp_path) == head + "+changes"
+    assert code_version(tmp_path) == head + "+changes"
+
+    # a sweep's report: its own commit, and those each run folder was trained with (older folders: not recorded)
+    out = tmp_path / "runs"
+    for seed in (0, 1):
+        (out / f"seed{seed}" / "scratch").mkdir(parents=True)
+        record_environment(out / f"seed{seed}" / "transfer", step=0)
+        record_environment(out / f"seed{seed}" / "transfer", step=300)  # resumed: a second start, same code
+    write_json(tmp_path / "data" / "dataset.json", {"preset": "bench"})
+    runs = {seed: {m: 40.0 + seed + i for i, m in enumerate(bench.METRICS)} for seed in (0, 1)}
+    shifted = {s: {m: v + 2 for m, v in r.items()} for s, r in runs.items()}
+    results = {"scratch / head": runs, "transfer / head": shifted}
+    args = SimpleNamespace(out=str(out), models="scratch,transfer", report=str(tmp_path / "rep"), preset="quick",
+                           llm="tiny")  # fmt: skip
+    bench.report(results, [0, 1], args, tmp_path / "data", 90.0)
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    now = code_version()
+    assert rep["code"] == now
+    assert rep["trained_with"] == {"seed0/scratch": ["not recorded"], "seed0/transfer": [now],
+                                   "seed1/scratch": ["not recorded"], "seed1/transfer": [now]}  # fmt: skip
+    md = (tmp_path / "rep.md").read_text()
+    assert f"code {now}" in md and f"trained with code: not recorded (2), {now} (2)" in md
+    diff = rep["differences"]["transfer - scratch (head)"]["R@50"]
+    assert diff["mean"] == diff["low"] == diff["high"] == pytest.approx(2.0) and diff["n"] == 2

@@ -327,6 +327,9 @@ def test_a_run_stopped_early_resumes_exactly_and_its_first_steps_repeat_bit_for_
     assert [h["step"] for h in stopped.history] == [1, 2, 3]
     resumed = finetune_4d(root, tmp_path / "b", tiny_cfg(4), resume=True, progress=False)
     assert resumed.model_dir == tmp_path / "b" / "model"
+    starts = json.loads((tmp_path / "b" / "environment.json").read_text())  # each start of the run, recorded
+    assert [e["step"] for e in starts] == [0, 3] and starts[0]["torch"] == torch.__version__
+    assert {"spade4d", "code", "python", "platform"} <= set(starts[0])
     a, b = params(straight.model), params(resumed.model)
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
@@ -339,7 +342,10 @@ def test_a_run_stopped_early_resumes_exactly_and_its_first_steps_repeat_bit_for_
     logged = json.loads((tmp_path / "a" / "trainer_state.json").read_text())["history"]
     assert [r.logged for r in rep.rows if r.key == "loss"] == [h["loss"] for h in logged[:2]]
 
-    # a history that no longer matches the code: the command says where and exits 1
+    # a history that no longer matches the code: the command says where, and what changed since, and exits 1
+    env = json.loads((tmp_path / "a" / "environment.json").read_text())
+    env[0]["torch"] = "1.0.0"
+    (tmp_path / "a" / "environment.json").write_text(json.dumps(env))
     state = json.loads((tmp_path / "a" / "trainer_state.json").read_text())
     state["history"][1]["loss_dice"] += 0.5
     (tmp_path / "a" / "trainer_state.json").write_text(json.dumps(state))
@@ -348,6 +354,7 @@ def test_a_run_stopped_early_resumes_exactly_and_its_first_steps_repeat_bit_for_
     out, err = capsys.readouterr()
     assert len(out.strip().splitlines()) == 3  # the header and the two logged steps
     assert err.count("\n") == 1 and "trainer_state.json" in err and "1 of" in err and "loss_dice" in err
+    assert f"torch 1.0.0 then, {torch.__version__} now" in err
     assert "\x1b" not in err
     assert main(["reproduce", "--run", str(tmp_path / "a"), "--steps", "2", "--tolerance", "1", "--quiet"]) == 0
     # a folder that is no run: a one-line error

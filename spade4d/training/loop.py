@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from spade4d.io import write_json
+from spade4d.version import record_environment
 
 logger = logging.getLogger(__name__)
 
@@ -378,6 +379,9 @@ def train_loop(
     step, history = resume_state(acc, out, name, average) if resume else (0, [])
     if not resume and acc.is_main_process and (out / "checkpoints").exists():
         raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+    end = min(settings.steps, settings.stop_after or settings.steps)
+    if acc.is_main_process and step < end:
+        record_environment(out, step)  # the code and libraries of this start (spade4d reproduce compares them)
     acc.init_trackers("logs")
     groups = [list(model.parameters())] if params is None else params
     if groups and not isinstance(groups[0], (list, tuple)):
@@ -385,7 +389,6 @@ def train_loop(
     model.train()
     bar = tqdm(total=settings.steps, initial=step, disable=not (progress and acc.is_local_main_process), desc=name)
     t0 = time.time()
-    end = min(settings.steps, settings.stop_after or settings.steps)
     while step < end:
         parts_sum: dict[str, float] = {}
         for k in range(settings.accumulation):

@@ -5,7 +5,8 @@ initialisation (``run``), and ``trainer_state.json`` the logged history (every `
 the learning rate). :func:`rerun` trains the same run again into another folder, stops at step ``steps`` of the
 same schedule (``finetune_4d(stop_after=...)``, so the learning rate follows the full run's curve) and lines up the
 two histories. On one machine with the same thread count and library versions the values agree bit for bit
-(docs/experiments.md, "Reproducibility"); a difference says the code, the data or the environment changed.
+(docs/experiments.md, "Reproducibility"); a difference says the code, the data or the environment changed, and
+the run's ``environment.json`` (the commit, Python and torch of each start) against this process's tells which.
 
 A run trained by several processes (``torchrun``) is repeated under the same launcher: the logged losses are the
 first process's, and its gradients were averaged with the others'.
@@ -44,6 +45,9 @@ class RerunReport:
     steps: int
     rows: list[Comparison] = field(default_factory=list)
     tolerance: float = 0.0
+    # what differs between the run's first start (its environment.json) and this process: "torch 2.12.0 then,
+    # 2.13.0 now"; empty when they agree or the run recorded nothing
+    changed: list[str] = field(default_factory=list)
 
     @property
     def mismatches(self) -> list[Comparison]:
@@ -68,6 +72,18 @@ class RerunReport:
             worst = max(r.difference for r in rows)
             lines.append(f"{step:>6}  {loss.logged:>14.8g}  {loss.repeated:>14.8g}  {worst:>14.3g}  {len(rows)}")
         return "\n".join(lines)
+
+
+def environment_changes(run: Path) -> list[str]:
+    """How this process's :func:`~spade4d.version.environment` differs from the run's first start."""
+    from spade4d.version import environment
+
+    path = run / "environment.json"
+    starts = read_json(path) if path.is_file() else []
+    if not isinstance(starts, list) or not starts or not isinstance(starts[0], dict):
+        return []
+    now = environment()
+    return [f"{k} {starts[0][k]} then, {v} now" for k, v in now.items() if k in starts[0] and starts[0][k] != v]
 
 
 def logged_history(run: Path) -> list[dict]:
@@ -133,4 +149,4 @@ def rerun(
     rows = compare_histories(logged, res.history, max(first))
     if not rows:
         raise TrainError(f"{run / 'trainer_state.json'}: no value logged in both runs by step {max(first)}")
-    return RerunReport(run, max(first), rows, tolerance)
+    return RerunReport(run, max(first), rows, tolerance, environment_changes(run))
