@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ def assert_resumes_exactly(root, out, cfg, straight):
     return resumed
 
 
-def test_resume_continues_exactly(synthetic_root, tmp_path):
+def test_resume_continues_exactly(synthetic_root, tmp_path, capsys):
     root = synthetic_root / "psg4d_pc"
     straight = finetune_4d(root, tmp_path / "a", tiny_cfg(4), progress=False)
     # the same run killed after its step-2 checkpoint (what is left on disk), then resumed
@@ -75,6 +76,55 @@ def test_resume_continues_exactly(synthetic_root, tmp_path):
     assert json.loads((run / "trainer_state.json").read_text())["step"] == 4
     with pytest.raises(TrainError, match="--resume"):
         finetune_4d(root, run, tiny_cfg(4), progress=False)
+
+    # stopped on purpose at step 3 of the schedule (finetune-4d --stop-after): checkpointed there, no model; resumed,
+    # it ends with the uninterrupted run's weights
+    stopped = finetune_4d(root, tmp_path / "c", tiny_cfg(4), progress=False, stop_after=3)
+    assert stopped.model_dir is None and stopped.step == 3 and not (tmp_path / "c" / "model").exists()
+    assert sorted(p.name for p in (tmp_path / "c" / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
+    assert [h["step"] for h in stopped.history] == [1, 2, 3]
+    resumed = finetune_4d(root, tmp_path / "c", tiny_cfg(4), resume=True, progress=False)
+    assert resumed.model_dir == tmp_path / "c" / "model"
+    c = params(resumed.model)
+    for k in a:
+        torch.testing.assert_close(a[k], c[k], msg=k)
+    starts = json.loads((tmp_path / "c" / "environment.json").read_text())  # each start of the run, recorded
+    assert [e["step"] for e in starts] == [0, 3] and starts[0]["torch"] == torch.__version__
+    assert {"spade4d", "code", "python", "platform"} <= set(starts[0])
+    assert_first_steps_repeat(run, capsys)
+
+
+def assert_first_steps_repeat(run, capsys):
+    """``spade4d reproduce`` on the finished 4-step run ``run``: its first two steps trained again log the same
+    values bit for bit; once its history or environment is edited, the command says where and what, and exits 1."""
+    from spade4d.cli import main
+    from spade4d.training.reproduce import rerun
+
+    rep = rerun(run, steps=2, progress=False)
+    assert rep.steps == 2 and rep.identical and not rep.mismatches and not rep.changed
+    assert {r.step for r in rep.rows} == {1, 2}
+    assert {"loss", "lr", "loss_dice"} <= {r.key for r in rep.rows} and "time" not in {r.key for r in rep.rows}
+    logged = json.loads((run / "trainer_state.json").read_text())["history"]
+    assert [r.logged for r in rep.rows if r.key == "loss"] == [h["loss"] for h in logged[:2]]
+    one = next(r for r in rep.rows if r.key == "loss_dice" and r.step == 2)
+    one.repeated = one.logged * 1.5  # a tolerance is relative to the logged value
+    assert rep.mismatches == [one] and not replace(rep, tolerance=0.51).mismatches
+    assert replace(rep, tolerance=0.49).mismatches == [one]
+
+    env = json.loads((run / "environment.json").read_text())
+    env[0]["torch"] = "1.0.0"
+    (run / "environment.json").write_text(json.dumps(env))
+    state = json.loads((run / "trainer_state.json").read_text())
+    state["history"][1]["loss_dice"] += 0.5
+    (run / "trainer_state.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["reproduce", "--run", str(run), "--steps", "2", "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    assert len(out.strip().splitlines()) == 3  # the header and the two logged steps
+    assert err.count("\n") == 1 and "trainer_state.json" in err and "1 of" in err and "loss_dice" in err
+    assert f"torch 1.0.0 then, {torch.__version__} now" in err and "\x1b" not in err
+    assert main(["reproduce", "--run", str(run.parent), "--quiet"]) == 2  # a folder that is no run
+    assert "train_config.json: not found" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(
@@ -313,50 +363,3 @@ def test_weight_averaged_run_saves_the_average_and_resumes_exactly(synthetic_roo
     state = load_file(str(next(exported.glob("*.safetensors"))))
     for name, value in average.items():
         torch.testing.assert_close(state[name], value, msg=name)
-
-
-def test_a_run_stopped_early_resumes_exactly_and_its_first_steps_repeat_bit_for_bit(synthetic_root, tmp_path, capsys):
-    from spade4d.cli import main
-    from spade4d.training.reproduce import rerun
-
-    root = synthetic_root / "psg4d_pc"
-    straight = finetune_4d(root, tmp_path / "a", tiny_cfg(4), progress=False)
-    stopped = finetune_4d(root, tmp_path / "b", tiny_cfg(4), progress=False, stop_after=3)
-    assert stopped.model_dir is None and stopped.step == 3 and not (tmp_path / "b" / "model").exists()
-    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step_000002", "step_000003"]
-    assert [h["step"] for h in stopped.history] == [1, 2, 3]
-    resumed = finetune_4d(root, tmp_path / "b", tiny_cfg(4), resume=True, progress=False)
-    assert resumed.model_dir == tmp_path / "b" / "model"
-    starts = json.loads((tmp_path / "b" / "environment.json").read_text())  # each start of the run, recorded
-    assert [e["step"] for e in starts] == [0, 3] and starts[0]["torch"] == torch.__version__
-    assert {"spade4d", "code", "python", "platform"} <= set(starts[0])
-    a, b = params(straight.model), params(resumed.model)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
-
-    # the finished run's first two steps, trained again on the same schedule: every logged value is the same
-    rep = rerun(tmp_path / "a", steps=2, progress=False)
-    assert rep.steps == 2 and rep.identical and not rep.mismatches
-    assert {r.step for r in rep.rows} == {1, 2}
-    assert {"loss", "lr", "loss_dice"} <= {r.key for r in rep.rows} and "time" not in {r.key for r in rep.rows}
-    logged = json.loads((tmp_path / "a" / "trainer_state.json").read_text())["history"]
-    assert [r.logged for r in rep.rows if r.key == "loss"] == [h["loss"] for h in logged[:2]]
-
-    # a history that no longer matches the code: the command says where, and what changed since, and exits 1
-    env = json.loads((tmp_path / "a" / "environment.json").read_text())
-    env[0]["torch"] = "1.0.0"
-    (tmp_path / "a" / "environment.json").write_text(json.dumps(env))
-    state = json.loads((tmp_path / "a" / "trainer_state.json").read_text())
-    state["history"][1]["loss_dice"] += 0.5
-    (tmp_path / "a" / "trainer_state.json").write_text(json.dumps(state))
-    capsys.readouterr()
-    assert main(["reproduce", "--run", str(tmp_path / "a"), "--steps", "2", "--quiet"]) == 1
-    out, err = capsys.readouterr()
-    assert len(out.strip().splitlines()) == 3  # the header and the two logged steps
-    assert err.count("\n") == 1 and "trainer_state.json" in err and "1 of" in err and "loss_dice" in err
-    assert f"torch 1.0.0 then, {torch.__version__} now" in err
-    assert "\x1b" not in err
-    assert main(["reproduce", "--run", str(tmp_path / "a"), "--steps", "2", "--tolerance", "1", "--quiet"]) == 0
-    # a folder that is no run: a one-line error
-    assert main(["reproduce", "--run", str(tmp_path), "--quiet"]) == 2
-    assert "train_config.json: not found" in capsys.readouterr().err
