@@ -50,7 +50,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from spade4d.version import code_version, recorded_codes
+from spade4d.provenance import code_version, recorded_codes
 
 ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "scratch / head": ("scratch", False, False),

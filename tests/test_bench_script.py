@@ -89,7 +89,7 @@ def test_a_sceneLLM_after_checks_the_model_it_builds_on(bench, tmp_path):
 def test_the_report_names_the_commit_it_ran_from_and_each_folders_commits(bench, tmp_path):
     import subprocess
 
-    from spade4d.version import code_version, record_environment
+    from spade4d.provenance import code_version, record_environment
 
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     assert code_version(tmp_path) == "unknown"  # not a checkout

@@ -1,7 +1,7 @@
-"""The package's imports run one way: core (structures, io, rle, vocab, geometry, batch) <- data <- models <-
-inference <- training (its validation pass predicts) <- demo/cli; evaluation needs only the core. Checked on the
-source (every import statement, function-level ones included), so a new back edge fails here instead of growing
-into a cycle."""
+"""The package's imports run one way: core (structures, io, rle, vocab, geometry, batch, provenance) <- data <-
+models <- inference <- training (its validation pass predicts) <- demo/cli; evaluation needs only the core.
+Checked on the source (every import statement, function-level ones included), so a new back edge fails here
+instead of growing into a cycle."""
 
 import ast
 from pathlib import Path
@@ -21,9 +21,12 @@ LAYER = {  # what each part may import from spade4d (besides itself)
 }
 
 
+CORE = ("structures", "io", "rle", "vocab", "geometry", "batch", "config", "version", "provenance")
+
+
 def part_of(module: str) -> str:
     parts = module.split(".")
-    if len(parts) == 1 or parts[1] in ("structures", "io", "rle", "vocab", "geometry", "batch", "config", "version"):
+    if len(parts) == 1 or parts[1] in CORE:
         return "core"
     if parts[1] in ("cli", "cli_types", "cli_viz", "cli_video", "demo", "__init__"):
         return "cli"

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from spade4d.io import write_json
-from spade4d.version import record_environment
+from spade4d.provenance import record_environment
 
 logger = logging.getLogger(__name__)
 

@@ -76,7 +76,7 @@ class RerunReport:
 
 def environment_changes(run: Path) -> list[str]:
     """How this process's :func:`~spade4d.version.environment` differs from the run's first start."""
-    from spade4d.version import environment
+    from spade4d.provenance import environment
 
     path = run / "environment.json"
     starts = read_json(path) if path.is_file() else []
