@@ -351,6 +351,18 @@ def keep_checkpoint(acc, out: Path, step: int, history: list[dict], keep: int, n
             shutil.rmtree(old, ignore_errors=True)
 
 
+def start_stage(acc, out: Path, settings: LoopSettings, name: str, resume: bool, average=None):
+    """(step, history, end) of a stage about to run: resumed from ``out``'s checkpoint or from 0 (refused when
+    ``out`` already holds checkpoints), and the step it runs to; a start that trains records its environment."""
+    step, history = resume_state(acc, out, name, average) if resume else (0, [])
+    if not resume and acc.is_main_process and (out / "checkpoints").exists():
+        raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
+    end = min(settings.steps, settings.stop_after or settings.steps)
+    if acc.is_main_process and step < end:
+        record_environment(out, step)  # the code and libraries of this start (spade4d reproduce compares them)
+    return step, history, end
+
+
 def train_loop(
     acc,
     model,
@@ -376,12 +388,7 @@ def train_loop(
     from tqdm.auto import tqdm
 
     out = Path(out)
-    step, history = resume_state(acc, out, name, average) if resume else (0, [])
-    if not resume and acc.is_main_process and (out / "checkpoints").exists():
-        raise TrainError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
-    end = min(settings.steps, settings.stop_after or settings.steps)
-    if acc.is_main_process and step < end:
-        record_environment(out, step)  # the code and libraries of this start (spade4d reproduce compares them)
+    step, history, end = start_stage(acc, out, settings, name, resume, average)
     acc.init_trackers("logs")
     groups = [list(model.parameters())] if params is None else params
     if groups and not isinstance(groups[0], (list, tuple)):
