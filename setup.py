@@ -1,14 +1,17 @@
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
-version = {}
-exec((here / "spade4d" / "version.py").read_text(), version)
+# read, not executed: spade4d/version.py may import or compute whatever it likes without breaking the install
+found = re.search(r'^__version__ = "([^"]+)"', (here / "spade4d" / "version.py").read_text(), re.M)
+if found is None:
+    raise SystemExit('spade4d/version.py: no line __version__ = "X.Y.Z"')
 
 setup(
     name="spade4d",
-    version=version["__version__"],
+    version=found.group(1),
     description="4D panoptic scene graph generation: readers, synthetic world, evaluator, models",
     long_description=(here / "README.md").read_text(),
     long_description_content_type="text/markdown",

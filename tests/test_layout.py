@@ -143,3 +143,16 @@ def functions(limit):
 def test_no_library_function_is_longer_than_80_lines_and_the_cli_stays_thin():
     assert list(functions(80)) == []
     assert len((PACKAGE / "cli.py").read_text().splitlines()) < 600
+
+
+def test_setup_reads_the_packages_version_without_running_it():
+    import subprocess
+    import sys
+
+    import spade4d
+
+    root = PACKAGE.parent
+    out = subprocess.run([sys.executable, "setup.py", "--version"], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == spade4d.__version__
+    assert "exec(" not in (root / "setup.py").read_text()  # a version.py with imports must not break the install
