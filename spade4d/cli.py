@@ -114,7 +114,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     bad = rep.mismatches
     if bad:
         worst = max(bad, key=lambda r: r.difference)
-        print(f"spade4d reproduce: {Path(args.run) / 'trainer_state.json'}: {len(bad)} of {len(rep.rows)} logged "
+        print(f"spade4d reproduce: {rep.history_file(bad[0])}: {len(bad)} of {len(rep.rows)} logged "
               f"values differ by step {rep.steps} (first at step {bad[0].step}: {bad[0].key} {bad[0].logged:.8g} "
               f"logged, {bad[0].repeated:.8g} now; largest: {worst.key} at step {worst.step})"
               + (f"; the run was trained with other code or libraries: {', '.join(rep.changed)}" if rep.changed
@@ -514,9 +514,10 @@ def _add_export_model(sub) -> None:
 
 
 def _add_reproduce(sub) -> None:
-    what = "repeat a finetune-4d run's first steps and compare its logged losses (docs/experiments.md)"
+    what = "repeat a finetune-4d or pretrain-2d run's first steps and compare its logged losses (docs/experiments.md)"
     s = T.command(sub, cmd_reproduce, "reproduce", help=what)
-    s.add_argument("--run", required=True, help="the finetune-4d --out folder (train_config.json, trainer_state.json)")
+    s.add_argument("--run", required=True, help="a finetune-4d or pretrain-2d --out folder (its trainer_state.json: "
+                   "each stage's for pretrain-2d)")  # fmt: skip
     s.add_argument("--steps", type=T.positive_int, default=20, help="repeat this many steps (default 20)")
     s.add_argument("--tolerance", type=T.non_negative_float, default=0.0, help="allowed relative difference (0: exact)")
     s.add_argument("--out", default=None, help="where the repeat trains (default: a temporary folder, removed)")

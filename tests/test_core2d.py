@@ -367,7 +367,42 @@ def test_the_frame_feature_cache_gives_the_features_of_a_fresh_pass_and_stays_in
     torch.testing.assert_close(lift(x, uv, frame, 30), fresh)
 
 
-def test_pretrain_2d_end_to_end_then_transfer_with_lifting(synthetic_root, tmp_path):
+def assert_stages_repeat(run, capsys):
+    """``spade4d reproduce`` on a finished pretrain-2d folder: each stage's first two steps, trained again from the
+    run's model of the stage before, log the same values bit for bit; an edited history is found and named."""
+    from spade4d.cli import main
+    from spade4d.training.reproduce import rerun
+
+    files = sorted(p for p in run.rglob("*") if p.is_file())
+    rep = rerun(run, steps=2, progress=False)
+    assert sorted(p for p in run.rglob("*") if p.is_file()) == files  # the run's folder is left as it was
+    assert rep.steps == 2 and rep.identical and not rep.mismatches and not rep.changed
+    assert [(r.stage, r.step) for r in rep.rows if r.key == "loss"] == [
+        (stage, step) for stage in ("diffusion", "calibration", "psg") for step in (1, 2)
+    ]
+    logged = json.loads((run / "psg" / "trainer_state.json").read_text())["history"]
+    assert [r.logged for r in rep.rows if r.stage == "psg" and r.key == "loss_rel"] == [
+        h["loss_rel"] for h in logged[:2]
+    ]
+    assert len(rep.table().splitlines()) == 7 and rep.table().splitlines()[1].startswith("diffusion")
+
+    state = json.loads((run / "psg" / "trainer_state.json").read_text())
+    state["history"][1]["loss_cls"] += 0.25
+    (run / "psg" / "trainer_state.json").write_text(json.dumps(state))
+    capsys.readouterr()
+    assert main(["reproduce", "--run", str(run), "--steps", "2", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(run / "psg" / "trainer_state.json") in err and "loss_cls" in err
+    state["history"][1]["loss_cls"] -= 0.25  # as the run logged it again, for what the test does next
+    (run / "psg" / "trainer_state.json").write_text(json.dumps(state))
+    record = (run / "pretrain_run.json").read_text()
+    (run / "pretrain_run.json").unlink()
+    assert main(["reproduce", "--run", str(run), "--quiet"]) == 2
+    assert "pretrain_run.json: not found" in capsys.readouterr().err
+    (run / "pretrain_run.json").write_text(record)
+
+
+def test_pretrain_2d_end_to_end_then_transfer_with_lifting(synthetic_root, tmp_path, capsys):
     from spade4d.training.finetune_4d import finetune_4d, preset
     from spade4d.training.pretrain_2d import preset_2d, pretrain_2d
 
@@ -380,11 +415,13 @@ def test_pretrain_2d_end_to_end_then_transfer_with_lifting(synthetic_root, tmp_p
         calibration_batch=2,
         inversion_steps=4,
         checkpoint_every=2,
-        diffusion={"steps": 3, "batch_size": 2, "backbone": TINY_BB},
+        log_every=1,
+        diffusion={"steps": 3, "batch_size": 2, "backbone": TINY_BB, "log_every": 1},
         model=TINY_2D,
     )
     psg = synthetic_root / "psg"
     final = pretrain_2d(psg / "psg.json", psg, tmp_path / "p2d", cfg, progress=False)
+    assert_stages_repeat(tmp_path / "p2d", capsys)
     metrics = json.loads((tmp_path / "p2d" / "metrics_2d.json").read_text())
     assert {"R@20", "R@50", "R@100", "mR@50", "lora_trainable_parameters"} <= set(metrics)
     assert 0 <= metrics["R@50"] <= 100 and metrics["lora_trainable_parameters"] > 0

@@ -448,9 +448,10 @@ def finish_trackers(acc) -> None:
         tracker.finish()
 
 
-def finish_stage(acc, model, history: list[dict], out: Path, title: str) -> None:
-    """End of a stage: the model as ``out/model`` and ``loss.png`` (main process), then the loggers closed."""
-    if acc.is_main_process:
+def finish_stage(acc, model, history: list[dict], out: Path, title: str, save: bool = True) -> None:
+    """End of a stage: the model as ``out/model`` and ``loss.png`` (main process; not when ``save`` is False, for a
+    stage stopped before its last step), then the loggers closed."""
+    if acc.is_main_process and save:
         model.save_pretrained(Path(out) / "model")
         plot_losses(history, Path(out) / "loss.png", title)
     finish_trackers(acc)  # not end_training: later stages still need the process group

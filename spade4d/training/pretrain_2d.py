@@ -207,8 +207,11 @@ def _calibration_term(backbone: DiffusionBackbone, cache: TeacherCache, rng, siz
     return calibration_loss(student, maps, tmask.to(device))
 
 
-def calibrate(backbone: DiffusionBackbone, cache: TeacherCache, out: Path, cfg: Pretrain2DConfig, resume, progress):
-    """Stage 2: LoRA only, L1 on the maps. Writes ``out/model`` (the backbone with its adapter)."""
+def calibrate(
+    backbone: DiffusionBackbone, cache: TeacherCache, out: Path, cfg: Pretrain2DConfig, resume, progress, stop_after=0
+):
+    """Stage 2: LoRA only, L1 on the maps. Writes ``out/model`` (the backbone with its adapter) unless stopped at
+    step ``stop_after`` of the schedule."""
     acc = make_accelerator(out, cfg.mixed_precision, find_unused=False)
     params = lora_parameters(backbone.unet)
     opt = torch.optim.AdamW(params, lr=cfg.lora_lr)
@@ -220,14 +223,20 @@ def calibrate(backbone: DiffusionBackbone, cache: TeacherCache, out: Path, cfg: 
         rng = np.random.default_rng([cfg.seed, step, acc.process_index, k, 1])
         return {"loss_calib": _calibration_term(core, cache, rng, cfg.calibration_batch, acc.device)}
 
-    settings = LoopSettings(cfg.calibration_steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
-    _, history = train_loop(acc, backbone, opt, sched, out, settings, step_fn, "calibration", resume, progress, params)
-    finish_stage(acc, core, history, out, "inversion-guided calibration (L1 on attention maps)")
+    settings = LoopSettings(cfg.calibration_steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints,
+                            stop_after=stop_after)  # fmt: skip
+    step, history = train_loop(acc, backbone, opt, sched, out, settings, step_fn, "calibration", resume, progress,
+                               params)  # fmt: skip
+    title = "inversion-guided calibration (L1 on attention maps)"
+    finish_stage(acc, core, history, out, title, save=step >= cfg.calibration_steps)
     return history
 
 
-def train_psg(model: Spade2D, train: ImageSet, cache: TeacherCache | None, out: Path, cfg, resume, progress):
-    """Stage 3: the PSG task (+ the calibration term). The UNet base is frozen."""
+def train_psg(
+    model: Spade2D, train: ImageSet, cache: TeacherCache | None, out: Path, cfg, resume, progress, stop_after=0
+):
+    """Stage 3: the PSG task (+ the calibration term). The UNet base is frozen. Writes ``out/model`` unless stopped
+    at step ``stop_after`` of the schedule."""
     acc = make_accelerator(out, cfg.mixed_precision)
     model.backbone.unet.requires_grad_(False)
     for p in lora_parameters(model.backbone.unet):
@@ -253,9 +262,11 @@ def train_psg(model: Spade2D, train: ImageSet, cache: TeacherCache | None, out: 
             terms["loss_calib"] = cfg.calibration_weight * cal
         return terms
 
-    settings = LoopSettings(cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
-    _, history = train_loop(acc, wrapped, opt, sched, out, settings, step_fn, "psg-2d", resume, progress, trainable)
-    finish_stage(acc, core, history, out, "2D scene-graph training losses")
+    settings = LoopSettings(cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints,
+                            stop_after=stop_after)  # fmt: skip
+    step, history = train_loop(acc, wrapped, opt, sched, out, settings, step_fn, "psg-2d", resume, progress,
+                               trainable)  # fmt: skip
+    finish_stage(acc, core, history, out, "2D scene-graph training losses", save=step >= cfg.steps)
     return core
 
 
@@ -286,19 +297,59 @@ def _seed_stage(seed: int, stage: int) -> None:
     set_seed(int(np.random.default_rng([seed, 100, stage]).integers(2**31)))
 
 
-def _stage_backbone(psg_json, coco_root, out: Path, cfg, backbone_dir, sd15, resume, progress) -> DiffusionBackbone:
+@dataclass(frozen=True)
+class StageSource:
+    """Where each stage's start comes from. A normal run: its own ``out``. A repeat of a finished run's first steps
+    (``stop_after`` > 0, :func:`spade4d.training.reproduce.rerun`): every stage trains only to ``stop_after`` in
+    ``out`` and the next stage starts from ``finished``'s model of the stage before, so each stage repeats its own
+    beginning."""
+
+    out: Path
+    stop_after: int = 0
+    finished: Path | None = None
+
+    def model(self, stage: str) -> Path:
+        """The folder a later stage loads ``stage``'s model from (which exists when that stage is done)."""
+        return (self.finished if self.stop_after else self.out) / stage / "model"
+
+    def todo(self, stage: str) -> bool:
+        """Whether ``stage`` trains in this call (a repeat trains every stage; a run, those not finished yet)."""
+        return bool(self.stop_after) or not (self.out / stage / "model").is_dir()
+
+
+def _stage_backbone(psg_json, coco_root, src: StageSource, cfg, backbone_dir, sd15, resume, progress):
     """Stage 1, the diffusion backbone: SD-1.5 from a local folder, a given backbone folder, or the tiny UNet
     trained here (skipped when ``out/diffusion/model`` exists)."""
     if sd15 is not None:
         return DiffusionBackbone.from_sd15(sd15)
     if backbone_dir is not None:
         return DiffusionBackbone.from_pretrained(backbone_dir)
-    ddir = out / "diffusion" / "model"
-    if not ddir.is_dir():
+    if src.todo("diffusion"):
         base = {**asdict(DiffusionTrainConfig()), "seed": cfg.seed, "mixed_precision": cfg.mixed_precision}
         dcfg = DiffusionTrainConfig(**{**base, **cfg.diffusion})
-        pretrain_diffusion(psg_json, coco_root, out / "diffusion", dcfg, resume=resume, progress=progress)
-    return DiffusionBackbone.from_pretrained(ddir)
+        pretrain_diffusion(psg_json, coco_root, src.out / "diffusion", dcfg, resume=resume, progress=progress,
+                           stop_after=src.stop_after)  # fmt: skip
+    return DiffusionBackbone.from_pretrained(src.model("diffusion"))
+
+
+def _calibration_stage(backbone, train: ImageSet, src: StageSource, cfg, resume, progress, summary: dict):
+    """Stage 2 (LoRA added; trained unless done); returns the backbone to build on and the teacher cache."""
+    if not (cfg.calibration_steps > 0 or cfg.calibration_weight > 0):
+        add_lora(backbone.unet, cfg.lora_rank)
+        return backbone, None
+    if not src.todo("calibration"):
+        backbone = DiffusionBackbone.from_pretrained(src.model("calibration"))
+        backbone.set_vocabulary(train.classes)
+    else:
+        summary["lora_trainable_parameters"] = add_lora(backbone.unet, cfg.lora_rank)
+    cache = TeacherCache(backbone, train, cfg, progress)
+    summary["inversion_reconstruction_error"] = cache.reconstruction_error
+    if src.todo("calibration") and cfg.calibration_steps > 0:
+        calibrate(backbone, cache, src.out / "calibration", cfg, resume, progress, src.stop_after)
+        if src.stop_after:  # the repeat goes on from the finished run's calibrated backbone
+            backbone = DiffusionBackbone.from_pretrained(src.model("calibration"))
+            backbone.set_vocabulary(train.classes)
+    return backbone, cache
 
 
 def pretrain_2d(
@@ -310,18 +361,26 @@ def pretrain_2d(
     sd15: str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
-) -> Path:
-    """All stages (see the module docstring); returns ``out/model``."""
+    stop_after: int = 0,
+    finished: str | os.PathLike | None = None,
+) -> Path | None:
+    """All stages (see the module docstring); returns ``out/model``. ``out/pretrain_run.json`` records the data and
+    backbone the run was given. ``stop_after`` > 0 with ``finished`` (this config's finished run): every stage trains
+    only its first ``stop_after`` steps, each from ``finished``'s model of the stage before (:class:`StageSource`);
+    nothing is evaluated or saved as a model, and None is returned."""
     from accelerate.utils import set_seed
-
-    from spade4d.evaluation.report import format_table, write_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    src = StageSource(out, stop_after, Path(finished) if finished is not None else None)
+    if stop_after and finished is None:
+        raise ValueError("stop_after needs the finished run the stages start from")
     write_json(out / "pretrain_config.json", asdict(cfg))
+    given = {"psg_json": psg_json, "coco_root": coco_root, "backbone_dir": backbone_dir, "sd15": sd15}
+    write_json(out / "pretrain_run.json", {k: None if v is None else str(Path(v).resolve()) for k, v in given.items()})
     set_seed(cfg.seed)
     summary: dict = {}
-    backbone = _stage_backbone(psg_json, coco_root, out, cfg, backbone_dir, sd15, resume, progress)  # 1.
+    backbone = _stage_backbone(psg_json, coco_root, src, cfg, backbone_dir, sd15, resume, progress)  # 1.
     grid = backbone.feature_grid
     train = ImageSet(psg_json, coco_root, "train", backbone.config.image_size, grid)
     test = ImageSet(psg_json, coco_root, "test", backbone.config.image_size, grid)
@@ -330,39 +389,32 @@ def pretrain_2d(
     backbone.set_vocabulary(train.classes)
     loc = [test[i] for i in range(min(len(test), 40))]
     summary["attention_localisation_base"] = attention_localisation(backbone, loc)
-    # 2. calibration
     _seed_stage(cfg.seed, 2)
-    cdir = out / "calibration" / "model"
-    if cfg.calibration_steps > 0 or cfg.calibration_weight > 0:
-        if cdir.is_dir():
-            backbone = DiffusionBackbone.from_pretrained(cdir)
-            backbone.set_vocabulary(train.classes)
-        else:
-            summary["lora_trainable_parameters"] = add_lora(backbone.unet, cfg.lora_rank)
-        cache = TeacherCache(backbone, train, cfg, progress)
-        summary["inversion_reconstruction_error"] = cache.reconstruction_error
-        if not cdir.is_dir() and cfg.calibration_steps > 0:
-            calibrate(backbone, cache, out / "calibration", cfg, resume, progress)
-    else:
-        cache = None
-        add_lora(backbone.unet, cfg.lora_rank)
+    backbone, cache = _calibration_stage(backbone, train, src, cfg, resume, progress, summary)  # 2.
     summary["unet_parameters"] = sum(p.numel() for n, p in backbone.unet.named_parameters() if "lora_" not in n)
     summary["lora_trainable_parameters"] = sum(p.numel() for p in lora_parameters(backbone.unet))
-    # 3. PSG
-    _seed_stage(cfg.seed, 3)
-    pdir = out / "psg" / "model"
-    if pdir.is_dir():
-        model = Spade2D.from_pretrained(pdir)
+    _seed_stage(cfg.seed, 3)  # 3. PSG
+    if not src.todo("psg"):
+        model = Spade2D.from_pretrained(src.model("psg"))
     else:
         mcfg = Spade2DConfig(classes=train.classes, predicates=train.predicates, **cfg.model)
         model = Spade2D(mcfg, backbone)
         assert has_lora(model.backbone.unet)
-        model = train_psg(model, train, cache, out / "psg", cfg, resume, progress)
+        model = train_psg(model, train, cache, out / "psg", cfg, resume, progress, stop_after)
+    if stop_after:
+        return None
     summary["trainable_parameters_psg_stage"] = sum(
         p.numel() for n, p in model.named_parameters() if not n.startswith("backbone.unet.") or "lora_" in n
     )
-    # 4. evaluation and the final folder (main process; the others wait)
+    _finish_2d(model, test, loc, out, cfg, summary, progress)  # 4.
+    return out / "model"
+
+
+def _finish_2d(model: Spade2D, test: ImageSet, loc, out: Path, cfg, summary: dict, progress) -> None:
+    """Stage 4: evaluation and the final folder (main process; the others wait)."""
     from accelerate import PartialState
+
+    from spade4d.evaluation.report import format_table, write_report
 
     state = PartialState()
     if state.is_main_process:
@@ -374,4 +426,3 @@ def pretrain_2d(
         logger.info(format_table(metrics, f"2D scene graph recall, test split ({len(test)} images)"))
         model.save_pretrained(out / "model")
     state.wait_for_everyone()
-    return out / "model"

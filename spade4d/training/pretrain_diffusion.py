@@ -84,8 +84,10 @@ def pretrain_diffusion(
     cfg: DiffusionTrainConfig,
     resume: bool = False,
     progress: bool = True,
-) -> Path:
-    """Train the tiny UNet on the train split; writes ``out/model`` (a backbone folder) and returns it."""
+    stop_after: int | None = None,
+) -> Path | None:
+    """Train the tiny UNet on the train split; writes ``out/model`` (a backbone folder) and returns it.
+    ``stop_after``: stop at this step of the schedule, checkpointed, with no model saved (returns None)."""
     from accelerate.utils import set_seed
     from diffusers import DDPMScheduler
 
@@ -135,12 +137,15 @@ def pretrain_diffusion(
             terms.update(loss_token=cfg.grounding_weight * tok_loss, loss_pixel=cfg.grounding_pixel_weight * pix_loss)
         return terms
 
-    settings = LoopSettings(cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
-    _, history = train_loop(acc, unet, opt, sched, out, settings, step_fn, "pretrain-diffusion", resume, progress)
+    settings = LoopSettings(
+        cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints, stop_after=stop_after or 0
+    )
+    step, history = train_loop(acc, unet, opt, sched, out, settings, step_fn, "pretrain-diffusion", resume, progress)
     backbone.unet = acc.unwrap_model(unet)
-    finish_stage(acc, backbone, history, out, "diffusion pretraining (noise MSE)")
+    finished = step >= cfg.steps
+    finish_stage(acc, backbone, history, out, "diffusion pretraining (noise MSE)", save=finished)
     acc.wait_for_everyone()
-    return out / "model"
+    return out / "model" if finished else None
 
 
 def _first_word(label: str) -> str:
