@@ -103,6 +103,7 @@ PROPOSALS = {  # ProposalOptions changed from the defaults, per kind of row
 }
 DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "transfer - scratch (head)": ("transfer / head", "scratch / head"),
+    "transfer - scratch (head + 2D proposals)": ("transfer / head + 2D proposals", "scratch / head + 2D proposals"),
     "chain - head (transfer)": ("transfer / chain", "transfer / head"),
     "2D proposals, head (transfer)": ("transfer / head + 2D proposals", "transfer / head"),
     "2D proposals, chain (transfer)": ("transfer / chain + 2D proposals", "transfer / chain"),
@@ -163,6 +164,10 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
         "transfer / head + 2D proposals",
     ),
     "transfer at lr / 10 - scratch (head)": ("transfer, transferred parts at lr / 10 / head", "scratch / head"),
+    "transfer at lr / 10 - scratch (head + 2D)": (
+        "transfer, transferred parts at lr / 10 / head + 2D proposals",
+        "scratch / head + 2D proposals",
+    ),
     "video: transfer - scratch (head)": ("video transfer / head", "video scratch / head"),
     "video: chain - head (transfer)": ("video transfer / chain", "video transfer / head"),
     "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
