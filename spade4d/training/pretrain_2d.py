@@ -370,11 +370,11 @@ def pretrain_2d(
     nothing is evaluated or saved as a model, and None is returned."""
     from accelerate.utils import set_seed
 
+    if stop_after and finished is None:
+        raise ValueError("stop_after needs the finished run the stages start from")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     src = StageSource(out, stop_after, Path(finished) if finished is not None else None)
-    if stop_after and finished is None:
-        raise ValueError("stop_after needs the finished run the stages start from")
     write_json(out / "pretrain_config.json", asdict(cfg))
     given = {"psg_json": psg_json, "coco_root": coco_root, "backbone_dir": backbone_dir, "sd15": sd15}
     write_json(out / "pretrain_run.json", {k: None if v is None else str(Path(v).resolve()) for k, v in given.items()})
@@ -388,7 +388,8 @@ def pretrain_2d(
         raise TrainError(f"{psg_json}: the train split has no images with relations")
     backbone.set_vocabulary(train.classes)
     loc = [test[i] for i in range(min(len(test), 40))]
-    summary["attention_localisation_base"] = attention_localisation(backbone, loc)
+    if not stop_after:  # a repeat evaluates nothing
+        summary["attention_localisation_base"] = attention_localisation(backbone, loc)
     _seed_stage(cfg.seed, 2)
     backbone, cache = _calibration_stage(backbone, train, src, cfg, resume, progress, summary)  # 2.
     summary["unet_parameters"] = sum(p.numel() for n, p in backbone.unet.named_parameters() if "lora_" not in n)

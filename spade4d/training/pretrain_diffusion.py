@@ -84,7 +84,7 @@ def pretrain_diffusion(
     cfg: DiffusionTrainConfig,
     resume: bool = False,
     progress: bool = True,
-    stop_after: int | None = None,
+    stop_after: int = 0,
 ) -> Path | None:
     """Train the tiny UNet on the train split; writes ``out/model`` (a backbone folder) and returns it.
     ``stop_after``: stop at this step of the schedule, checkpointed, with no model saved (returns None)."""
@@ -138,7 +138,7 @@ def pretrain_diffusion(
         return terms
 
     settings = LoopSettings(
-        cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints, stop_after=stop_after or 0
+        cfg.steps, 1, 1.0, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints, stop_after=stop_after
     )
     step, history = train_loop(acc, unet, opt, sched, out, settings, step_fn, "pretrain-diffusion", resume, progress)
     backbone.unet = acc.unwrap_model(unet)
