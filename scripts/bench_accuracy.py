@@ -503,6 +503,18 @@ def trained_with(out: Path, seeds: list[int], models: list[str]) -> dict[str, li
             if (out / f"seed{s}" / f).is_dir()}  # fmt: skip
 
 
+def data_line(meta: dict) -> str:
+    """What the ``--data`` folder holds, so a report read elsewhere says which data it scored: the synthetic
+    preset, its seed and noise, the command that makes it again, and the classes and predicates left out of 4D
+    training (``dataset.json``)."""
+    preset, seed, noise = meta.get("preset"), meta.get("seed"), meta.get("noise", 0.0)
+    line = f"Data: `spade4d make-synthetic --preset {preset} --seed {seed}"
+    line += f" --noise {noise}`" if noise else "`"
+    oov = ", ".join(meta.get("oov_classes") or []) or "none"
+    preds = ", ".join(meta.get("oov_predicates") or []) or "none"
+    return f"{line}; out of 4D training: objects {oov}; predicates {preds}."
+
+
 def report(results, seeds, args, data: Path, seconds: float) -> None:
     from spade4d.evaluation.stats import summarise_runs
     from spade4d.io import write_json
@@ -516,7 +528,8 @@ def report(results, seeds, args, data: Path, seconds: float) -> None:
     trained = trained_with(Path(args.out), seeds, args.models.split(","))
     info = {"command": command, "machine": machine(), "date": date, "code": code_version(), "seconds": round(seconds),
             "trained_with": trained,
-            "dataset": {k: meta.get(k) for k in ("preset", "seed", "preset_values", "oov_classes", "oov_predicates")},
+            "dataset": {k: meta.get(k) for k in ("preset", "seed", "noise", "preset_values", "oov_classes",
+                                                 "oov_predicates")},
             "train_preset": args.preset, "llm": args.llm, "seeds": seeds}  # fmt: skip
     write_json(base.with_suffix(".json"), {**info, **summary, "runs": results}, indent=1)
     text = tables(summary, seeds)
@@ -528,6 +541,7 @@ def report(results, seeds, args, data: Path, seconds: float) -> None:
     built = ", ".join(f"{c} ({n})" for c, n in counts.items())
     head = f"`{command}`\n\n{info['machine']}, {date}, code {info['code']}, {took}.\n\n"
     head += f"Run folders trained with code: {built} (`trained_with` in the JSON).\n\n" if built else ""
+    head += data_line(meta) + "\n\n"
     tmp = base.with_suffix(".md.tmp")
     tmp.write_text(head + text)
     os.replace(tmp, base.with_suffix(".md"))

@@ -109,7 +109,10 @@ def test_the_report_names_the_commit_it_ran_from_and_each_folders_commits(bench,
         (out / f"seed{seed}" / "scratch").mkdir(parents=True)
         record_environment(out / f"seed{seed}" / "transfer", step=0)
         record_environment(out / f"seed{seed}" / "transfer", step=300)  # resumed: a second start, same code
-    write_json(tmp_path / "data" / "dataset.json", {"preset": "bench"})
+    write_json(
+        tmp_path / "data" / "dataset.json",
+        {"preset": "bench", "seed": 3, "noise": 0.0, "oov_classes": ["bicycle", "cart"], "oov_predicates": ["riding"]},
+    )
     runs = {seed: {m: 40.0 + seed + i for i, m in enumerate(bench.METRICS)} for seed in (0, 1)}
     shifted = {s: {m: v + 2 for m, v in r.items()} for s, r in runs.items()}
     results = {"scratch / head": runs, "transfer / head": shifted}
@@ -123,5 +126,7 @@ def test_the_report_names_the_commit_it_ran_from_and_each_folders_commits(bench,
                                    "seed1/scratch": ["not recorded"], "seed1/transfer": [now]}  # fmt: skip
     md = (tmp_path / "rep.md").read_text()
     assert f"code {now}" in md and f"trained with code: not recorded (2), {now} (2)" in md
+    data_line = "Data: `spade4d make-synthetic --preset bench --seed 3`; out of 4D training: objects bicycle, cart;"
+    assert data_line + " predicates riding." in md and "--noise" not in md
     diff = rep["differences"]["transfer - scratch (head)"]["R@50"]
     assert diff["mean"] == diff["low"] == diff["high"] == pytest.approx(2.0) and diff["n"] == 2
