@@ -4,14 +4,16 @@ differences (docs/open-vocabulary.md, "The benchmark script").
     python scripts/bench_accuracy.py --data outputs/bench/synthetic --out outputs/bench [--preset quick] \
         [--seeds 0,1,2] [--jobs 2] [--llm tiny] [--report docs/bench/accuracy_quick] \
         [--models scratch,transfer,transfer-avg,transfer-last,scratch-dense,transfer-dense,transfer-smollm2,\
-                  transfer-slow,transfer-tiny,transfer-single,video-scratch,video-transfer] \
+                  transfer-slow,transfer-tiny,transfer-single,transfer-tiny-2d,video-scratch,\
+                  video-transfer] \
         [--rows 'head;head + 2D proposals']
 
 Per seed it trains (or finds) a 2D core (``pretrain-2d``) and two 4D models, from scratch and initialised from
 that core (its relation graph transformer and head, as the demo does; the latter with the SceneLLM).
 ``transfer-smollm2``, ``transfer-tiny`` and ``transfer-single`` train a new SceneLLM (SmolLM2 + LoRA; the tiny LLM
 in two turns; in one) on the transferred model's frozen 4D weights, after it (``--steps-after`` for that stage,
-by default ``--steps``).
+by default ``--steps``); ``transfer-tiny-2d`` does as ``transfer-tiny`` from a tiny SceneLLM first trained on the
+2D images as the seed's 2D core reads them (``--steps-llm-2d``; :mod:`spade4d.training.llm_2d`).
 ``transfer-avg`` and ``transfer-last`` train the transferred model again with weight averaging
 (``Train4DConfig.weight_average``) or without the presets' deep supervision of every decoder layer
 (``LossWeights.deep`` 0: the last layer only); ``scratch-dense`` and ``transfer-dense`` train both 4D models
@@ -73,6 +75,7 @@ ROWS = {  # name: (model, chain, 2D proposals: False or a key of PROPOSALS)
     "transfer / chain, SmolLM2": ("transfer-smollm2", True, False),
     "transfer / chain, tiny LLM after": ("transfer-tiny", True, False),
     "transfer / single-turn chain, tiny LLM after": ("transfer-single", True, False),
+    "transfer / chain, tiny LLM after, pretrained on 2D": ("transfer-tiny-2d", True, False),
     # the transferred model trained again with its weights averaged over the last steps (VARIANTS)
     "transfer, weight average / head": ("transfer-avg", False, False),
     "transfer, weight average / head + 2D proposals": ("transfer-avg", False, "add"),
@@ -143,6 +146,18 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
         "transfer / chain, tiny LLM after",
     ),
     "single-turn chain - head (transfer)": ("transfer / single-turn chain, tiny LLM after", "transfer / head"),
+    "2D-pretrained LLM chain - head (transfer)": (
+        "transfer / chain, tiny LLM after, pretrained on 2D",
+        "transfer / head",
+    ),
+    "2D-pretrained - new tiny LLM (both after)": (
+        "transfer / chain, tiny LLM after, pretrained on 2D",
+        "transfer / chain, tiny LLM after",
+    ),
+    "2D-pretrained after - joint tiny LLM (chain)": (
+        "transfer / chain, tiny LLM after, pretrained on 2D",
+        "transfer / chain",
+    ),
     "weight average - last weights (head)": ("transfer, weight average / head", "transfer / head"),
     "weight average - last weights (chain)": ("transfer, weight average / chain", "transfer / chain"),
     "deep supervision - last layer only (head)": ("transfer / head", "transfer, last layer only / head"),
@@ -173,7 +188,7 @@ DIFFERENCES = {  # name: (a, b), reported as a - b paired by seed
     "video: 2D proposals, head (transfer)": ("video transfer / head + 2D proposals", "video transfer / head"),
 }
 MODELS = ("scratch", "transfer", "transfer-avg", "transfer-last", "scratch-dense", "transfer-dense",
-          "transfer-slow", "transfer-smollm2", "transfer-tiny", "transfer-single", "video-scratch",
+          "transfer-slow", "transfer-smollm2", "transfer-tiny", "transfer-single", "transfer-tiny-2d", "video-scratch",
           "video-transfer")  # fmt: skip
 VARIANTS = {  # another kind trained with some Train4DConfig fields changed, all else equal (seed, data, core)
     "transfer-avg": ("transfer", {"weight_average": 0.995}),
@@ -186,7 +201,9 @@ AFTER = {  # a new SceneLLM (language model, chain) on another kind's frozen 4D 
     "transfer-smollm2": ("transfer", "smollm2", "two"),
     "transfer-tiny": ("transfer", "tiny", "two"),
     "transfer-single": ("transfer", "tiny", "single"),
+    "transfer-tiny-2d": ("transfer", "tiny", "two"),  # its SceneLLM first pretrained on the 2D images (LLM_2D)
 }
+LLM_2D = {"transfer-tiny-2d"}  # kinds whose SceneLLM starts from <out>/seed<N>/llm_2d/model (training.llm_2d)
 METRICS = ["R@20", "R@50", "R@100", "mR@20", "mR@50", "mR@100", "OOV R@50", "in-vocab R@50"]
 
 
@@ -231,6 +248,8 @@ def train_model(job) -> str:
     run = out / f"seed{seed}" / kind
     if kind in AFTER and not (run / "model" / "config.json").is_file():
         base = out / f"seed{seed}" / AFTER[kind][0] / "model"
+        if kind in LLM_2D:
+            train_llm_2d(data, out, seed, args)
         return train_llm_after(data, base, run, model_config(seed, kind, args)[0], args)
     if not (run / "model" / "config.json").is_file():
         cfg, transfer = model_config(seed, kind, args)
@@ -251,6 +270,8 @@ def model_config(seed: int, kind: str, args):
         _, llm, chain = AFTER[kind]
         cfg = config_4d(settings(args, seed, llm, chain, args.steps_after), False, num_threads=args.threads,
                         train_only=("llm.",))  # fmt: skip
+        if kind in LLM_2D:
+            cfg = replace(cfg, llm_init=str(Path(args.out).resolve() / f"seed{seed}" / "llm_2d" / "model"))
         return cfg, False
     base, changes = VARIANTS.get(kind, (kind, {}))
     transfer = base.endswith("transfer")
@@ -288,6 +309,19 @@ def train_llm_after(data: Path, model_dir: Path, run: Path, cfg, args) -> str:
     finetune_4d(data / "psg4d_pc", run, cfg, resume=True, init_from=base, rgb_root=data / "psg4d_gta",
                 progress=args.jobs == 1)  # fmt: skip
     return str(run / "model")
+
+
+def train_llm_2d(data: Path, out: Path, seed: int, args) -> Path:
+    """The seed's SceneLLM pretrained on the 2D images, read by the seed's 2D core (``<out>/seed<N>/llm_2d``, once):
+    the tiny LLM, ``--steps-llm-2d`` steps (training.llm_2d)."""
+    from spade4d.training.llm_2d import LLM2DConfig, pretrain_llm_2d
+
+    run = out / f"seed{seed}" / "llm_2d"
+    if not (run / "model" / "config.json").is_file():
+        core = out / f"seed{seed}" / "pretrain_2d" / "model"
+        cfg = replace(LLM2DConfig(), seed=seed, steps=args.steps_llm_2d)
+        pretrain_llm_2d(data / "psg" / "psg.json", data / "psg", core, run, cfg, resume=True, progress=args.jobs == 1)
+    return run / "model"
 
 
 def four_d_only(model_dir: Path, where: Path) -> Path:
@@ -456,6 +490,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps-after", type=int, default=None,
                    help="steps of a SceneLLM trained after a frozen 4D model (default: --steps)")  # fmt: skip
     p.add_argument("--steps-2d", type=int, default=None, help="steps of each 2D stage (default: the preset's)")
+    p.add_argument("--steps-llm-2d", type=int, default=600,
+                   help="steps of the SceneLLM's 2D pretraining (transfer-tiny-2d; default 600)")  # fmt: skip
     p.add_argument("--models", default="scratch,transfer", help="of " + ", ".join(MODELS) + " (default: the 4D two)")
     p.add_argument("--llm", default="tiny", help="the SceneLLM of the transferred model: tiny | smollm2 | none")
     p.add_argument("--jobs", type=int, default=2, help="runs at once (default 2)")

@@ -74,6 +74,8 @@ class Train4DConfig:
     # this, the new ones train at lr (pretrained parts at a tenth of the rate, as Mask2Former trains its backbone)
     transfer_lr: float = 1.0
     llm: dict | None = None  # a SceneLLMConfig (e.g. {"llm": "tiny"}): train the SceneLLM jointly
+    # a SceneLLM folder (training.llm_2d: pretrained on 2D scene graphs) the model's new SceneLLM starts from
+    llm_init: str | None = None
     train_only: tuple[str, ...] | None = None  # parameter-name prefixes to train (the rest frozen); None: all
     # "seen": class/predicate losses over the names that occur in the training split only; the saved model
     # scores the full vocabulary. "all": every name of the vocabulary, unseen ones as constant negatives.
@@ -254,16 +256,42 @@ def build_model_from_4d(cfg: Train4DConfig, model_dir: str | os.PathLike) -> Mod
 
 def build_model(cfg: Train4DConfig, classes, predicates, init_from=None, init_from_2d=None, log=logger.info):
     """The model a run starts from: a saved 4D model (``init_from``), a 2D core's transfer (``init_from_2d``),
-    or a new one. Returns it and the transfer report (None without a 2D core)."""
+    or a new one, its SceneLLM from ``cfg.llm_init`` when given. Returns it and the transfer report (None without a
+    2D core)."""
     if init_from is not None and init_from_2d is not None:
         raise TrainError("pass either --init-from (a 4D model) or --init-from-2d (a 2D core), not both")
+    report = None
     if init_from is not None:
-        return build_model_from_4d(cfg, init_from), None
-    if init_from_2d is not None:
-        return build_model_from_2d(cfg, classes, predicates, init_from_2d, log)
-    if cfg.lift:
+        model = build_model_from_4d(cfg, init_from)
+    elif init_from_2d is not None:
+        model, report = build_model_from_2d(cfg, classes, predicates, init_from_2d, log)
+    elif cfg.lift:
         raise TrainError("lifting 2D features needs a 2D core: pass --init-from-2d")
-    return Model4D(Model4DConfig(classes=classes, predicates=predicates, **{"llm": cfg.llm, **cfg.model})), None
+    else:
+        model = Model4D(Model4DConfig(classes=classes, predicates=predicates, **{"llm": cfg.llm, **cfg.model}))
+    if cfg.llm_init is not None:
+        load_llm_init(model, cfg.llm_init, log)
+    return model, report
+
+
+def load_llm_init(model: Model4D, folder: str | os.PathLike, log=logger.info) -> None:
+    """Every tensor of the model's SceneLLM from the SceneLLM saved in ``folder`` (``pretrain_llm_2d``'s model):
+    the same language model and adapter shapes, any query count."""
+    from spade4d.models.scene_llm import SceneLLM
+
+    if model.llm is None:
+        raise TrainError(f"{folder}: a SceneLLM to start from, but the run trains none (pass --llm)")
+    try:
+        saved = SceneLLM.from_pretrained(folder, scene_dim=model.config.dim)
+    except RuntimeError:  # a tensor of another size: its scene tokens come from states of another width
+        raise TrainError(f"{folder}: a SceneLLM for states of another width than {model.config.dim}") from None
+    mine, theirs = model.llm.config, saved.config
+    differ = [k for k in ("llm", "tiny", "lora_r", "lora_targets") if getattr(mine, k) != getattr(theirs, k)]
+    if differ:
+        what = ", ".join(f"{k} {getattr(theirs, k)!r} there, {getattr(mine, k)!r} here" for k in differ)
+        raise TrainError(f"{folder}: a SceneLLM of another shape ({what})")
+    model.llm.load_state_dict(saved.state_dict())
+    log(f"SceneLLM initialised from {folder}")
 
 
 def restrict_training(model: Model4D, cfg: Train4DConfig, ds, split: str, log=logger.info) -> None:
