@@ -133,7 +133,8 @@ def run_finetune_4d(args: argparse.Namespace):
     from spade4d.data.datasets import point_cloud_root, rgb_root
     from spade4d.training.finetune_4d import finetune_4d, preset, scene_llm_settings
 
-    flags = ("steps", "lr", "warmup", "seed", "clips_per_step", "checkpoint_every", "mixed_precision", "transfer_parts")
+    flags = ("steps", "lr", "warmup", "seed", "clips_per_step", "checkpoint_every", "mixed_precision", "transfer_parts",
+             "llm_init")  # fmt: skip
     cfg = preset(
         args.preset,
         args.config,
@@ -326,6 +327,14 @@ def cmd_pretrain_2d(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     log.info(f"2D core saved to {final}; metrics {Path(args.out) / 'metrics_2d.json'}")
+    if args.llm:  # stage 5: a SceneLLM on the 2D graphs as the core reads them (finetune-4d --llm-init)
+        from spade4d.training.finetune_4d import scene_llm_settings
+        from spade4d.training.llm_2d import LLM2DConfig, pretrain_llm_2d
+
+        lcfg = LLM2DConfig(llm=scene_llm_settings(args.llm), seed=cfg.seed)
+        lcfg.steps = args.llm_steps or lcfg.steps
+        llm = pretrain_llm_2d(psg_json, coco, final, Path(args.out) / "llm", lcfg, args.resume, not args.quiet)
+        log.info(f"SceneLLM saved to {llm}")
     return 0
 
 
@@ -407,6 +416,7 @@ def _add_finetune_4d(sub) -> None:
     s.add_argument("--chain", default=None, choices=["two", "single"], help="SceneLLM answers in two turns or one")
     s.add_argument("--llm-lora-r", type=T.positive_int, default=None, help="SceneLLM LoRA rank (default 8)")
     s.add_argument("--relation-order", default=None, choices=["canonical", "shuffled"], help="SceneLLM answers' order")
+    s.add_argument("--llm-init", default=None, help="a SceneLLM to start from (pretrain-2d --llm's <out>/llm/model)")
 
 
 def _add_pretrain_diffusion(sub) -> None:
@@ -442,6 +452,8 @@ def _add_pretrain_2d(sub) -> None:
     s.add_argument("--seed", type=T.non_negative_int, default=None)
     s.add_argument("--mixed-precision", default=None, choices=["no", "fp16", "bf16"])
     s.add_argument("--resume", action="store_true", help="continue the interrupted stage from its checkpoint")
+    s.add_argument("--llm", default=None, help="then a SceneLLM on the 2D graphs (tiny | smollm2 | folder): <out>/llm")
+    s.add_argument("--llm-steps", type=T.positive_int, default=None, help="steps of that SceneLLM stage (1500)")
 
 
 def _add_infer(sub) -> None:
