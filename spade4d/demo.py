@@ -238,22 +238,65 @@ def demo_video(out: Path, data: Path, core2d: Path | None, s: DemoSettings, log=
     return scores
 
 
+class StageClock:
+    """Wall-clock seconds of each demo stage (a stage found done counts its check only), logged at the end and
+    written with the host's description as ``<out>/<name>.json``, so a demo's time can be compared with another
+    machine's stage by stage (docs/experiments.md, "Demo timings and scores": the same steps took 2.5 times as
+    long on a slower host)."""
+
+    def __init__(self):
+        self.start = self.last = time.time()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.time()
+        self.stages[stage] = round(now - self.last, 1)
+        self.last = now
+
+    def report(self, out: Path, name: str, log=logger.info) -> Path:
+        import platform
+
+        import torch
+
+        from spade4d.io import write_json
+
+        total = round(self.last - self.start, 1)
+        log("[demo] time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.stages.items()))
+        host = {
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        }
+        date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.start))
+        record = {"date": date, "seconds": total, "stages": self.stages, "host": host}
+        return write_json(out / f"{name}.json", record, indent=2)
+
+
 def run_demo(out: str | os.PathLike, settings: DemoSettings = DemoSettings(), log=logger.info) -> dict[str, dict]:
-    """The whole demo into ``out``; returns the test metrics of each prediction file."""
+    """The whole demo into ``out``; returns the test metrics of each prediction file. The time of each stage is
+    written to ``timings.json`` (``timings_video.json`` with ``settings.video``)."""
     out = Path(out)
-    t0 = time.time()
+    clock = StageClock()
     data = demo_data(out, settings, log)
+    clock.lap("data")
     core2d = demo_core_2d(out, data, settings, log)
+    clock.lap("2D core")
     if settings.video:
         scores = demo_video(out, data, core2d, settings, log)
-        _summary(scores, log)
-        log(f"[demo] done in {time.time() - t0:.0f}s; outputs under {out}")
-        return scores
-    model_dir = demo_model_4d(out, data, core2d, settings, log)
-    scores = demo_score(out, data, model_dir, log, core2d)
-    demo_render(out, data, log)
+        clock.lap("video model, inference, scoring and render")
+    else:
+        model_dir = demo_model_4d(out, data, core2d, settings, log)
+        clock.lap("4D training")
+        scores = demo_score(out, data, model_dir, log, core2d)
+        clock.lap("inference and scoring")
+        demo_render(out, data, log)
+        clock.lap("renders")
     _summary(scores, log)
-    log(f"[demo] done in {time.time() - t0:.0f}s; outputs under {out}")
+    clock.report(out, "timings_video" if settings.video else "timings", log)
+    log(f"[demo] done in {clock.last - clock.start:.0f}s; outputs under {out}")
     return scores
 
 

@@ -47,6 +47,9 @@ def test_the_demo_runs_end_to_end_and_writes_what_the_readme_promises(tmp_path):
         assert frames and all(f.stat().st_size > 1000 for f in frames)
     assert (out / "finetune_4d" / "model" / "scene_llm").is_dir()
     assert (out / "pretrain_2d" / "model" / "config.json").is_file()
+    timings = json.loads((out / "timings.json").read_text())
+    assert list(timings["stages"]) == ["data", "2D core", "4D training", "inference and scoring", "renders"]
+    assert timings["stages"]["4D training"] > 0 and timings["seconds"] >= max(timings["stages"].values())
     # a second run finds everything and redoes only inference, scoring and renders
     trained = [out / "finetune_4d" / "model" / "model.safetensors", out / "pretrain_2d" / "model" / "config.json"]
     stamps = [f.stat().st_mtime_ns for f in trained]
@@ -56,6 +59,8 @@ def test_the_demo_runs_end_to_end_and_writes_what_the_readme_promises(tmp_path):
     assert main(["demo", "--video", "--out", str(out), "--steps", "10", "--steps-2d", "10"]) == 0
     assert [f.stat().st_mtime_ns for f in trained] == stamps  # the 2D core is reused, not retrained
     video = json.loads((out / "metrics_video_test.json").read_text())
+    stages = json.loads((out / "timings_video.json").read_text())["stages"]
+    assert list(stages) == ["data", "2D core", "video model, inference, scoring and render"]
     assert video["num_gt_relations"] > 0 and video["videos_without_predictions"] == 0
     assert video["oov"]["num_gt_relations"] + video["in_vocabulary"]["num_gt_relations"] == video["num_gt_relations"]
     model = json.loads((out / "finetune_video" / "model" / "config.json").read_text())
