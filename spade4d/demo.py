@@ -254,18 +254,16 @@ class StageClock:
         self.last = now
 
     def report(self, out: Path, name: str, log=logger.info) -> Path:
-        import platform
-
         import torch
 
         from spade4d.io import write_json
+        from spade4d.provenance import environment
 
         total = round(self.last - self.start, 1)
         log("[demo] time by stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in self.stages.items()))
-        host = {
-            "machine": platform.machine(),
+        host = {  # what a training run records (version, commit, Python, torch, platform), plus the CPU's speed class
+            **environment(),
             "cpus": os.cpu_count(),
-            "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
