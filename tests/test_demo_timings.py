@@ -8,10 +8,9 @@ import pytest
 from spade4d import demo
 
 
-def test_stage_clock_records_each_stage_in_order_and_writes_the_host(tmp_path, monkeypatch):
-    now = iter([100.0, 103.4, 110.0, 112.0])  # start, then one reading per lap
-    monkeypatch.setattr(demo.time, "time", lambda: next(now))
-    clock = demo.StageClock()
+def test_stage_clock_records_each_stage_in_order_and_writes_the_host(tmp_path):
+    readings = iter([100.0, 103.4, 110.0, 112.0])  # start, then one reading per lap
+    clock = demo.StageClock(now=lambda: next(readings))
     clock.lap("data")
     clock.lap("2D core")
     clock.lap("4D training")
